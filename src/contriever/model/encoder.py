@@ -162,11 +162,22 @@ class Encoder(torch.nn.Module):
             settings = {}  # a Hub id such as facebook/contriever: plain BERT, Contriever's recipe
         else:
             raise FileNotFoundError(f"{folder}: no such model folder")
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()  # the unused-pooler load report is noise for a retriever
+        hf_logging.disable_progress_bar()
         try:
-            model = AutoModel.from_pretrained(str(folder), add_pooling_layer=False)
-        except TypeError:  # architectures without a pooler take no add_pooling_layer argument
-            model = AutoModel.from_pretrained(str(folder))
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            try:
+                model = AutoModel.from_pretrained(str(folder), add_pooling_layer=False)
+            except TypeError:  # architectures without a pooler take no add_pooling_layer argument
+                model = AutoModel.from_pretrained(str(folder))
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         encoder = cls(
             model,
             tokenizer,
