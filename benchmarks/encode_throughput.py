@@ -39,7 +39,9 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default="../shared/data/scifact")
     parser.add_argument("--n", type=int, default=1000, help="documents to encode")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -71,7 +73,9 @@ def main() -> None:
             best = min(best, time.perf_counter() - start)
         return best, result
 
-    st_time, st_vectors = timed(lambda: theirs.encode(texts, batch_size=args.batch_size, convert_to_numpy=True))
+    st_time, st_vectors = timed(
+        lambda: theirs.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
+    )
     fp32_time, fp32_vectors = timed(
         lambda: ours.encode_corpus(docs, args.batch_size, precision="fp32", show_progress=False)
     )
@@ -107,13 +111,17 @@ def main() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"{len(texts)} SciFact documents, mean {result['mean_tokens']} tokens, batch {args.batch_size}, "
-          f"{result['threads']} threads, torch {torch.__version__}")
+    print(
+        f"{len(texts)} SciFact documents, mean {result['mean_tokens']} tokens, batch {args.batch_size}, "
+        f"{result['threads']} threads, torch {torch.__version__}"
+    )
     print("| method | s | docs/s | speed-up vs ST | min cosine to fp32 | GFLOP/s |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['method']} | {r['seconds']} | {r['docs_per_s']} | {r['speedup_vs_st']}x | "
-              f"{r['min_cosine_to_fp32']} | {r['gflops_per_s']} |")
+        print(
+            f"| {r['method']} | {r['seconds']} | {r['docs_per_s']} | {r['speedup_vs_st']}x | "
+            f"{r['min_cosine_to_fp32']} | {r['gflops_per_s']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,13 @@ class DataError(ValueError):
     def __init__(self, path: str | os.PathLike, message: str, line: int | None = None):
         self.path = str(path)
         self.line = line
+        self.message = message
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):
+        # Rebuilt from its three parts, so it survives pickling (multiprocessing workers raise it).
+        return type(self), (self.path, self.message, self.line)
 
 
 class ConfigError(ValueError):

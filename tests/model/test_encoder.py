@@ -30,7 +30,9 @@ def direct_mean_pooling(encoder: Encoder, text: str) -> np.ndarray:
 def test_mean_pooling_matches_direct_computation(tiny_encoder):
     batched = tiny_encoder.encode(TEXTS, batch_size=3, precision="fp32", show_progress=False)
     for row, text in enumerate(TEXTS):
-        np.testing.assert_allclose(batched[row], direct_mean_pooling(tiny_encoder, text), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            batched[row], direct_mean_pooling(tiny_encoder, text), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_mean_pool_ignores_padding_and_counts_special_tokens():
@@ -59,21 +61,36 @@ def test_document_text_joins_title_and_text():
 def test_saved_model_reloads_with_the_same_vectors(tiny_encoder, tmp_path):
     tiny_encoder.save(tmp_path / "model")
     reloaded = Encoder.load(tmp_path / "model")
-    assert (reloaded.pooling, reloaded.normalize, reloaded.max_length) == ("mean", False, tiny_encoder.max_length)
+    assert (reloaded.pooling, reloaded.normalize, reloaded.max_length) == (
+        "mean",
+        False,
+        tiny_encoder.max_length,
+    )
     before = tiny_encoder.encode(TEXTS, precision="fp32", show_progress=False)
     after = reloaded.encode(TEXTS, precision="fp32", show_progress=False)
     np.testing.assert_array_equal(before, after)
 
 
 def test_save_overwrites_atomically_and_records_pooling(tmp_path):
-    encoder = Encoder.from_scratch(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                   pooling="cls", normalize=True, max_length=128, seed=1)
+    encoder = Encoder.from_scratch(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        pooling="cls",
+        normalize=True,
+        max_length=128,
+        seed=1,
+    )
     encoder.save(tmp_path / "m")
     encoder.save(tmp_path / "m")  # replacing an existing folder leaves one clean folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
     settings = read_sentence_transformers_settings(tmp_path / "m")
     assert settings == {"pooling": "cls", "normalize": True, "max_length": 128}
-    assert json.loads((tmp_path / "m" / "config_sentence_transformers.json").read_text())["similarity_fn_name"] == "cosine"
+    assert (
+        json.loads((tmp_path / "m" / "config_sentence_transformers.json").read_text())["similarity_fn_name"]
+        == "cosine"
+    )
 
 
 def test_plain_hf_folder_loads_with_contriever_recipe(tiny_encoder, tmp_path):
@@ -103,7 +120,9 @@ def test_saved_model_loads_in_transformers_and_sentence_transformers(tiny_encode
         hidden = model(**batch).last_hidden_state
     np.testing.assert_allclose(mean_pool(hidden, batch["attention_mask"]).numpy(), ours, rtol=1e-4, atol=1e-5)
 
-    theirs = st.SentenceTransformer(str(tmp_path / "model"), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    theirs = st.SentenceTransformer(str(tmp_path / "model"), device="cpu").encode(
+        TEXTS, convert_to_numpy=True
+    )
     np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-5)
 
 
@@ -120,8 +139,14 @@ def test_default_model_matches_sentence_transformers(default_encoder):
     st = pytest.importorskip("sentence_transformers")
     from contriever.model.encoder import default_model_path
 
-    assert (default_encoder.pooling, default_encoder.normalize, default_encoder.max_length) == ("mean", True, 256)
-    theirs = st.SentenceTransformer(str(default_model_path()), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    assert (default_encoder.pooling, default_encoder.normalize, default_encoder.max_length) == (
+        "mean",
+        True,
+        256,
+    )
+    theirs = st.SentenceTransformer(str(default_model_path()), device="cpu").encode(
+        TEXTS, convert_to_numpy=True
+    )
     ours = default_encoder.encode(TEXTS, precision="fp32", show_progress=False)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
     bf16 = default_encoder.encode(TEXTS, precision="bf16", show_progress=False)

@@ -42,7 +42,9 @@ def test_misspelled_key_is_an_error_with_a_suggestion(tmp_path):
 
 
 def test_overrides_are_typed():
-    config = load_config(None, ["train.steps=10", "optim.lr=1e-4", "data.folders=[\"a\", \"b\"]", "loss.kind=inbatch"])
+    config = load_config(
+        None, ["train.steps=10", "optim.lr=1e-4", 'data.folders=["a", "b"]', "loss.kind=inbatch"]
+    )
     assert config.train.steps == 10 and config.optim.lr == 1e-4 and config.data.folders == ["a", "b"]
     assert config.loss.kind == "inbatch"
     with pytest.raises(ConfigError, match="expected an integer"):

@@ -1,12 +1,12 @@
 """The `contriever` command: one function per subcommand, heavy imports inside each.
 
-    contriever evaluate --data DIR [--split test] [--model PATH|default|bm25|hybrid:PATH ...] [--output DIR]
-    contriever index    --data DIR | --corpus FILE [--model M] --output IDX [--index-factory Flat]
-    contriever search   --index IDX [--k 10] "query" ...          (or one query a line on stdin)
-    contriever prepare  --input FILE... [--model M] --output DIR
-    contriever pretrain --config FILE [--set key=value ...] --output DIR
-    contriever mine     --data DIR --model M|bm25 --output FILE
-    contriever finetune --config FILE [--set key=value ...] --output DIR
+contriever evaluate --data DIR [--split test] [--model PATH|default|bm25|hybrid:PATH ...] [--output DIR]
+contriever index    --data DIR | --corpus FILE [--model M] --output IDX [--index-factory Flat]
+contriever search   --index IDX [--k 10] "query" ...          (or one query a line on stdin)
+contriever prepare  --input FILE... [--model M] --output DIR
+contriever pretrain --config FILE [--set key=value ...] --output DIR
+contriever mine     --data DIR --model M|bm25 --output FILE [--range 10-100] [--sample]
+contriever finetune --config FILE [--set key=value ...] --output DIR
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             index_factory=args.index_factory,
             max_length=args.max_length,
+            precision=args.precision,
         )
     print(format_table(results, title=f"{data.name} ({args.split})"))
     if args.output:
@@ -73,7 +74,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     from contriever.retrieval.index import DenseIndex
 
     if bool(args.data) == bool(args.corpus):
-        raise SystemExit("error: pass exactly one of --data DIR (a BEIR folder) or --corpus FILE (a corpus.jsonl[.gz])")
+        raise SystemExit(
+            "error: pass exactly one of --data DIR (a BEIR folder) or --corpus FILE (a corpus.jsonl[.gz])"
+        )
     corpus = load_corpus(Path(args.data)) if args.data else load_corpus_file(Path(args.corpus))
     encoder = Encoder.load(None if args.model == "default" else args.model, max_length=args.max_length)
     embeddings = encoder.encode_corpus(list(corpus.values()), batch_size=args.batch_size)
@@ -113,7 +116,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     scores, ids = index.search(vectors, args.k, show_progress=False)
     for query, row_scores, row_ids in zip(queries, scores, ids):
         if args.json:
-            print(json.dumps({"query": query, "results": [{"id": d, "score": float(s)} for d, s in zip(row_ids, row_scores)]}))
+            print(
+                json.dumps(
+                    {
+                        "query": query,
+                        "results": [{"id": d, "score": float(s)} for d, s in zip(row_ids, row_scores)],
+                    }
+                )
+            )
         else:
             print(f"# {query}")
             for rank, (doc_id, score) in enumerate(zip(row_ids, row_scores), start=1):
@@ -132,6 +142,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         tokenizer,
         Path(args.output),
         text_field=args.text_field,
+        title_field=args.title_field,
         include_title=args.include_title,
         workers=args.workers,
     )
@@ -165,7 +176,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_mine(args: argparse.Namespace) -> int:
     from contriever.retrieval.mining import mine_beir
 
-    mine_beir(
+    stats = mine_beir(
         Path(args.data),
         model=args.model,
         output=Path(args.output),
@@ -173,13 +184,18 @@ def cmd_mine(args: argparse.Namespace) -> int:
         k=args.k,
         skip_top=args.skip_top,
         n_keep=args.n_keep,
+        rank_range=args.range,
+        sample=args.sample,
     )
+    print(json.dumps(stats, indent=2, default=str))
     return 0
 
 
 # ----- parser ------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="contriever", description="Contriever: dense retrieval with contrastive learning.")
+    parser = argparse.ArgumentParser(
+        prog="contriever", description="Contriever: dense retrieval with contrastive learning."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("evaluate", help="evaluate models and BM25 on a BEIR dataset")
@@ -190,11 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="model folder, 'default', 'bm25' or 'hybrid:PATH' (repeat to compare; default: the default model)",
     )
-    p.add_argument("--output", help="folder for metrics.json and run.trec (one subfolder per model when several)")
+    p.add_argument(
+        "--output", help="folder for metrics.json and run.trec (one subfolder per model when several)"
+    )
     p.add_argument("--k", type=int, default=1000, help="documents retrieved per query")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32 or IVF1024,PQ32")
+    p.add_argument(
+        "--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32 or IVF1024,PQ32"
+    )
     p.add_argument("--max-length", type=int, help="token limit (default: the model's own, else 512)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp16", "fp32"),
+        default="auto",
+        help="encoding precision (auto: bf16 autocast where the hardware runs it fast)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("index", help="encode a corpus into a searchable FAISS index")
@@ -220,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="model folder whose tokenizer to use")
     p.add_argument("--output", required=True)
     p.add_argument("--text-field", default="text")
+    p.add_argument("--title-field", default="title")
     p.add_argument("--include-title", action="store_true", help="prefix each document with its title")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
     p.set_defaults(func=cmd_prepare)
@@ -230,10 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", help="TOML config (see configs/)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100")
+        p.add_argument(
+            "--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100"
+        )
         p.add_argument("--output", required=True)
         if name == "finetune":
-            p.add_argument("--rounds", type=int, choices=(1, 2), default=2, help="2: random negatives, mine, hard negatives")
+            p.add_argument(
+                "--rounds",
+                type=int,
+                choices=(1, 2),
+                default=2,
+                help="2: random negatives, mine, hard negatives",
+            )
         p.set_defaults(func=func)
 
     p = sub.add_parser("mine", help="mine hard negatives for training queries")
@@ -242,8 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="training file to write (.jsonl)")
     p.add_argument("--split", default="train")
     p.add_argument("--k", type=int, default=100)
-    p.add_argument("--skip-top", type=int, default=0, help="skip this many top-ranked non-positive candidates")
+    p.add_argument(
+        "--skip-top", type=int, default=0, help="skip this many top-ranked non-positive candidates"
+    )
     p.add_argument("--n-keep", type=int, default=30, help="hard negatives kept per query")
+    p.add_argument(
+        "--range", help="draw from the ranking slice START-END only, e.g. 10-100 (0-based, end excluded)"
+    )
+    p.add_argument(
+        "--sample", action="store_true", help="keep a random n-keep of the candidates instead of the top ones"
+    )
     p.set_defaults(func=cmd_mine)
     return parser
 

@@ -232,7 +232,12 @@ class Encoder(torch.nn.Module):
             ]
             if self.normalize:
                 modules.append(
-                    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+                    {
+                        "idx": 2,
+                        "name": "2",
+                        "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize",
+                    }
                 )
                 (staging / "2_Normalize").mkdir()
             (staging / "modules.json").write_text(json.dumps(modules, indent=2))

@@ -22,10 +22,13 @@ class ModelConfig:
     """The encoder to train: a pretrained folder (`init="pretrained"`) or a random BERT (`"scratch"`)."""
 
     init: str = "pretrained"  # "pretrained" | "scratch"
-    path: str | None = None  # model folder; for "scratch", where the tokenizer comes from (None: default model)
+    path: str | None = (
+        None  # model folder; for "scratch", where the tokenizer comes from (None: default model)
+    )
     pooling: str = "mean"
     normalize: bool = False
     max_length: int = 512  # evaluation truncation saved with the model
+    dropout: float | None = None  # None: the model's own (BERT: 0.1); sets hidden and attention dropout
     # Used only by init="scratch" (transformers.BertConfig fields).
     hidden_size: int = 256
     num_hidden_layers: int = 4
@@ -42,6 +45,9 @@ class PretrainDataConfig:
     chunk_length: int = 256
     within_documents: bool = False
     mix_exponent: float = 0.0  # source weight ~ size**exponent: 0 = 50/50 (paper), 1 = uniform over union
+    mix_unit: str = "chunk"  # "chunk": each chunk picks its source | "batch": each batch from one source
+    min_doc_length: int = 8  # within_documents: shorter documents are never sampled
+    max_view_length: int = 0  # cap on each view, special tokens included; 0: no cap
     method: str = "crop"  # "crop" (independent cropping) | "ict" (inverse cloze task)
     ratio_min: float = 0.05
     ratio_max: float = 0.5
@@ -55,7 +61,9 @@ class FinetuneDataConfig:
     """Labelled pairs: a BEIR folder (train qrels), a DPR JSON/JSONL file or a {query, positive, negatives} JSONL."""
 
     train: str | None = None
-    corpus: str | None = None  # BEIR folder for random negatives and dev evaluation (default: `train` if a folder)
+    corpus: str | None = (
+        None  # BEIR folder for random negatives and dev evaluation (default: `train` if a folder)
+    )
     split: str = "train"
     dev_fraction: float = 0.1  # held out from train for early stopping when the dataset has no dev split
     dev_split: str | None = None  # use this qrels split as dev instead of holding out
@@ -134,6 +142,7 @@ CHOICES = {
     "model.init": ("pretrained", "scratch"),
     "model.pooling": ("mean", "cls"),
     "data.method": ("crop", "ict"),
+    "data.mix_unit": ("chunk", "batch"),
     "data.augmentation": ("none", "delete", "replace", "mask", "shuffle"),
     "loss.kind": ("moco", "inbatch"),
     "optim.name": ("adamw", "sam", "asam"),
@@ -264,8 +273,10 @@ def validate(config: Config) -> None:
     if config.train.batch_size % config.train.grad_accum:
         raise ConfigError("train.batch_size must be a multiple of train.grad_accum")
     if config.loss.kind == "moco" and config.loss.gradcache_chunk:
-        raise ConfigError("loss.gradcache_chunk applies to the in-batch loss only (MoCo keys carry no gradient)")
+        raise ConfigError(
+            "loss.gradcache_chunk applies to the in-batch loss only (MoCo keys carry no gradient)"
+        )
     if config.task == "finetune" and config.loss.kind != "inbatch":
-        raise ConfigError("fine-tuning uses in-batch negatives: set loss.kind = \"inbatch\"")
+        raise ConfigError('fine-tuning uses in-batch negatives: set loss.kind = "inbatch"')
     if config.task == "pretrain" and config.optim.name != "adamw" and config.loss.kind == "moco":
         raise ConfigError("SAM/ASAM with MoCo is not supported: the queue would be updated twice per step")

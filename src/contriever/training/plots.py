@@ -38,8 +38,13 @@ def plot_training(metrics_path: str | Path, png_path: str | Path) -> Path | None
             points = [(r["step"], r[key]) for r in source if key in r]
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, values, marker="o" if title == "evaluation" else None, markersize=3,
-                        label=key.removeprefix("eval/"))
+                ax.plot(
+                    steps,
+                    values,
+                    marker="o" if title == "evaluation" else None,
+                    markersize=3,
+                    label=key.removeprefix("eval/"),
+                )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -22,9 +22,22 @@ from tqdm.auto import tqdm
 from contriever.errors import ConfigError
 from contriever.io import atomic_write, write_json
 from contriever.model.encoder import Encoder, autocast_context
-from contriever.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from contriever.training.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from contriever.training.config import Config
-from contriever.training.distributed import DistInfo, all_reduce_gradients, all_reduce_mean, setup_distributed
+from contriever.training.distributed import (
+    DistInfo,
+    all_reduce_gradients,
+    all_reduce_mean,
+    broadcast_object,
+    gather_objects,
+    setup_distributed,
+)
 from contriever.training.losses.gradcache import gradcache_backward
 from contriever.training.losses.inbatch import InBatchLoss
 from contriever.training.losses.moco import MoCo
@@ -37,7 +50,7 @@ METRICS_NAME = "metrics.jsonl"
 def build_encoder(config: Config) -> Encoder:
     model = config.model
     if model.init == "scratch":
-        return Encoder.from_scratch(
+        encoder = Encoder.from_scratch(
             model.path,
             pooling=model.pooling,
             normalize=model.normalize,
@@ -49,7 +62,23 @@ def build_encoder(config: Config) -> Encoder:
             intermediate_size=model.intermediate_size,
             max_position_embeddings=model.max_position_embeddings,
         )
-    return Encoder.load(model.path, pooling=model.pooling, normalize=model.normalize, max_length=model.max_length)
+    else:
+        encoder = Encoder.load(
+            model.path, pooling=model.pooling, normalize=model.normalize, max_length=model.max_length
+        )
+    if model.dropout is not None:
+        set_dropout(encoder, model.dropout)
+    return encoder
+
+
+def set_dropout(encoder: Encoder, p: float) -> None:
+    """Set every dropout layer (and the saved config) to probability `p`."""
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if hasattr(encoder.model.config, name):
+            setattr(encoder.model.config, name, p)
 
 
 def build_batches(config: Config, encoder: Encoder, dist: DistInfo, local_batch: int):
@@ -75,7 +104,11 @@ class MetricsLog:
         self.path = path
         self.enabled = enabled
         if enabled and resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line and json.loads(line)["step"] <= resume_step
+            ]
             with atomic_write(path) as handle:
                 handle.write("".join(line + "\n" for line in kept))
         elif enabled and resume_step is None and path.exists():
@@ -177,8 +210,8 @@ def train(config: Config, output: str | Path) -> Path:
             "objective": objective.state_dict() if loss_cfg.kind == "moco" else None,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "batches": gather_objects(batches.state_dict(), dist),
-            "rng": gather_objects(rng_state(), dist),
+            "batches": gather_objects(batches.state_dict()),
+            "rng": gather_objects(rng_state()),
             "config": config.to_dict(),
         }
         if dist.is_main:
@@ -192,28 +225,27 @@ def train(config: Config, output: str | Path) -> Path:
             micro = {name: tensor.to(dist.device, non_blocking=True) for name, tensor in micro.items()}
             q_inputs = {"input_ids": micro["q_ids"], "attention_mask": micro["q_mask"]}
             k_inputs = {"input_ids": micro["k_ids"], "attention_mask": micro["k_mask"]}
-            with autocast_context(dist.device, train_cfg.precision):
-                if loss_cfg.kind == "moco":
-                    q = encoder(**q_inputs)
-                    k = objective.encode_keys(**k_inputs)
-                    loss, stats = objective(q, k)
-                    (loss / train_cfg.grad_accum).backward()
-                elif loss_cfg.gradcache_chunk:
-                    q, k = None, None
+            autocast = autocast_context(dist.device, train_cfg.precision)
+            if loss_cfg.gradcache_chunk and loss_cfg.kind == "inbatch":
+                q, k = None, None
 
-                    def scaled_loss(q_vectors, k_vectors):
-                        loss, stats = objective(q_vectors, k_vectors)
-                        stats["q_std"] = embedding_std(q_vectors)
-                        stats["k_std"] = embedding_std(k_vectors)
-                        return loss / train_cfg.grad_accum, stats
+                def scaled_loss(q_vectors, k_vectors):
+                    loss, stats = objective(q_vectors, k_vectors)
+                    stats["q_std"] = embedding_std(q_vectors)
+                    stats["k_std"] = embedding_std(k_vectors)
+                    return loss / train_cfg.grad_accum, stats
 
-                    loss, stats = gradcache_backward(encoder, q_inputs, k_inputs, scaled_loss, loss_cfg.gradcache_chunk)
-                    loss = loss * train_cfg.grad_accum
-                else:
+                with autocast:  # gradcache runs its backward passes outside autocast itself
+                    loss, stats = gradcache_backward(
+                        encoder, q_inputs, k_inputs, scaled_loss, loss_cfg.gradcache_chunk
+                    )
+                loss = loss * train_cfg.grad_accum
+            else:
+                with autocast:
                     q = encoder(**q_inputs)
-                    k = encoder(**k_inputs)
+                    k = objective.encode_keys(**k_inputs) if loss_cfg.kind == "moco" else encoder(**k_inputs)
                     loss, stats = objective(q, k)
-                    (loss / train_cfg.grad_accum).backward()
+                (loss / train_cfg.grad_accum).backward()  # outside autocast, as torch recommends
             if q is not None:
                 stats["q_std"] = embedding_std(q)
                 stats["k_std"] = embedding_std(k)
@@ -224,7 +256,12 @@ def train(config: Config, output: str | Path) -> Path:
 
     # ----- the loop ------------------------------------------------------------------------------------
     progress = tqdm(
-        total=train_cfg.steps, initial=step, desc=config.task, unit="step", disable=not dist.is_main, dynamic_ncols=True
+        total=train_cfg.steps,
+        initial=step,
+        desc=config.task,
+        unit="step",
+        disable=not dist.is_main,
+        dynamic_ncols=True,
     )
     started = time.time()
     window_start, window_pairs = time.time(), 0
@@ -240,7 +277,9 @@ def train(config: Config, output: str | Path) -> Path:
             forward_backward(batch)  # the same batch (and dropout masks drawn afresh), gradient there
             all_reduce_gradients(encoder, dist)
         if optim_cfg.clip_norm > 0:
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(encoder.parameters(), optim_cfg.clip_norm))
+            stats["grad_norm"] = float(
+                torch.nn.utils.clip_grad_norm_(encoder.parameters(), optim_cfg.clip_norm)
+            )
         if sharpness is not None:
             sharpness.second_step()  # back to the weights, then the base optimizer's step
         else:
@@ -268,7 +307,7 @@ def train(config: Config, output: str | Path) -> Path:
 
         if evaluator is not None and (step % train_cfg.eval_every == 0 or step == train_cfg.steps):
             metrics = evaluator(encoder) if dist.is_main else {}
-            metrics = broadcast_object(metrics, dist)
+            metrics = broadcast_object(metrics)
             encoder.train()
             score = metrics[config.eval.metric]
             log.write({"step": step, **{f"eval/{name}": value for name, value in metrics.items()}})
@@ -292,7 +331,10 @@ def train(config: Config, output: str | Path) -> Path:
 
     if dist.is_main:
         encoder.save(output / "model")
-        write_json(output / "summary.json", {"steps": step, "stop": stop_reason, "best": best, "minutes": (time.time() - started) / 60})
+        write_json(
+            output / "summary.json",
+            {"steps": step, "stop": stop_reason, "best": best, "minutes": (time.time() - started) / 60},
+        )
         try:
             from contriever.training.plots import plot_training
 
@@ -321,20 +363,3 @@ def split_batch(batch: dict, size: int) -> list[dict]:
         part["k_ids"], part["k_mask"] = batch["k_ids"][rows], batch["k_mask"][rows]
         parts.append(part)
     return parts
-
-
-def gather_objects(obj, dist: DistInfo) -> list:
-    """Every process's object, in rank order (each process has its own data position and RNG)."""
-    if dist.world_size == 1:
-        return [obj]
-    objects = [None] * dist.world_size
-    torch.distributed.all_gather_object(objects, obj)
-    return objects
-
-
-def broadcast_object(obj, dist: DistInfo):
-    if dist.world_size == 1:
-        return obj
-    holder = [obj]
-    torch.distributed.broadcast_object_list(holder, src=0)
-    return holder[0]

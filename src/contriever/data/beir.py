@@ -1,0 +1,261 @@
+"""Reading BEIR folders: `corpus.jsonl[.gz]`, `queries.jsonl`, `qrels/<split>.tsv`.
+
+A BEIR folder holds:
+
+- `corpus.jsonl` or `corpus.jsonl.gz`: one JSON object a line with `_id`, `text` and optionally `title`
+  (other fields such as `metadata` are ignored);
+- `queries.jsonl`: one JSON object a line with `_id` and `text`;
+- `qrels/<split>.tsv`: tab-separated `query-id  corpus-id  score` with graded integer scores, under an
+  optional header line `query-id<TAB>corpus-id<TAB>score`.
+
+Ids are kept as strings (an integer `_id` becomes its decimal string, as the qrels file spells it).
+Every problem raises `contriever.errors.DataError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from contriever.errors import DataError
+from contriever.io import open_text
+
+CORPUS_NAMES = ("corpus.jsonl", "corpus.jsonl.gz")
+QUERIES_NAMES = ("queries.jsonl", "queries.jsonl.gz")
+BEIR_LAYOUT = "corpus.jsonl (or corpus.jsonl.gz), queries.jsonl and qrels/<split>.tsv"
+
+
+def iter_jsonl(path: str | os.PathLike, *, with_line_numbers: bool = False) -> Iterator:
+    """Stream the JSON objects of a `.jsonl` (or `.jsonl.gz`) file, skipping blank lines.
+
+    Yields dicts, or `(line_number, dict)` pairs with `with_line_numbers=True` (lines count from 1).
+    A line that is not a JSON object raises `DataError` with its line number.
+    """
+    path = Path(path)
+    try:
+        handle = open_text(path)
+    except FileNotFoundError as error:
+        raise DataError(path, "no such file") from error
+    with handle:
+        line_number = 0
+        try:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(
+                        path, f"not valid JSON ({error.msg} at column {error.colno})", line_number
+                    ) from None
+                if not isinstance(obj, dict):
+                    raise DataError(path, f"expected a JSON object, found {type(obj).__name__}", line_number)
+                yield (line_number, obj) if with_line_numbers else obj
+        except (OSError, EOFError, UnicodeDecodeError) as error:  # truncated gzip, bad bytes
+            raise DataError(path, f"cannot read the file: {error}", line_number + 1) from error
+
+
+def _describe_folder(folder: Path) -> str:
+    if not folder.exists():
+        return "the folder does not exist"
+    if not folder.is_dir():
+        return "it is a file, not a folder"
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not entries:
+        return "the folder is empty"
+    shown = ", ".join(entries[:12]) + (f", ... ({len(entries)} entries)" if len(entries) > 12 else "")
+    return f"found: {shown}"
+
+
+def _require_folder(folder: str | os.PathLike) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, f"not a BEIR folder: it needs {BEIR_LAYOUT}; {_describe_folder(folder)}")
+    return folder
+
+
+def _find_file(folder: Path, names: tuple[str, ...], what: str) -> Path:
+    present = [folder / name for name in names if (folder / name).is_file()]
+    if not present:
+        raise DataError(
+            folder,
+            f"not a BEIR folder: no {what} file ({' or '.join(names)}); a BEIR folder needs {BEIR_LAYOUT}; "
+            f"{_describe_folder(folder)}",
+        )
+    if len(present) > 1:
+        raise DataError(folder, f"both {present[0].name} and {present[1].name} are present; keep one")
+    return present[0]
+
+
+def _string_id(path: Path, line: int, obj: dict, field: str = "_id") -> str:
+    value = obj.get(field)
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        found = "missing" if value is None else f"{value!r} is not a non-empty string"
+        raise DataError(path, f"field {field!r} {found} (fields present: {sorted(obj)})", line)
+    return str(value)
+
+
+def _text_field(path: Path, line: int, obj: dict, field: str, required: bool) -> str:
+    value = obj.get(field)
+    if value is None:
+        if required:
+            raise DataError(path, f"field {field!r} is missing (fields present: {sorted(obj)})", line)
+        return ""
+    if not isinstance(value, str):
+        raise DataError(path, f"field {field!r} must be a string, found {type(value).__name__}", line)
+    return value
+
+
+def load_corpus_file(path: str | os.PathLike) -> dict[str, dict]:
+    """A corpus file (`.jsonl` or `.jsonl.gz`): `{doc_id: {"title", "text"}}` in file order.
+
+    `text` is required (it may be empty); a missing or null `title` becomes "".
+    """
+    path = Path(path)
+    corpus: dict[str, dict] = {}
+    first_line: dict[str, int] = {}
+    for line, obj in iter_jsonl(path, with_line_numbers=True):
+        doc_id = _string_id(path, line, obj)
+        if doc_id in corpus:
+            raise DataError(
+                path, f"duplicate document id {doc_id!r} (first seen on line {first_line[doc_id]})", line
+            )
+        first_line[doc_id] = line
+        corpus[doc_id] = {
+            "title": _text_field(path, line, obj, "title", required=False),
+            "text": _text_field(path, line, obj, "text", required=True),
+        }
+    return corpus
+
+
+def load_corpus(folder: str | os.PathLike) -> dict[str, dict]:
+    """The corpus of a BEIR folder: `{doc_id: {"title", "text"}}`, in file order."""
+    folder = _require_folder(folder)
+    return load_corpus_file(_find_file(folder, CORPUS_NAMES, "corpus"))
+
+
+def load_queries_file(path: str | os.PathLike) -> dict[str, str]:
+    """A queries file: `{query_id: text}` in file order."""
+    path = Path(path)
+    queries: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for line, obj in iter_jsonl(path, with_line_numbers=True):
+        query_id = _string_id(path, line, obj)
+        if query_id in queries:
+            raise DataError(
+                path, f"duplicate query id {query_id!r} (first seen on line {first_line[query_id]})", line
+            )
+        first_line[query_id] = line
+        queries[query_id] = _text_field(path, line, obj, "text", required=True)
+    return queries
+
+
+def load_queries(folder: str | os.PathLike) -> dict[str, str]:
+    """The queries of a BEIR folder: `{query_id: text}`, in file order."""
+    folder = _require_folder(folder)
+    return load_queries_file(_find_file(folder, QUERIES_NAMES, "queries"))
+
+
+def qrels_splits(folder: str | os.PathLike) -> list[str]:
+    """The splits a BEIR folder has qrels for (`qrels/<split>.tsv`)."""
+    qrels_dir = Path(folder) / "qrels"
+    return sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
+
+
+def load_qrels_file(path: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """A qrels TSV: `{query_id: {doc_id: score}}` (graded integer scores), in file order.
+
+    The first line is skipped when it is the header (`query-id<TAB>corpus-id<TAB>score`); blank lines
+    are skipped; CRLF line ends are fine. A pair listed twice with different scores is an error.
+    """
+    path = Path(path)
+    qrels: dict[str, dict[str, int]] = {}
+    try:
+        handle = open_text(path)
+    except FileNotFoundError as error:
+        raise DataError(path, "no such file") from error
+    with handle:
+        for line_number, raw in enumerate(handle, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                continue
+            columns = line.split("\t")
+            if line_number == 1 and columns[0].strip().lower() in ("query-id", "query_id", "qid"):
+                continue
+            if len(columns) != 3:
+                raise DataError(
+                    path,
+                    f"expected 3 tab-separated columns (query-id, corpus-id, score), found {len(columns)}: {line[:80]!r}",
+                    line_number,
+                )
+            query_id, doc_id, score_text = (c.strip() for c in columns)
+            if not query_id or not doc_id:
+                raise DataError(path, f"empty query-id or corpus-id: {line[:80]!r}", line_number)
+            try:
+                score = int(score_text)
+            except ValueError:
+                raise DataError(path, f"score {score_text!r} is not an integer", line_number) from None
+            judged = qrels.setdefault(query_id, {})
+            if doc_id in judged and judged[doc_id] != score:
+                raise DataError(
+                    path,
+                    f"pair ({query_id}, {doc_id}) is listed again with score {score} (before: {judged[doc_id]})",
+                    line_number,
+                )
+            judged[doc_id] = score
+    return qrels
+
+
+def load_qrels(folder: str | os.PathLike, split: str = "test") -> dict[str, dict[str, int]]:
+    """The qrels of one split of a BEIR folder: `{query_id: {doc_id: score}}`."""
+    folder = _require_folder(folder)
+    path = folder / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        splits = qrels_splits(folder)
+        found = f"splits available: {', '.join(splits)}" if splits else _describe_folder(folder / "qrels")
+        raise DataError(path, f"no qrels for split {split!r} (a BEIR folder needs {BEIR_LAYOUT}); {found}")
+    return load_qrels_file(path)
+
+
+def check_beir_folder(folder: str | os.PathLike, split: str = "test") -> Path:
+    """Raise a `DataError` listing everything a BEIR folder lacks (and what it holds instead)."""
+    folder = _require_folder(folder)
+    missing = []
+    if not any((folder / name).is_file() for name in CORPUS_NAMES):
+        missing.append("corpus.jsonl[.gz]")
+    if not any((folder / name).is_file() for name in QUERIES_NAMES):
+        missing.append("queries.jsonl")
+    if not (folder / "qrels" / f"{split}.tsv").is_file():
+        missing.append(f"qrels/{split}.tsv")
+    if missing:
+        splits = qrels_splits(folder)
+        other = f"; qrels exist for: {', '.join(splits)}" if splits else ""
+        raise DataError(
+            folder,
+            f"not a BEIR folder for split {split!r}: missing {', '.join(missing)}. A BEIR folder needs "
+            f"{BEIR_LAYOUT}; {_describe_folder(folder)}{other}",
+        )
+    return folder
+
+
+def load_beir(folder: str | os.PathLike, split: str = "test") -> tuple[dict, dict, dict]:
+    """`(corpus, queries, qrels)` of one split; queries are restricted to those with qrels.
+
+    A qrels query missing from `queries.jsonl` is an error (it could not be evaluated); qrels documents
+    missing from the corpus are kept (they count as relevant documents that cannot be retrieved).
+    """
+    folder = check_beir_folder(folder, split)
+    qrels = load_qrels(folder, split)
+    all_queries = load_queries(folder)
+    missing = [qid for qid in qrels if qid not in all_queries]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise DataError(
+            folder / "qrels" / f"{split}.tsv",
+            f"{len(missing)} query ids have qrels but are not in queries.jsonl: {shown}",
+        )
+    queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
+    corpus = load_corpus(folder)
+    return corpus, queries, qrels

@@ -1,0 +1,463 @@
+"""Raw text to token streams: tokenize a corpus once, then sample chunks from it memory-mapped.
+
+`prepare(inputs, tokenizer, output)` reads documents, tokenizes them WITHOUT special tokens (the
+views cut from them are wrapped later, see `augment.wrap_special_tokens`) and writes one folder:
+
+    tokens.bin       every document's token ids back to back: raw uint16 when the vocabulary has at
+                     most 65,536 entries (BERT: 30,522), else uint32
+    doc_offsets.npy  int64 [n_docs + 1]: document i is tokens[offsets[i]:offsets[i + 1]]
+    meta.json        dtype, counts, tokenizer (path, name, vocab size, special ids), inputs, settings
+
+Inputs, by file name (`.gz` means gzip):
+    *.jsonl, *.ndjson, *.json   one JSON object per line; the document is `obj[text_field]`, or
+                                `obj[title_field] + " " + obj[text_field]` with include_title=True
+                                (how BEIR corpora are encoded for retrieval). Blank lines are ignored.
+    *.txt, *.text               one document per line.
+Documents that are empty (or only whitespace) are skipped and counted in meta.json.
+
+Settings: documents are read in batches of `batch_docs` lines (or ~`batch_chars` characters, whichever
+comes first) and tokenized by `workers` processes, at most `2 * workers` batches in flight, results in
+input order and written as they come back, so memory stays flat whatever the corpus size. The folder
+is built under a temporary name beside `output` and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from contriever.errors import DataError
+from contriever.io import open_text
+
+TOKENS_FILE = "tokens.bin"
+OFFSETS_FILE = "doc_offsets.npy"
+META_FILE = "meta.json"
+FORMAT_VERSION = 1
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+TEXT_SUFFIXES = (".txt", ".text")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (vocab_size <= 65,536), else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def input_format(path: Path) -> str:
+    """ "jsonl" or "txt", from the file name (a trailing .gz is looked through)."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(TEXT_SUFFIXES):
+        return "txt"
+    raise DataError(
+        path,
+        "unknown input format: name it *.jsonl (one JSON object a line) or *.txt (one document a line), .gz allowed",
+    )
+
+
+# ----- worker side: lines -> token ids -------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _init_worker(
+    tokenizer_json: str,
+    text_field: str,
+    title_field: str,
+    include_title: bool,
+    dtype: str,
+    pool_worker: bool = True,
+) -> None:
+    """Build the Rust tokenizer once per process (no truncation, no padding).
+
+    In a pool worker the tokenizer's own thread pool is turned off: the processes are the parallelism.
+    """
+    if pool_worker:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    _WORKER.update(
+        tokenizer=tokenizer,
+        text_field=text_field,
+        title_field=title_field,
+        include_title=include_title,
+        dtype=np.dtype(dtype),
+    )
+
+
+def document_from_json_line(line: str, text_field: str, title_field: str, include_title: bool) -> str | None:
+    """The document text of one JSONL line (None for a blank line); ValueError says what is wrong."""
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg}, column {error.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    if text_field not in obj:
+        raise ValueError(f"no {text_field!r} field (fields: {', '.join(map(repr, obj)) or 'none'})")
+    text = obj[text_field]
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise ValueError(f"field {text_field!r} is a {type(text).__name__}, expected a string")
+    if include_title:
+        title = obj.get(title_field) or ""
+        if not isinstance(title, str):
+            raise ValueError(f"field {title_field!r} is a {type(title).__name__}, expected a string")
+        title = title.strip()
+        if title:
+            text = f"{title} {text}" if text.strip() else title
+    return text
+
+
+def _tokenize_lines(kind: str, first_line: int, lines: list[str]) -> dict:
+    """One batch of raw lines -> concatenated ids, per-document lengths, skipped count (or an error)."""
+    w = _WORKER
+    texts = []
+    skipped = 0
+    for offset, line in enumerate(lines):
+        if kind == "jsonl":
+            try:
+                text = document_from_json_line(line, w["text_field"], w["title_field"], w["include_title"])
+            except ValueError as error:
+                return {"error": (first_line + offset, str(error))}
+            if text is None:  # blank line
+                continue
+        else:
+            text = line.rstrip("\r\n")
+        if text.strip():
+            texts.append(text)
+        else:
+            skipped += 1
+    encode = getattr(w["tokenizer"], "encode_batch_fast", w["tokenizer"].encode_batch)
+    ids = [e.ids for e in encode(texts, add_special_tokens=False)] if texts else []
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    skipped += int((lengths == 0).sum())
+    lengths = lengths[lengths > 0]
+    tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    limit = np.iinfo(w["dtype"]).max
+    if tokens.size and int(tokens.max()) > limit:
+        return {"error": (first_line, f"token id {int(tokens.max())} does not fit {w['dtype']}")}
+    return {"tokens": tokens.astype(w["dtype"]), "lengths": lengths, "skipped": skipped}
+
+
+# ----- main side: read, dispatch, write ------------------------------------------------------------
+def _line_batches(path: Path, batch_docs: int, batch_chars: int):
+    """(first line number, lines) for consecutive batches of a text file (gzip when .gz)."""
+    lines: list[str] = []
+    first, size, line_no = 1, 0, 0
+    try:
+        with open_text(path) as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not lines:
+                    first = line_no
+                lines.append(line)
+                size += len(line)
+                if len(lines) >= batch_docs or size >= batch_chars:
+                    yield first, lines
+                    lines, size = [], 0
+    except UnicodeDecodeError as error:
+        raise DataError(path, f"not UTF-8 text ({error.reason})", line_no + 1) from None
+    except (OSError, EOFError) as error:  # truncated or corrupt gzip
+        raise DataError(path, f"cannot be read ({error})", line_no + 1) from None
+    if lines:
+        yield first, lines
+
+
+class _StreamWriter:
+    """Appends batches to tokens.bin and a raw int64 lengths file as they come back, and counts."""
+
+    def __init__(self, staging: Path, bar, started: float):
+        self.staging, self.bar, self.started = staging, bar, started
+        self.n_docs = self.n_tokens = self.skipped = 0
+        self.inputs: list[dict] = []
+
+    def __enter__(self):
+        self.token_file = open(self.staging / TOKENS_FILE, "wb")  # noqa: SIM115
+        self.length_file = open(self.staging / "lengths.tmp", "wb")  # noqa: SIM115
+        return self
+
+    def __exit__(self, *exc):
+        self.token_file.flush()
+        os.fsync(self.token_file.fileno())
+        self.token_file.close()
+        self.length_file.close()
+
+    def start_input(self, path: Path) -> dict:
+        stats = {
+            "path": str(path.resolve()),
+            "bytes": path.stat().st_size,
+            "docs": 0,
+            "tokens": 0,
+            "skipped_empty": 0,
+        }
+        self.inputs.append(stats)
+        return stats
+
+    def write(self, path: Path, stats: dict, result: dict) -> None:
+        if "error" in result:
+            line, message = result["error"]
+            raise DataError(path, message, line)
+        result["tokens"].tofile(self.token_file)
+        result["lengths"].tofile(self.length_file)
+        docs, tokens = len(result["lengths"]), int(result["tokens"].size)
+        stats["docs"] += docs
+        stats["tokens"] += tokens
+        stats["skipped_empty"] += result["skipped"]
+        self.n_docs += docs
+        self.n_tokens += tokens
+        self.skipped += result["skipped"]
+        self.bar.update(docs)
+        rate = self.n_tokens / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix_str(f"{self.n_tokens:,} tokens, {rate:,.0f} tokens/s", refresh=False)
+
+
+class _InProcess:
+    """A stand-in for a pool's AsyncResult when workers <= 1."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
+
+
+def _special_ids(tokenizer) -> dict:
+    names = ("cls", "sep", "pad", "mask", "bos", "eos", "unk")
+    return {name: getattr(tokenizer, f"{name}_token_id", None) for name in names}
+
+
+def _prepare_target(output: Path) -> None:
+    """Refuse to replace a folder that is not a prepared token folder (or empty)."""
+    if output.exists():
+        if not output.is_dir():
+            raise FileExistsError(f"{output}: exists and is not a folder")
+        if any(output.iterdir()) and not (output / META_FILE).exists():
+            raise FileExistsError(
+                f"{output}: exists, is not empty and is not a prepared token folder; not replacing it"
+            )
+
+
+def _swap_into_place(staging: Path, output: Path) -> None:
+    if output.exists():
+        backup = output.with_name(f".{output.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        output.rename(backup)
+        staging.rename(output)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        staging.rename(output)
+
+
+def prepare(
+    inputs: list[str | os.PathLike] | str | os.PathLike,
+    tokenizer: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    text_field: str = "text",
+    title_field: str = "title",
+    include_title: bool = False,
+    workers: int = 2,
+    batch_docs: int = 256,
+    batch_chars: int = 4_000_000,
+    show_progress: bool = True,
+) -> Path:
+    """Tokenize `inputs` with the Hugging Face tokenizer at `tokenizer` into the folder `output`.
+
+    Settings: no special tokens; no truncation; empty documents skipped; `workers` processes
+    (<= 1: tokenize in this process); batches of `batch_docs` lines or `batch_chars` characters.
+    An existing prepared folder at `output` is replaced, atomically. Returns `output`.
+    Raises DataError (file and line) for unreadable input, invalid JSON or a missing text field.
+    """
+    from transformers import AutoTokenizer
+
+    paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    if not paths:
+        raise ValueError("no input files")
+    kinds = []
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such input file")
+        kinds.append(input_format(path))
+    output = Path(output)
+    _prepare_target(output)
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer))
+    if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
+        raise ValueError(f"{tokenizer}: needs a fast (Rust) tokenizer with a tokenizer.json")
+    vocab_size = len(tok)
+    dtype = token_dtype(vocab_size)
+    init_args = (tok.backend_tokenizer.to_str(), text_field, title_field, include_title, dtype.name)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary data folder
+    pool = None
+    started = time.perf_counter()
+    try:
+        if workers > 1:
+            pool = multiprocessing.get_context("spawn").Pool(
+                workers, initializer=_init_worker, initargs=init_args
+            )
+            submit = lambda *args: pool.apply_async(_tokenize_lines, args)  # noqa: E731
+        else:
+            _init_worker(*init_args, pool_worker=False)
+            submit = lambda *args: _InProcess(_tokenize_lines(*args))  # noqa: E731
+        max_in_flight = 2 * max(1, workers)
+
+        bar = tqdm(desc="tokenizing", unit=" docs", unit_scale=True, disable=not show_progress, smoothing=0.1)
+        writer = _StreamWriter(staging, bar, started)
+        with writer:
+            for path, kind in zip(paths, kinds):
+                stats = writer.start_input(path)
+                pending: deque = deque()
+                for first, lines in _line_batches(path, batch_docs, batch_chars):
+                    pending.append(submit(kind, first, lines))
+                    if len(pending) >= max_in_flight:
+                        writer.write(path, stats, pending.popleft().get())
+                while pending:
+                    writer.write(path, stats, pending.popleft().get())
+        bar.close()
+        n_docs, n_tokens, skipped, input_stats = writer.n_docs, writer.n_tokens, writer.skipped, writer.inputs
+        if n_docs == 0:
+            raise DataError(
+                paths[0] if len(paths) == 1 else ", ".join(map(str, paths)), "no non-empty documents"
+            )
+
+        lengths = np.fromfile(staging / "lengths.tmp", dtype=np.int64)
+        offsets = np.lib.format.open_memmap(
+            staging / OFFSETS_FILE, mode="w+", dtype=np.int64, shape=(n_docs + 1,)
+        )
+        offsets[0] = 0
+        np.cumsum(lengths, out=offsets[1:])
+        offsets.flush()
+        assert int(offsets[-1]) == n_tokens
+        del offsets, lengths
+        (staging / "lengths.tmp").unlink()
+
+        seconds = time.perf_counter() - started
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "dtype": dtype.name,
+            "n_tokens": n_tokens,
+            "n_docs": n_docs,
+            "skipped_empty": skipped,
+            "tokenizer": {
+                "path": str(Path(tokenizer).resolve()) if Path(tokenizer).exists() else str(tokenizer),
+                "name": type(tok).__name__,
+                "vocab_size": vocab_size,
+                "special_ids": _special_ids(tok),
+            },
+            "special_tokens_added": False,
+            "text_field": text_field,
+            "title_field": title_field,
+            "include_title": include_title,
+            "inputs": input_stats,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 3),
+        }
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        _swap_into_place(staging, output)
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+            pool = None
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return output
+
+
+class TokenDataset:
+    """A prepared folder, memory-mapped: `tokens` (uint16/uint32) and `offsets` (int64 [n_docs + 1])."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        meta_path = self.folder / META_FILE
+        if not meta_path.exists():
+            raise FileNotFoundError(
+                f"{self.folder}: not a prepared token folder (no {META_FILE}); make one with `contriever prepare`"
+            )
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as error:
+            raise DataError(meta_path, f"not valid JSON ({error.msg})", error.lineno) from None
+        dtype = np.dtype(self.meta.get("dtype", "?"))
+        if dtype not in (np.dtype(np.uint16), np.dtype(np.uint32)):
+            raise DataError(meta_path, f"unsupported token dtype {dtype}; expected uint16 or uint32")
+        vocab_size = self.meta.get("tokenizer", {}).get("vocab_size")
+        if vocab_size is not None and token_dtype(vocab_size).itemsize > dtype.itemsize:
+            raise DataError(meta_path, f"dtype {dtype} cannot hold ids of a {vocab_size}-token vocabulary")
+        n_tokens, n_docs = int(self.meta["n_tokens"]), int(self.meta["n_docs"])
+        token_path = self.folder / TOKENS_FILE
+        size = token_path.stat().st_size
+        if size != n_tokens * dtype.itemsize:
+            raise DataError(
+                token_path,
+                f"{size} bytes, expected {n_tokens} {dtype} tokens ({n_tokens * dtype.itemsize} bytes)",
+            )
+        self.tokens = np.memmap(token_path, dtype=dtype, mode="r", shape=(n_tokens,))
+        self.offsets = np.load(self.folder / OFFSETS_FILE, mmap_mode="r")
+        if self.offsets.shape != (n_docs + 1,) or self.offsets[0] != 0 or self.offsets[-1] != n_tokens:
+            raise DataError(
+                self.folder / OFFSETS_FILE,
+                f"shape {self.offsets.shape} / bounds do not match {n_docs} docs, {n_tokens} tokens",
+            )
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def n_docs(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.tokens.dtype
+
+    @property
+    def vocab_size(self) -> int | None:
+        return self.meta.get("tokenizer", {}).get("vocab_size")
+
+    @property
+    def special_ids(self) -> dict:
+        return dict(self.meta.get("tokenizer", {}).get("special_ids", {}))
+
+    def __len__(self) -> int:
+        return self.n_docs
+
+    def document(self, i: int) -> np.ndarray:
+        """Token ids of document i (a read-only view into the memory map)."""
+        if not -self.n_docs <= i < self.n_docs:
+            raise IndexError(f"document {i} out of range ({self.n_docs} documents)")
+        i %= self.n_docs
+        return self.tokens[int(self.offsets[i]) : int(self.offsets[i + 1])]
+
+    def doc_lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __repr__(self) -> str:
+        return f"TokenDataset({str(self.folder)!r}, n_docs={self.n_docs:,}, n_tokens={self.n_tokens:,}, dtype={self.dtype})"

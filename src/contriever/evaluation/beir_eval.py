@@ -1,0 +1,198 @@
+"""The BEIR evaluation job: one dataset split, one system, metrics and a TREC run.
+
+`model` names the system:
+
+- `"default"`: the default dense model (`Encoder.load()`);
+- a model folder (or Hub id): that dense model;
+- `"bm25"`: BM25 with BEIR's settings (`contriever.retrieval.bm25`);
+- `"hybrid"`, `"hybrid:default"` or `"hybrid:PATH"`: BM25 fused with the dense model by reciprocal
+  rank fusion.
+
+`output_dir` receives `metrics.json` (the metrics as fractions plus a `meta` block: system, data,
+counts, settings, timings in seconds) and `run.trec` (the top-k documents of every query).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from contriever.evaluation.metrics import METRICS, evaluate_run, write_trec_run
+from contriever.io import write_json
+
+COLUMNS = {"ndcg@10": "nDCG@10", "recall@100": "R@100", "mrr@10": "MRR@10", "recall@1000": "R@1000"}
+
+
+def parse_model(model: str) -> tuple[str, str | None]:
+    """`(system, model_path)`: system is "bm25", "dense" or "hybrid"; path None means the default model."""
+    model = str(model).strip()
+    if model.lower() == "bm25":
+        return "bm25", None
+    if model.lower() == "hybrid" or model.lower().startswith("hybrid:"):
+        path = model.split(":", 1)[1].strip() if ":" in model else ""
+        return "hybrid", None if path in ("", "default") else path
+    if not model:
+        raise ValueError("empty model name; pass 'default', 'bm25', 'hybrid:PATH' or a model folder")
+    return "dense", None if model == "default" else model
+
+
+def _tag(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._:-]+", "_", str(model).strip("/")).strip("_")[-60:] or "contriever"
+
+
+def _describe_model_path(path: str | None) -> str:
+    if path is None:
+        from contriever.model.encoder import default_model_path
+
+        return str(default_model_path())
+    return str(Path(path).resolve()) if Path(path).exists() else path
+
+
+def _resolved_precision(precision: str, device) -> str:
+    if precision != "auto":
+        return precision
+    from contriever.model.encoder import bf16_supported
+
+    return "bf16" if bf16_supported(device) else "fp32"
+
+
+def _load_encoder(path: str | None, max_length: int | None, device: str | None):
+    import torch
+
+    from contriever.model.encoder import Encoder
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Encoder.load(path, max_length=max_length, device=device)
+
+
+def evaluate_beir(
+    data_dir: str | os.PathLike,
+    split: str = "test",
+    model: str = "default",
+    output_dir: str | os.PathLike | None = None,
+    k: int = 1000,
+    batch_size: int = 128,
+    index_factory: str = "Flat",
+    max_length: int | None = None,
+    *,
+    device: str | None = None,
+    precision: str = "auto",
+    show_progress: bool = True,
+) -> dict:
+    """Retrieve the top `k` documents for every query of `split` and evaluate them.
+
+    Returns `{"ndcg@10", "recall@100", "mrr@10", "recall@1000", "meta"}` (metrics as fractions) and,
+    with `output_dir`, writes it to `output_dir/metrics.json` with the run in `output_dir/run.trec`.
+    `precision` is the encoder's autocast ("auto": bf16 where the hardware is fast at it, else fp32;
+    "fp32" for bit-stable numbers); the one used is recorded in `meta`.
+    """
+    from contriever.data.beir import load_beir
+    from contriever.retrieval.retrieve import bm25_retrieve, dense_retrieve, hybrid_retrieve
+
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    system, model_path = parse_model(model)
+    started = time.perf_counter()
+    corpus, queries, qrels = load_beir(data_dir, split)
+    timings: dict[str, float] = {"load_data_s": time.perf_counter() - started}
+    meta: dict = {
+        "model": str(model),
+        "system": system,
+        "data": str(Path(data_dir).resolve()),
+        "dataset": Path(data_dir).resolve().name,
+        "split": split,
+        "corpus_size": len(corpus),
+        "queries": len(queries),
+        "qrels": sum(len(docs) for docs in qrels.values()),
+        "k": k,
+    }
+    if system == "bm25":
+        from contriever.retrieval.bm25 import DEFAULTS
+
+        run = bm25_retrieve(corpus, queries, k, show_progress=show_progress, timings=timings)
+        meta["bm25"] = dict(DEFAULTS)
+    else:
+        loading = time.perf_counter()
+        encoder = _load_encoder(model_path, max_length, device)
+        timings["load_model_s"] = time.perf_counter() - loading
+        meta.update(
+            model_path=_describe_model_path(model_path),
+            pooling=encoder.pooling,
+            normalize=encoder.normalize,
+            max_length=encoder.max_length,
+            batch_size=batch_size,
+            index_factory=index_factory,
+            device=str(encoder.device),
+            precision=_resolved_precision(precision, encoder.device),
+        )
+        if system == "dense":
+            run = dense_retrieve(
+                encoder,
+                corpus,
+                queries,
+                k,
+                batch_size,
+                index_factory,
+                show_progress=show_progress,
+                timings=timings,
+                precision=precision,
+            )
+        else:
+            from contriever.retrieval.bm25 import DEFAULTS
+
+            run = hybrid_retrieve(
+                encoder,
+                corpus,
+                queries,
+                k,
+                fusion="rrf",
+                batch_size=batch_size,
+                index_factory=index_factory,
+                show_progress=show_progress,
+                timings=timings,
+                precision=precision,
+            )
+            meta.update(fusion="rrf", rrf_k=60, bm25=dict(DEFAULTS))
+    evaluating = time.perf_counter()
+    metrics = evaluate_run(qrels, run)
+    timings["evaluate_s"] = time.perf_counter() - evaluating
+    timings["total_s"] = time.perf_counter() - started
+    meta["queries_without_results"] = sum(1 for qid in qrels if not run.get(qid))
+    meta["timings"] = {name: round(value, 3) for name, value in timings.items()}
+    meta["host"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    result = {**metrics, "meta": meta}
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        write_trec_run(run, output_dir / "run.trec", tag=_tag(model))
+        write_json(output_dir / "metrics.json", result)
+    return result
+
+
+def format_table(results: Mapping, title: str | None = None) -> str:
+    """A plain-text table of metrics x100 (one decimal, as in the paper), one row per system.
+
+    `results` is one `evaluate_beir` result, or `{name: result}` for several systems.
+    """
+    if "ndcg@10" in results:
+        results = {results.get("meta", {}).get("model", "model"): results}
+    rows = []
+    for name, metrics in results.items():
+        seconds = (metrics.get("meta") or {}).get("timings", {}).get("total_s")
+        cells = [f"{100 * metrics[key]:.1f}" if key in metrics else "-" for key in METRICS]
+        rows.append([str(name), *cells, f"{seconds:.0f}" if seconds is not None else "-"])
+    header = ["system", *(COLUMNS[key] for key in METRICS), "time (s)"]
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(cells)
+        )
+
+    out = [title] if title else []
+    out += [line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)]
+    return "\n".join(out)

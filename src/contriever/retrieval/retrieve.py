@@ -1,0 +1,236 @@
+"""Retrieval pipelines: corpus + queries in, a run `{qid: {doc_id: score}}` out.
+
+- `dense_retrieve`: encode the corpus into a `DenseIndex` (or use a given one), encode the queries,
+  search by inner product;
+- `bm25_retrieve`: BM25 through bm25s (`contriever.retrieval.bm25`);
+- `hybrid_retrieve`: both, fused by reciprocal rank fusion or a normalized weighted sum.
+
+All of them skip a retrieved document whose id equals the query id (BEIR's rule; set
+`ignore_identical_ids=False` to keep it), taking one more document so a query still gets k.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from contriever.retrieval.index import DenseIndex
+
+Run = dict[str, dict[str, float]]
+
+
+def run_from_search(
+    query_ids: Sequence[str],
+    scores: np.ndarray,
+    doc_ids: Sequence[Sequence[str]],
+    k: int,
+    *,
+    ignore_identical_ids: bool = True,
+) -> Run:
+    """Turn `DenseIndex.search` output into a run with at most `k` documents per query."""
+    run: Run = {}
+    for qid, row_scores, row_ids in zip(query_ids, scores.tolist(), doc_ids, strict=True):
+        results: dict[str, float] = {}
+        for doc_id, score in zip(row_ids, row_scores):
+            if len(results) == k:
+                break
+            if ignore_identical_ids and doc_id == qid:
+                continue
+            results[doc_id] = float(score)
+        run[qid] = results
+    return run
+
+
+def build_dense_index(
+    encoder,
+    corpus: dict[str, dict | str],
+    *,
+    batch_size: int = 128,
+    index_factory: str = "Flat",
+    show_progress: bool = True,
+    metadata: dict | None = None,
+    precision: str = "auto",
+) -> DenseIndex:
+    """Encode `corpus` (`title + " " + text`) and index the vectors.
+
+    `precision` is the encoder's autocast setting ("auto": bf16 where the hardware is fast at it).
+    """
+    if not corpus:
+        raise ValueError("cannot index an empty corpus")
+    embeddings = encoder.encode_corpus(
+        list(corpus.values()), batch_size=batch_size, show_progress=show_progress, precision=precision
+    )
+    meta = {
+        "pooling": getattr(encoder, "pooling", None),
+        "normalize": getattr(encoder, "normalize", None),
+        "max_length": getattr(encoder, "max_length", None),
+        **(metadata or {}),
+    }
+    return DenseIndex.build(
+        embeddings, list(corpus), index_factory, metadata=meta, show_progress=show_progress
+    )
+
+
+def dense_search(
+    encoder,
+    index: DenseIndex,
+    queries: dict[str, str],
+    k: int = 1000,
+    *,
+    batch_size: int = 128,
+    ignore_identical_ids: bool = True,
+    show_progress: bool = True,
+    timings: dict | None = None,
+    precision: str = "auto",
+) -> Run:
+    """Encode `queries` and search `index`: a run with each query's `k` best documents."""
+    if not queries:
+        return {}
+    start = time.perf_counter()
+    vectors = encoder.encode_queries(
+        list(queries.values()), batch_size=batch_size, show_progress=show_progress, precision=precision
+    )
+    encoded = time.perf_counter()
+    depth = k + 1 if ignore_identical_ids else k
+    scores, doc_ids = index.search(vectors, depth, show_progress=show_progress)
+    run = run_from_search(list(queries), scores, doc_ids, k, ignore_identical_ids=ignore_identical_ids)
+    if timings is not None:
+        timings["encode_queries_s"] = encoded - start
+        timings["search_s"] = time.perf_counter() - encoded
+    return run
+
+
+def dense_retrieve(
+    encoder,
+    corpus: dict[str, dict | str] | None,
+    queries: dict[str, str],
+    k: int = 1000,
+    batch_size: int = 128,
+    index_factory: str = "Flat",
+    index: DenseIndex | None = None,
+    *,
+    ignore_identical_ids: bool = True,
+    show_progress: bool = True,
+    timings: dict | None = None,
+    precision: str = "auto",
+) -> Run:
+    """Dense retrieval with `encoder`: index `corpus` (unless `index` is given), then search.
+
+    `timings`, when given, receives `encode_corpus_s` (encoding + indexing), `encode_queries_s` and
+    `search_s`.
+    """
+    start = time.perf_counter()
+    if index is None:
+        if corpus is None:
+            raise ValueError("pass a corpus to encode, or an index")
+        index = build_dense_index(
+            encoder,
+            corpus,
+            batch_size=batch_size,
+            index_factory=index_factory,
+            show_progress=show_progress,
+            precision=precision,
+        )
+    if timings is not None:
+        timings["encode_corpus_s"] = time.perf_counter() - start
+    return dense_search(
+        encoder,
+        index,
+        queries,
+        k,
+        batch_size=batch_size,
+        ignore_identical_ids=ignore_identical_ids,
+        show_progress=show_progress,
+        timings=timings,
+        precision=precision,
+    )
+
+
+def bm25_retrieve(
+    corpus: dict[str, dict | str],
+    queries: dict[str, str],
+    k: int = 1000,
+    *,
+    ignore_identical_ids: bool = True,
+    show_progress: bool = True,
+    timings: dict | None = None,
+    **bm25_settings,
+) -> Run:
+    """BM25 over `corpus` (`title + " " + text`); `bm25_settings` go to `build_bm25` (k1, b, method,
+    stemmer, stopwords; defaults follow BEIR's Elasticsearch BM25)."""
+    from contriever.retrieval.bm25 import bm25_search, build_bm25
+
+    start = time.perf_counter()
+    index = build_bm25(corpus, show_progress=show_progress, **bm25_settings)
+    built = time.perf_counter()
+    run = bm25_search(
+        index, queries, k, ignore_identical_ids=ignore_identical_ids, show_progress=show_progress
+    )
+    if timings is not None:
+        timings["index_s"] = built - start
+        timings["search_s"] = time.perf_counter() - built
+    return run
+
+
+def hybrid_retrieve(
+    encoder,
+    corpus: dict[str, dict | str],
+    queries: dict[str, str],
+    k: int = 1000,
+    fusion: str = "rrf",
+    weights: Sequence[float] | None = None,
+    *,
+    depth: int | None = None,
+    rrf_k: float = 60,
+    normalization: str = "minmax",
+    batch_size: int = 128,
+    index_factory: str = "Flat",
+    bm25_settings: dict | None = None,
+    ignore_identical_ids: bool = True,
+    show_progress: bool = True,
+    timings: dict | None = None,
+    precision: str = "auto",
+) -> Run:
+    """BM25 and dense retrieval fused: `fusion="rrf"` (reciprocal rank fusion, constant `rrf_k`) or
+    `"weighted"` (sum of per-query `normalization`-ed scores). `weights` is `(bm25, dense)`, equal by
+    default. Each system retrieves `depth` documents (default `max(k, 100)`) before fusion."""
+    from contriever.retrieval.hybrid import reciprocal_rank_fusion, weighted_sum
+
+    if fusion not in ("rrf", "weighted"):
+        raise ValueError(f"unknown fusion {fusion!r}; choose 'rrf' or 'weighted'")
+    depth = depth or max(k, 100)
+    bm25_timings: dict = {}
+    dense_timings: dict = {}
+    lexical = bm25_retrieve(
+        corpus,
+        queries,
+        depth,
+        ignore_identical_ids=ignore_identical_ids,
+        show_progress=show_progress,
+        timings=bm25_timings,
+        **(bm25_settings or {}),
+    )
+    dense = dense_retrieve(
+        encoder,
+        corpus,
+        queries,
+        depth,
+        batch_size=batch_size,
+        index_factory=index_factory,
+        ignore_identical_ids=ignore_identical_ids,
+        show_progress=show_progress,
+        timings=dense_timings,
+        precision=precision,
+    )
+    start = time.perf_counter()
+    if fusion == "rrf":
+        fused = reciprocal_rank_fusion([lexical, dense], k=rrf_k, weights=weights, top_k=k)
+    else:
+        fused = weighted_sum([lexical, dense], weights=weights, normalization=normalization, top_k=k)
+    if timings is not None:
+        timings.update({f"bm25_{name}": value for name, value in bm25_timings.items()})
+        timings.update(dense_timings)
+        timings["fusion_s"] = time.perf_counter() - start
+    return fused

