@@ -1,0 +1,125 @@
+"""Fine-tuning on the one trainer: dev held out, early stopping keeps the best model, two-round recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from contriever.model.encoder import Encoder
+from contriever.training.batches import FinetuneBatches
+from contriever.training.config import load_config
+from contriever.training.evaluator import retrieval_evaluator
+from contriever.training.finetune import run_finetune
+from contriever.training.trainer import train
+
+TINY_MODEL = [
+    "model.init=scratch",
+    "model.hidden_size=32",
+    "model.num_hidden_layers=2",
+    "model.num_attention_heads=2",
+    "model.intermediate_size=64",
+    "model.max_length=64",
+]
+TOPICS = ["protein", "galaxy", "volcano", "enzyme", "glacier", "neutron", "orchid", "tundra", "quasar", "virus"]
+
+
+@pytest.fixture(scope="module")
+def beir_folder(tmp_path_factory) -> Path:
+    """60 documents, one query per document; train qrels for 50 queries, test qrels for 10."""
+    root = tmp_path_factory.mktemp("beir")
+    corpus, queries, train_rows, test_rows = [], [], [], []
+    for i in range(60):
+        topic, other = TOPICS[i % 10], TOPICS[(i // 10) % 10]
+        corpus.append({"_id": f"d{i}", "title": f"{topic} {other}", "text": f"notes on {topic} and {other} number {i}"})
+        queries.append({"_id": f"q{i}", "text": f"{topic} {other}"})
+        (train_rows if i < 50 else test_rows).append(f"q{i}\td{i}\t1")
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels").mkdir()
+    header = "query-id\tcorpus-id\tscore\n"
+    (root / "qrels" / "train.tsv").write_text(header + "\n".join(train_rows) + "\n")
+    (root / "qrels" / "test.tsv").write_text(header + "\n".join(test_rows) + "\n")
+    return root
+
+
+def finetune_config(folder: Path, *extra: str):
+    return load_config(
+        None,
+        [
+            "task=finetune",
+            *TINY_MODEL,
+            f'finetune.train="{folder}"',
+            "finetune.dev_fraction=0.2",
+            "finetune.query_max_length=16",
+            "finetune.doc_max_length=32",
+            "loss.kind=inbatch",
+            "optim.warmup_steps=0",
+            "train.batch_size=8",
+            "train.log_every=1",
+            "train.eval_every=2",
+            "train.precision=fp32",
+            "eval.max_length=32",
+            *extra,
+        ],
+    )
+
+
+def records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_dev_is_held_out_from_training_queries(beir_folder):
+    config = finetune_config(beir_folder)
+    encoder = Encoder.from_scratch(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    batches = FinetuneBatches(config, encoder, local_batch=8, rank=0, world_size=1)
+    train_ids = {example.qid for example in batches.train_examples}
+    assert len(batches.dev_queries) == 10 and len(train_ids) == 40
+    assert not train_ids & set(batches.dev_queries)
+    assert not {f"q{i}" for i in range(50, 60)} & (train_ids | set(batches.dev_queries))  # test queries unused
+    batch = batches.next_batch()
+    assert batch["q_ids"].shape[0] == 8 and batch["k_ids"].shape[0] == 16  # positives, then one negative each
+
+
+def test_early_stopping_stops_when_dev_stalls_and_keeps_the_first_best(beir_folder, tmp_path):
+    # A learning rate of zero: the dev score never improves after the first evaluation.
+    config = finetune_config(
+        beir_folder, "optim.lr=0.0", "optim.scheduler=constant", "train.steps=40", "train.early_stopping_patience=2"
+    )
+    train(config, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    evals = [r for r in records(tmp_path / "run") if "eval/ndcg@10" in r]
+    assert summary["stop"].startswith("early stopping")
+    assert [r["step"] for r in evals] == [2, 4, 6]  # the best, then `patience` evaluations without gain
+    assert summary["steps"] == 6
+
+
+def test_best_model_is_the_best_dev_checkpoint(beir_folder, tmp_path):
+    config = finetune_config(beir_folder, "optim.lr=3e-3", "train.steps=12", "model.dropout=0.0")
+    final = train(config, tmp_path / "run")
+    assert final == tmp_path / "run" / "best"
+    evals = [r for r in records(tmp_path / "run") if "eval/ndcg@10" in r]
+    best_score = max(r["eval/ndcg@10"] for r in evals)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["best"] == pytest.approx(best_score)
+
+    batches = FinetuneBatches(config, Encoder.load(final), local_batch=8, rank=0, world_size=1)
+    evaluate = retrieval_evaluator(batches.dev_corpus, batches.dev_queries, batches.dev_qrels, max_length=32)
+    reloaded = Encoder.load(final)
+    reloaded.eval()
+    assert evaluate(reloaded)["ndcg@10"] == pytest.approx(best_score, abs=1e-6)
+
+
+def test_two_round_recipe_mines_with_the_round_one_model(beir_folder, tmp_path):
+    config = finetune_config(beir_folder, "optim.lr=1e-3", "train.steps=4", "train.eval_every=0")
+    final = run_finetune(config, tmp_path / "ft", mine_k=10)
+    mined = tmp_path / "ft" / "round1" / "hard_negatives.jsonl"
+    assert final == tmp_path / "ft" / "round2" / "model"
+    rows = [json.loads(line) for line in mined.read_text().splitlines()]
+    assert len(rows) == 50 and all(row["hard_negatives"] for row in rows)
+    for row in rows:
+        positive_ids = {p["_id"] if isinstance(p, dict) else p for p in row.get("positives", [row.get("positive")])}
+        assert not positive_ids & {n["_id"] for n in row["hard_negatives"]}
+    round2 = json.loads((tmp_path / "ft" / "round2" / "config.json").read_text())
+    assert round2["finetune"]["hard_negative_prob"] == pytest.approx(0.1)
+    assert round2["finetune"]["train"] == str(mined)
