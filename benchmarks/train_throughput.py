@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/scifact")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--model", help="model folder (default: the default model)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
@@ -61,7 +62,8 @@ def main() -> None:
     batches = [pairs[i : i + args.batch_size] for i in range(0, len(pairs), args.batch_size)]
 
     # ----- ours ----------------------------------------------------------------------------------------
-    encoder = Encoder.load(max_length=args.max_length).to(device)
+    model_path = args.model or str(default_model_path())
+    encoder = Encoder.load(model_path, max_length=args.max_length).to(device)
     encoder.train()
     loss_fn = InBatchLoss(temperature=0.05)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-5)
@@ -80,7 +82,7 @@ def main() -> None:
             torch.cuda.synchronize()
 
     # ----- sentence-transformers -------------------------------------------------------------------------
-    model = SentenceTransformer(str(default_model_path()), device=str(device))
+    model = SentenceTransformer(model_path, device=str(device))
     model.max_seq_length = args.max_length
     model.train()
     mnrl = MultipleNegativesRankingLoss(model, scale=20.0)
@@ -88,7 +90,7 @@ def main() -> None:
 
     def st_step(batch, precision="fp32"):
         features = [model.tokenize([q for q, _ in batch]), model.tokenize([d for _, d in batch])]
-        features = [{name: t.to(device) for name, t in f.items()} for f in features]
+        features = [{n: t.to(device) for n, t in f.items() if isinstance(t, torch.Tensor)} for f in features]
         with autocast_context(device, precision):
             loss = mnrl(features, labels=None)
         st_optimizer.zero_grad(set_to_none=True)
@@ -115,7 +117,8 @@ def main() -> None:
     ]
     result = {
         "command": f"python benchmarks/train_throughput.py --data {args.data} --batch-size {args.batch_size} "
-        f"--max-length {args.max_length} --steps {args.steps} --device {args.device}",
+        f"--max-length {args.max_length} --steps {args.steps} --device {args.device}"
+        + (f" --model {args.model}" if args.model else ""),
         "device": torch.cuda.get_device_name()
         if device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)",

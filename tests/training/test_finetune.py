@@ -22,7 +22,18 @@ TINY_MODEL = [
     "model.intermediate_size=64",
     "model.max_length=64",
 ]
-TOPICS = ["protein", "galaxy", "volcano", "enzyme", "glacier", "neutron", "orchid", "tundra", "quasar", "virus"]
+TOPICS = [
+    "protein",
+    "galaxy",
+    "volcano",
+    "enzyme",
+    "glacier",
+    "neutron",
+    "orchid",
+    "tundra",
+    "quasar",
+    "virus",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +43,9 @@ def beir_folder(tmp_path_factory) -> Path:
     corpus, queries, train_rows, test_rows = [], [], [], []
     for i in range(60):
         topic, other = TOPICS[i % 10], TOPICS[(i // 10) % 10]
-        corpus.append({"_id": f"d{i}", "title": f"{topic} {other}", "text": f"notes on {topic} and {other} number {i}"})
+        corpus.append(
+            {"_id": f"d{i}", "title": f"{topic} {other}", "text": f"notes on {topic} and {other} number {i}"}
+        )
         queries.append({"_id": f"q{i}", "text": f"{topic} {other}"})
         (train_rows if i < 50 else test_rows).append(f"q{i}\td{i}\t1")
     (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
@@ -72,12 +85,16 @@ def records(folder: Path) -> list[dict]:
 
 def test_dev_is_held_out_from_training_queries(beir_folder):
     config = finetune_config(beir_folder)
-    encoder = Encoder.from_scratch(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    encoder = Encoder.from_scratch(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
     batches = FinetuneBatches(config, encoder, local_batch=8, rank=0, world_size=1)
     train_ids = {example.qid for example in batches.train_examples}
     assert len(batches.dev_queries) == 10 and len(train_ids) == 40
     assert not train_ids & set(batches.dev_queries)
-    assert not {f"q{i}" for i in range(50, 60)} & (train_ids | set(batches.dev_queries))  # test queries unused
+    assert not {f"q{i}" for i in range(50, 60)} & (
+        train_ids | set(batches.dev_queries)
+    )  # test queries unused
     batch = batches.next_batch()
     assert batch["q_ids"].shape[0] == 8 and batch["k_ids"].shape[0] == 16  # positives, then one negative each
 
@@ -85,7 +102,11 @@ def test_dev_is_held_out_from_training_queries(beir_folder):
 def test_early_stopping_stops_when_dev_stalls_and_keeps_the_first_best(beir_folder, tmp_path):
     # A learning rate of zero: the dev score never improves after the first evaluation.
     config = finetune_config(
-        beir_folder, "optim.lr=0.0", "optim.scheduler=constant", "train.steps=40", "train.early_stopping_patience=2"
+        beir_folder,
+        "optim.lr=0.0",
+        "optim.scheduler=constant",
+        "train.steps=40",
+        "train.early_stopping_patience=2",
     )
     train(config, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -118,7 +139,9 @@ def test_two_round_recipe_mines_with_the_round_one_model(beir_folder, tmp_path):
     rows = [json.loads(line) for line in mined.read_text().splitlines()]
     assert len(rows) == 50 and all(row["hard_negatives"] for row in rows)
     for row in rows:
-        positive_ids = {p["_id"] if isinstance(p, dict) else p for p in row.get("positives", [row.get("positive")])}
+        positive_ids = {
+            p["_id"] if isinstance(p, dict) else p for p in row.get("positives", [row.get("positive")])
+        }
         assert not positive_ids & {n["_id"] for n in row["hard_negatives"]}
     round2 = json.loads((tmp_path / "ft" / "round2" / "config.json").read_text())
     assert round2["finetune"]["hard_negative_prob"] == pytest.approx(0.1)

@@ -125,7 +125,8 @@ def train(config: Config, output: str | Path) -> Path:
     """Train per `config`, writing into `output`; returns the folder of the final model.
 
     `output/` receives `config.json`, `metrics.jsonl`, `checkpoint.pt` (exact resume), `model/` (the
-    trained encoder, loadable by `contriever evaluate --model`), `best/` when evaluating, and
+    trained encoder, loadable by `contriever evaluate --model`), `best/` when fine-tuning evaluates
+    on its dev set (pretraining's evaluation only monitors: it may be a test split), and
     `training.png`.
     """
     output = Path(output)
@@ -189,6 +190,7 @@ def train(config: Config, output: str | Path) -> Path:
 
     # ----- resume --------------------------------------------------------------------------------------
     step, best, evals_since_best = 0, -math.inf, 0
+    keep_best = config.task == "finetune"  # its evaluation is on dev; pretraining's is for watching only
     checkpoint = load_checkpoint(output / CHECKPOINT_NAME, map_location=dist.device)
     if checkpoint is not None:
         encoder.load_state_dict(checkpoint["encoder"])
@@ -305,7 +307,11 @@ def train(config: Config, output: str | Path) -> Path:
             progress.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats.get('accuracy', 0):.2f}")
             window_start, window_pairs = time.time(), 0
 
-        if evaluator is not None and (step % train_cfg.eval_every == 0 or step == train_cfg.steps):
+        out_of_time = bool(train_cfg.max_minutes) and (time.time() - started) / 60 >= train_cfg.max_minutes
+        if train_cfg.max_minutes:
+            out_of_time = broadcast_object(out_of_time)  # rank 0's clock decides, so all stop together
+        last = out_of_time or step == train_cfg.steps  # evaluate the model that will be saved
+        if evaluator is not None and (step % train_cfg.eval_every == 0 or last):
             metrics = evaluator(encoder) if dist.is_main else {}
             metrics = broadcast_object(metrics)
             encoder.train()
@@ -314,13 +320,12 @@ def train(config: Config, output: str | Path) -> Path:
             progress.write(f"step {step}: " + "  ".join(f"{n} {100 * v:.2f}" for n, v in metrics.items()))
             if score > best:
                 best, evals_since_best = score, 0
-                if dist.is_main:
+                if dist.is_main and keep_best:
                     encoder.save(output / "best")
             else:
                 evals_since_best += 1
             if train_cfg.early_stopping_patience and evals_since_best >= train_cfg.early_stopping_patience:
                 stop_reason = f"early stopping: no gain in {evals_since_best} evaluations"
-        out_of_time = train_cfg.max_minutes and (time.time() - started) / 60 >= train_cfg.max_minutes
         if out_of_time:
             stop_reason = f"time limit of {train_cfg.max_minutes} minutes"
         if step % train_cfg.save_every == 0 or step == train_cfg.steps or stop_reason != "finished":
@@ -333,7 +338,12 @@ def train(config: Config, output: str | Path) -> Path:
         encoder.save(output / "model")
         write_json(
             output / "summary.json",
-            {"steps": step, "stop": stop_reason, "best": best, "minutes": (time.time() - started) / 60},
+            {
+                "steps": step,
+                "stop": stop_reason,
+                "best": best if math.isfinite(best) else None,
+                "minutes": (time.time() - started) / 60,
+            },
         )
         try:
             from contriever.training.plots import plot_training

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Every real CPU run behind benchmarks/README.md, in order; a step whose output exists is skipped,
+# so the suite can be stopped and started again. Run from the repository root after `make setup`:
+#   bash benchmarks/cpu_suite.sh [step ...]      (steps: eval bench fewshot scratch ablations adapt)
+set -euo pipefail
+export PATH="$PWD/.venv/bin:$PATH"
+DATA=${DATA:-../shared/data/scifact}
+WIKI=${WIKI:-../shared/data/enwiki-2015-sample}
+R=runs
+mkdir -p "$R" outputs
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(eval bench fewshot scratch ablations adapt)
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+evaluate() {  # evaluate MODEL OUTPUT: SciFact test, the same command for every row
+  [ -f "$2/metrics.json" ] || contriever evaluate --data "$DATA" --model "$1" --output "$2"
+}
+
+for step in "${steps[@]}"; do case $step in
+eval)  # zero-shot: BM25, the default model, hybrid
+  log "evaluate BM25, default, hybrid"
+  [ -f outputs/scifact/bm25/metrics.json ] || \
+    contriever evaluate --data "$DATA" --model bm25 --model default --model hybrid:default --output outputs/scifact
+  ;;
+bench)  # speed: encoding and a training step, ours against sentence-transformers, same run
+  log "encode throughput"; python benchmarks/encode_throughput.py --n 1000 --batch-size 64
+  log "train throughput"; python benchmarks/train_throughput.py --batch-size 32 --max-length 128 --steps 5
+  ;;
+fewshot)  # few-shot fine-tuning of the default model on SciFact train (dev held out), AdamW then ASAM
+  for opt in adamw asam; do
+    out=$R/fewshot-$opt
+    [ -f $out/summary.json ] || contriever finetune --config configs/fewshot-scifact.toml --rounds 1 \
+      --set optim.name=$opt --output $out
+    evaluate $out/best $out/test
+  done
+  ;;
+scratch)  # from scratch: a random 4-layer BERT, crop + MoCo on Wikipedia, 20 minutes
+  [ -f data/enwiki/meta.json ] || contriever prepare --input $WIKI/part-00.jsonl.gz $WIKI/part-01.jsonl.gz --output data/enwiki
+  # "before": the same random initialisation (seed 0) saved by one update at learning rate 0
+  [ -f $R/scratch-init/summary.json ] || contriever pretrain --config configs/cpu-small.toml \
+    --set train.steps=1 --set optim.lr=0.0 --set train.max_minutes=0 --output $R/scratch-init
+  evaluate $R/scratch-init/model $R/scratch-init/test
+  [ -f $R/cpu-small/summary.json ] || contriever pretrain --config configs/cpu-small.toml --output $R/cpu-small
+  evaluate $R/cpu-small/model $R/cpu-small/test
+  ;;
+ablations)  # the same 1,200 updates each: crop vs ICT, MoCo vs in-batch, deletion vs none
+  for variant in "crop-moco-delete:" "ict:data.method=ict" "inbatch:loss.kind=inbatch" "no-delete:data.augmentation=none"; do
+    name=${variant%%:*}; set_arg=${variant#*:}; out=$R/ablation-$name
+    extra=(--set train.steps=1200 --set train.max_minutes=0)
+    [ -n "$set_arg" ] && extra+=(--set "$set_arg")
+    [ -f $out/summary.json ] || contriever pretrain --config configs/cpu-small.toml "${extra[@]}" --output $out
+    evaluate $out/model $out/test
+  done
+  ;;
+adapt)  # domain adaptation: the default model, crop + MoCo on the SciFact corpus alone (no queries)
+  [ -f data/scifact-corpus/meta.json ] || contriever prepare --input $DATA/corpus.jsonl* --include-title --output data/scifact-corpus
+  [ -f $R/scifact-adapt/summary.json ] || contriever pretrain --config configs/scifact-adapt.toml --output $R/scifact-adapt
+  evaluate $R/scifact-adapt/model $R/scifact-adapt/test
+  ;;
+*) echo "unknown step $step" >&2; exit 2 ;;
+esac; done
+log "done"
