@@ -111,3 +111,41 @@ def test_gradcache_trains_like_the_plain_step(token_folder, tmp_path):
     train(plain, tmp_path / "plain")
     train(cached, tmp_path / "cached")
     assert losses(tmp_path / "cached") == pytest.approx(losses(tmp_path / "plain"), rel=1e-4)
+
+
+def test_torchrun_two_processes_train_and_resume(token_folder, tmp_path):
+    """The same command under torchrun (gloo): 2 processes share the global batch, checkpoint and resume."""
+    import os
+    import subprocess
+    import sys
+
+    args = [
+        "task=pretrain",
+        *TINY_MODEL,
+        f'data.folders=["{token_folder}"]',
+        "data.chunk_length=32",
+        "loss.kind=inbatch",
+        "optim.warmup_steps=2",
+        "train.batch_size=8",
+        "train.log_every=1",
+        "train.save_every=2",
+        "train.precision=fp32",
+    ]
+
+    def run(steps: int) -> None:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        command += ["-m", "contriever.cli.main", "pretrain", "--output", str(tmp_path / "run")]
+        for item in [*args, f"train.steps={steps}"]:
+            command += ["--set", item]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run(2)
+    first = losses(tmp_path / "run")
+    run(4)  # resumes from the step-2 checkpoint, each process from its own data position and RNG
+    resumed = losses(tmp_path / "run")
+    assert len(first) == 2 and len(resumed) == 4 and resumed[:2] == first
+    state = __import__("torch").load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 4 and len(state["batches"]) == 2 and len(state["rng"]) == 2
+    assert Encoder.load(tmp_path / "run" / "model") is not None

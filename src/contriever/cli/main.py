@@ -161,7 +161,8 @@ def _train(args: argparse.Namespace, task: str) -> int:
         from contriever.training.trainer import train
 
         final = train(config, args.output)
-    print(f"model: {final}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
+        print(f"model: {final}")
     return 0
 
 
