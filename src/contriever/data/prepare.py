@@ -38,7 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from contriever.errors import DataError
-from contriever.io import open_text
+from contriever.io import open_text, swap_into_place
 
 TOKENS_FILE = "tokens.bin"
 OFFSETS_FILE = "doc_offsets.npy"
@@ -256,17 +256,6 @@ def _prepare_target(output: Path) -> None:
             )
 
 
-def _swap_into_place(staging: Path, output: Path) -> None:
-    if output.exists():
-        backup = output.with_name(f".{output.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        output.rename(backup)
-        staging.rename(output)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        staging.rename(output)
-
-
 def prepare(
     inputs: list[str | os.PathLike] | str | os.PathLike,
     tokenizer: str | os.PathLike,
@@ -375,7 +364,7 @@ def prepare(
             "seconds": round(seconds, 3),
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _swap_into_place(staging, output)
+        swap_into_place(staging, output)
     except BaseException:
         if pool is not None:
             pool.terminate()

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from contriever.io import atomic_folder
 from contriever.model.pooling import POOLINGS, pool
 
 DEFAULT_MAX_LENGTH = 512
@@ -221,9 +220,7 @@ class Encoder(torch.nn.Module):
         never leaves a half-written model where a good one was.
         """
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic_folder(target) as staging:
             self.model.save_pretrained(staging, safe_serialization=True)
             self.tokenizer.save_pretrained(staging)
             modules = [
@@ -258,17 +255,6 @@ class Encoder(torch.nn.Module):
             (staging / "config_sentence_transformers.json").write_text(
                 json.dumps({"similarity_fn_name": similarity}, indent=2)
             )
-            if target.exists():
-                backup = target.with_name(f".{target.name}.old")
-                shutil.rmtree(backup, ignore_errors=True)
-                target.rename(backup)
-                staging.rename(target)
-                shutil.rmtree(backup, ignore_errors=True)
-            else:
-                staging.rename(target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return target
 
     # ----- the module -----------------------------------------------------------------------------

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from contriever.errors import DataError
+from contriever.io import atomic_folder
 from contriever.model.encoder import document_text
 
 DEFAULTS = {"k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "porter", "stopwords": "en"}
@@ -175,25 +174,12 @@ def save_bm25(index: BM25Index, folder: str | os.PathLike) -> Path:
         not target.is_dir() or (any(target.iterdir()) and not (target / SETTINGS_FILE).exists())
     ):
         raise FileExistsError(f"{target} exists and is not a BM25 index folder; refusing to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         index.retriever.save(str(staging), show_progress=False)
         (staging / "ids.txt").write_text("".join(f"{d}\n" for d in index.doc_ids), encoding="utf-8")
         (staging / SETTINGS_FILE).write_text(
             json.dumps({**index.settings, "count": len(index)}, indent=2) + "\n"
         )
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            target.rename(backup)
-            staging.rename(target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,7 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from contriever.errors import DataError
-from contriever.io import atomic_write
+from contriever.io import atomic_folder, atomic_write
 
 FORMAT_VERSION = 1
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -313,9 +311,7 @@ class DenseIndex:
             not target.is_dir() or (any(target.iterdir()) and not (target / "index.json").exists())
         ):
             raise FileExistsError(f"{target} exists and is not an index folder; refusing to replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic_folder(target) as staging:
             vectors = self.embeddings()
             shards = []
             for number, start in enumerate(range(0, len(vectors), shard_rows)):
@@ -342,17 +338,6 @@ class DenseIndex:
             with atomic_write(staging / "index.json") as handle:
                 json.dump(info, handle, indent=2)
                 handle.write("\n")
-            if target.exists():
-                backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-                backup.rmdir()
-                target.rename(backup)
-                staging.rename(target)
-                shutil.rmtree(backup, ignore_errors=True)
-            else:
-                staging.rename(target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return target
 
     @classmethod
