@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny import TINY_MODEL
 
 from contriever.model.encoder import Encoder
 from contriever.training.batches import FinetuneBatches
@@ -14,14 +15,6 @@ from contriever.training.evaluator import retrieval_evaluator
 from contriever.training.finetune import run_finetune
 from contriever.training.trainer import train
 
-TINY_MODEL = [
-    "model.init=scratch",
-    "model.hidden_size=32",
-    "model.num_hidden_layers=2",
-    "model.num_attention_heads=2",
-    "model.intermediate_size=64",
-    "model.max_length=64",
-]
 TOPICS = [
     "protein",
     "galaxy",

@@ -6,19 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny import TINY_MODEL
 
 from contriever.model.encoder import Encoder
 from contriever.training.config import load_config
 from contriever.training.trainer import train
-
-TINY_MODEL = [
-    "model.init=scratch",
-    "model.hidden_size=32",
-    "model.num_hidden_layers=2",
-    "model.num_attention_heads=2",
-    "model.intermediate_size=64",
-    "model.max_length=64",
-]
 
 
 @pytest.fixture(scope="module")
