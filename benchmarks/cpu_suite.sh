@@ -31,6 +31,14 @@ fewshot)  # few-shot fine-tuning of the default model on SciFact train (dev held
       --set optim.name=$opt --output $out
     evaluate $out/best $out/test
   done
+  [ -f $R/fewshot-adamw/test-hybrid/metrics.json ] || contriever evaluate --data "$DATA" \
+    --model hybrid:$R/fewshot-adamw/best --output $R/fewshot-adamw/test-hybrid
+  # the paper's two rounds: round 1 is the AdamW run above, then mining with it, then round 2
+  mkdir -p $R/fewshot-2round
+  [ -d $R/fewshot-2round/round1 ] || cp -r $R/fewshot-adamw $R/fewshot-2round/round1
+  [ -f $R/fewshot-2round/round2/summary.json ] || contriever finetune --config configs/fewshot-scifact.toml \
+    --rounds 2 --output $R/fewshot-2round
+  evaluate $R/fewshot-2round/round2/best $R/fewshot-2round/test
   ;;
 scratch)  # from scratch: a random 4-layer BERT, crop + MoCo on Wikipedia, 20 minutes
   [ -f data/enwiki/meta.json ] || contriever prepare --input $WIKI/part-00.jsonl.gz $WIKI/part-01.jsonl.gz --output data/enwiki
