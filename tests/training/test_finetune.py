@@ -9,7 +9,7 @@ import pytest
 from tiny import TINY_MODEL
 
 from contriever.model.encoder import Encoder
-from contriever.training.batches import FinetuneBatches
+from contriever.training.batches import FinetuneBatches, sample_dev_corpus
 from contriever.training.config import load_config
 from contriever.training.evaluator import retrieval_evaluator
 from contriever.training.finetune import run_finetune
@@ -92,6 +92,21 @@ def test_dev_is_held_out_from_training_queries(beir_folder):
     assert batch["q_ids"].shape[0] == 8 and batch["k_ids"].shape[0] == 16  # positives, then one negative each
 
 
+def test_dev_corpus_sample_keeps_every_judged_document(beir_folder):
+    config = finetune_config(beir_folder, "finetune.dev_corpus_size=20")
+    encoder = Encoder.from_scratch(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    batches = FinetuneBatches(config, encoder, local_batch=8, rank=0, world_size=1)
+    judged = {doc for docs in batches.dev_qrels.values() for doc in docs}
+    assert len(batches.dev_corpus) == 20 and judged <= set(batches.dev_corpus)
+    assert len(batches.corpus) == 60  # negatives still come from the whole corpus
+    again = sample_dev_corpus(batches.corpus, batches.dev_qrels, 20, seed=config.train.seed)
+    assert list(again) == list(batches.dev_corpus)  # seeded: the same sample every time
+    assert sample_dev_corpus(batches.corpus, batches.dev_qrels, 0) is batches.corpus
+    assert len(sample_dev_corpus(batches.corpus, batches.dev_qrels, 5)) == len(judged)  # never drops one
+
+
 def test_early_stopping_stops_when_dev_stalls_and_keeps_the_first_best(beir_folder, tmp_path):
     # A learning rate of zero: the dev score never improves after the first evaluation.
     config = finetune_config(
@@ -125,7 +140,9 @@ def test_best_model_is_the_best_dev_checkpoint(beir_folder, tmp_path):
 
 
 def test_two_round_recipe_mines_with_the_round_one_model(beir_folder, tmp_path):
-    config = finetune_config(beir_folder, "optim.lr=1e-3", "train.steps=4", "train.eval_every=0")
+    config = finetune_config(
+        beir_folder, "optim.lr=1e-3", "train.steps=4", "train.eval_every=0", "finetune.n_negatives=0"
+    )
     final = run_finetune(config, tmp_path / "ft", mine_k=10)
     mined = tmp_path / "ft" / "round1" / "hard_negatives.jsonl"
     assert final == tmp_path / "ft" / "round2" / "model"
@@ -138,4 +155,5 @@ def test_two_round_recipe_mines_with_the_round_one_model(beir_folder, tmp_path):
         assert not positive_ids & {n["_id"] for n in row["hard_negatives"]}
     round2 = json.loads((tmp_path / "ft" / "round2" / "config.json").read_text())
     assert round2["finetune"]["hard_negative_prob"] == pytest.approx(0.1)
+    assert round2["finetune"]["n_negatives"] == 1  # round 1 had in-batch negatives alone
     assert round2["finetune"]["train"] == str(mined)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import TINY_MODEL
 
 from contriever.model.encoder import Encoder
@@ -77,6 +78,22 @@ def test_pretraining_writes_a_loadable_model_and_metrics(token_folder, tmp_path,
     for key in ("loss", "accuracy", "q_std", "k_std", "lr", "pairs_per_s"):
         assert key in records[-1]
     assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_attention_dropout_is_set_apart_from_hidden_dropout(tmp_path):
+    from contriever.training.trainer import build_encoder
+
+    config = load_config(None, [*TINY_MODEL, "model.dropout=0.2", "model.attention_dropout=0.0"])
+    encoder = build_encoder(config)
+    rates = {
+        name: module.p for name, module in encoder.named_modules() if isinstance(module, torch.nn.Dropout)
+    }
+    attention = {name: p for name, p in rates.items() if ".attention.self." in f".{name}."}
+    assert len(attention) == 2 and set(attention.values()) == {0.0}
+    assert set(rates.values()) - {0.0} == {0.2} and len(rates) > len(attention)
+    encoder.save(tmp_path / "model")  # the saved config carries both, so a reload trains the same
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["attention_probs_dropout_prob"] == 0.0 and saved["hidden_dropout_prob"] == 0.2
 
 
 def test_killed_run_resumes_to_the_same_losses(token_folder, tmp_path):

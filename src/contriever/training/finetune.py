@@ -2,9 +2,10 @@
 
 Round 1 trains with in-batch negatives plus a random extra negative per query. Its model then mines
 hard negatives for every training query (top-ranked documents that are not labelled positive,
-optionally skipping the very top). Round 2 trains again from the same starting model, each extra
-negative being a mined one with probability `finetune.hard_negative_prob` (paper: 0.1). Either round
-also runs alone (`--rounds 1`, or a config whose `finetune.train` is a mined file).
+optionally skipping the very top). Round 2 trains again from the same starting model with at least one
+extra negative per query (that is where mined ones go, even when round 1 used in-batch negatives
+alone), each one mined with probability `finetune.hard_negative_prob` (paper: 0.1), else random.
+Either round also runs alone (`--rounds 1`, or a config whose `finetune.train` is a mined file).
 """
 
 from __future__ import annotations
@@ -47,4 +48,5 @@ def run_finetune(
     second.finetune.train = str(mined)
     second.finetune.corpus = config.finetune.corpus or str(train_source)
     second.finetune.hard_negative_prob = config.finetune.hard_negative_prob or ROUND2_HARD_NEGATIVE_PROB
+    second.finetune.n_negatives = max(config.finetune.n_negatives, 1)
     return train(second, output / "round2")
