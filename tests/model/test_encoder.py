@@ -152,3 +152,18 @@ def test_default_model_matches_sentence_transformers(default_encoder):
     bf16 = default_encoder.encode(TEXTS, precision="bf16", show_progress=False)
     cosine = (bf16 * ours).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(ours, axis=1)
     assert cosine.min() >= 0.999
+
+
+def test_auto_precision_uses_bf16_only_where_the_hardware_runs_it(monkeypatch):
+    # On an AVX2-only CPU bf16 matrix products are emulated and far slower than fp32: auto must not pick it.
+    from contriever.model import encoder as encoder_module
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(encoder_module, "bf16_supported", lambda device: False)
+    assert not isinstance(encoder_module.autocast_context(cpu, "auto"), torch.autocast)
+    monkeypatch.setattr(encoder_module, "bf16_supported", lambda device: True)
+    context = encoder_module.autocast_context(cpu, "auto")
+    assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
+    assert isinstance(encoder_module.autocast_context(cpu, "bf16"), torch.autocast)  # asked for: obeyed
+    with pytest.raises(ValueError, match="unknown precision"):
+        encoder_module.autocast_context(cpu, "int4")
