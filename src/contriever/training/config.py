@@ -30,7 +30,7 @@ class ModelConfig:
     max_length: int = 512  # evaluation truncation saved with the model
     dropout: float | None = None  # None: the model's own (BERT: 0.1); sets hidden and attention dropout
     # Attention dropout alone (overrides `dropout` there). 0 lets PyTorch use its fused attention
-    # kernel in training; on a CPU that halves the step time (benchmarks/README.md).
+    # kernel in training; on a CPU that takes a third off the step time (benchmarks/README.md).
     attention_dropout: float | None = None
     # Used only by init="scratch" (transformers.BertConfig fields).
     hidden_size: int = 256
