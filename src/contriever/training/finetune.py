@@ -2,9 +2,10 @@
 
 Round 1 trains with in-batch negatives plus `finetune.n_negatives` random extra negatives per query
 (paper: one; its few-shot runs: none). Its model then mines hard negatives for every training query
-(top-ranked documents that are not labelled positive, optionally skipping the very top). Round 2 trains again from the same starting model with at least one
-extra negative per query (that is where mined ones go, even when round 1 used in-batch negatives
-alone), each one mined with probability `finetune.hard_negative_prob` (paper: 0.1), else random.
+(top-ranked documents that are not labelled positive, optionally skipping the very top). Round 2
+trains again from the same starting model with at least one extra negative per query (that is where
+mined ones go, even when round 1 used in-batch negatives alone), each one mined with probability
+`finetune.hard_negative_prob` (paper: 0.1), else random.
 Either round also runs alone (`--rounds 1`, or a config whose `finetune.train` is a mined file).
 """
 
