@@ -58,3 +58,11 @@ def test_impossible_combinations_are_rejected():
         load_config(None, ["data.ratio_min=0.6", "data.ratio_max=0.5"])
     with pytest.raises(ConfigError, match="gradcache"):
         load_config(None, ["loss.kind=moco", "loss.gradcache_chunk=8"])
+
+
+@pytest.mark.parametrize(
+    "override", ["model.dropout=1.5", "model.attention_dropout=-0.1", "finetune.dev_corpus_size=-5"]
+)
+def test_out_of_range_values_are_errors(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config(None, [override])

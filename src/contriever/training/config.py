@@ -274,6 +274,12 @@ def validate(config: Config) -> None:
     """Cross-field checks that no single type can express."""
     if not 0 < config.data.ratio_min <= config.data.ratio_max <= 1:
         raise ConfigError("data.ratio_min and data.ratio_max must satisfy 0 < ratio_min <= ratio_max <= 1")
+    for name in ("dropout", "attention_dropout"):
+        value = getattr(config.model, name)
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ConfigError(f"model.{name} must be in [0, 1), got {value}")
+    if config.finetune.dev_corpus_size < 0:
+        raise ConfigError("finetune.dev_corpus_size must be 0 (the whole corpus) or a number of documents")
     if config.train.batch_size < 1 or config.train.steps < 1 or config.train.grad_accum < 1:
         raise ConfigError("train.batch_size, train.steps and train.grad_accum must be at least 1")
     if config.train.batch_size % config.train.grad_accum:
