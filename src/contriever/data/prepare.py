@@ -276,7 +276,7 @@ def prepare(
     An existing prepared folder at `output` is replaced, atomically. Returns `output`.
     Raises DataError (file and line) for unreadable input, invalid JSON or a missing text field.
     """
-    from transformers import AutoTokenizer
+    from contriever.model.locate import load_tokenizer
 
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     if not paths:
@@ -289,7 +289,7 @@ def prepare(
     output = Path(output)
     _prepare_target(output)
 
-    tok = AutoTokenizer.from_pretrained(str(tokenizer))
+    tok = load_tokenizer(tokenizer)  # a local folder or a Hub id, never waiting on an unreachable Hub
     if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
         raise ValueError(f"{tokenizer}: needs a fast (Rust) tokenizer with a tokenizer.json")
     vocab_size = len(tok)

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from contriever.io import atomic_folder
+from contriever.model.locate import from_pretrained, load_tokenizer, locate_model
 from contriever.model.pooling import POOLINGS, pool
 
 DEFAULT_MAX_LENGTH = 512
@@ -109,6 +110,25 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
     return settings
 
 
+def hub_sentence_transformers_settings(hub_id: str) -> dict:
+    """`read_sentence_transformers_settings` for a Hub model: its few small JSON files, best effort.
+
+    Fetched under the same cache-first, never-wait-offline rules as the model; a model without them
+    (or any failure to get them) gives {}: Contriever's recipe.
+    """
+
+    def fetch(name: str, **kwargs) -> str:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["modules.json", "sentence_bert_config.json", "*Pooling/config.json"]
+        return snapshot_download(name, allow_patterns=patterns, **kwargs)
+
+    try:
+        return read_sentence_transformers_settings(Path(from_pretrained(fetch, hub_id)))
+    except Exception:  # noqa: BLE001 - optional files; the model itself has loaded
+        return {}
+
+
 class Encoder(torch.nn.Module):
     """A transformer plus pooling: `encoder(input_ids, attention_mask) -> [batch, dim]` vectors."""
 
@@ -140,27 +160,22 @@ class Encoder(torch.nn.Module):
         max_length: int | None = None,
         device: str | torch.device | None = None,
     ) -> Encoder:
-        """Load a local model folder (or the default model when `path` is None).
+        """Load a local model folder, a Hugging Face Hub id, or the default model when `path` is None.
 
         Pooling, normalization and max length come from the folder's sentence-transformers files when
         it has them, else Contriever's recipe (mean, unnormalized, 512); arguments override both.
-        A name that is not a local folder is passed to `transformers`, which downloads it from the
-        Hugging Face Hub where the network allows.
+        A name that is not a local folder and looks like a Hub id (`bert-base-uncased`,
+        `facebook/contriever`) goes to `transformers` (its cache, then the Hub where the network
+        allows); a mistyped local path fails at once. See `contriever.model.locate`.
         """
         from transformers import AutoModel, AutoTokenizer
 
-        folder = Path(path) if path is not None else default_model_path()
-        if folder.exists():
-            if not (folder / "config.json").exists():
-                raise FileNotFoundError(
-                    f"{folder}: not a model folder (no config.json). Pass a folder saved by "
-                    "`contriever`, `transformers` or sentence-transformers."
-                )
-            settings = read_sentence_transformers_settings(folder)
-        elif str(path).count("/") == 1 and not str(path).startswith((".", "/")):
-            settings = {}  # a Hub id such as facebook/contriever: plain BERT, Contriever's recipe
-        else:
-            raise FileNotFoundError(f"{folder}: no such model folder")
+        source = locate_model(path) if path is not None else default_model_path()
+        if isinstance(source, Path) and not (source / "config.json").exists():
+            raise FileNotFoundError(
+                f"{source}: not a model folder (no config.json). Pass a folder saved by "
+                "`contriever`, `transformers` or sentence-transformers."
+            )
         from transformers.utils import logging as hf_logging
 
         verbosity = hf_logging.get_verbosity()
@@ -169,14 +184,18 @@ class Encoder(torch.nn.Module):
         hf_logging.disable_progress_bar()
         try:
             try:
-                model = AutoModel.from_pretrained(str(folder), add_pooling_layer=False)
+                model = from_pretrained(AutoModel.from_pretrained, source, add_pooling_layer=False)
             except TypeError:  # architectures without a pooler take no add_pooling_layer argument
-                model = AutoModel.from_pretrained(str(folder))
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+                model = from_pretrained(AutoModel.from_pretrained, source)
+            tokenizer = from_pretrained(AutoTokenizer.from_pretrained, source)
         finally:
             hf_logging.set_verbosity(verbosity)
             if bars:
                 hf_logging.enable_progress_bar()
+        if isinstance(source, Path):
+            settings = read_sentence_transformers_settings(source)
+        else:
+            settings = hub_sentence_transformers_settings(source)
         encoder = cls(
             model,
             tokenizer,
@@ -204,9 +223,9 @@ class Encoder(torch.nn.Module):
 
         `bert_config` sets `transformers.BertConfig` fields, e.g. hidden_size=256, num_hidden_layers=4.
         """
-        from transformers import AutoTokenizer, BertConfig, BertModel
+        from transformers import BertConfig, BertModel
 
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or default_model_path()))
+        tokenizer = load_tokenizer(tokenizer_path)
         config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **bert_config)
         if seed is not None:
             torch.manual_seed(seed)
