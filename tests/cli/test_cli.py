@@ -108,3 +108,38 @@ def test_unknown_config_key_is_reported(tmp_path, capsys):
     code = main(["pretrain", "--set", "loss.queue_szie=10", "--output", str(tmp_path / "run")])
     assert code == 2
     assert "did you mean 'queue_size'" in capsys.readouterr().err
+
+
+def test_evaluate_qa_reads_passages_from_the_corpus_the_index_records(
+    beir_folder, tiny_model, tmp_path, capsys
+):
+    index = tmp_path / "index"
+    assert (
+        main(["index", "--data", str(beir_folder), "--model", str(tiny_model), "--output", str(index)]) == 0
+    )
+    questions = tmp_path / "qa.jsonl"
+    questions.write_text(
+        json.dumps({"question": "what causes scurvy", "answers": ["vitamin C"]})
+        + "\n"
+        + json.dumps({"question": "what is rickets", "answers": ["vitamin K"]})  # in no passage
+        + "\n"
+    )
+    capsys.readouterr()
+    assert main(["evaluate-qa", "--questions", str(questions), "--index", str(index), "--k", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "top-4" in out and "50.0" in out  # depth 4 = the whole corpus: one question of two
+
+
+def test_mistyped_model_path_fails_before_loading_anything(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "runs" / "cpu-small").mkdir(parents=True)
+    script = (
+        "import sys; from contriever.cli.main import main; "
+        "code = main(['evaluate', '--data', 'nowhere', '--model', 'runs/cpu-smal']); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules; sys.exit(code)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "runs/cpu-smal: no such model folder; folders in runs: cpu-small" in done.stderr

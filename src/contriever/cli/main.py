@@ -3,6 +3,7 @@
 contriever evaluate --data DIR [--split test] [--model PATH|default|bm25|hybrid:PATH ...] [--output DIR]
 contriever index    --data DIR | --corpus FILE [--model M] --output IDX [--index-factory Flat]
 contriever search   --index IDX [--k 10] "query" ...          (or one query a line on stdin)
+contriever evaluate-qa --questions FILE --index IDX [--corpus FILE]   (top-1/5/20/100 accuracy, DPR matching)
 contriever prepare  --input FILE... [--model M] --output DIR
 contriever pretrain --config FILE [--set key=value ...] --output DIR
 contriever mine     --data DIR --model M|bm25 --output FILE [--range 10-100] [--sample]
@@ -32,6 +33,21 @@ def _data_dir(value: str | None) -> Path:
     return Path(value)
 
 
+def _check_models(*names: str | None) -> None:
+    """Fail at once on a model path that does not exist, before the slow imports (torch, transformers).
+
+    Hub ids pass (they are resolved when the model loads); see `contriever.model.locate`.
+    """
+    from contriever.model.locate import locate_model
+
+    for name in names:
+        name = str(name or "").strip()
+        if name.lower().startswith("hybrid:"):
+            name = name.split(":", 1)[1].strip()
+        if name and name.lower() not in ("default", "bm25", "hybrid"):
+            locate_model(name)
+
+
 def _slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/")).strip("_")[-60:] or "model"
 
@@ -42,6 +58,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     data = _data_dir(args.data)
     models = args.model or ["default"]
+    _check_models(*models)
     results = {}
     for model in models:
         if args.output is None:
@@ -73,6 +90,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from contriever.model.encoder import Encoder
     from contriever.retrieval.index import DenseIndex
 
+    _check_models(args.model)
     if bool(args.data) == bool(args.corpus):
         raise SystemExit(
             "error: pass exactly one of --data DIR (a BEIR folder) or --corpus FILE (a corpus.jsonl[.gz])"
@@ -85,10 +103,15 @@ def cmd_index(args: argparse.Namespace) -> int:
         list(corpus.keys()),
         factory=args.index_factory,
         metadata={
-            "model": str(Path(args.model).resolve()) if args.model != "default" else "default",
+            "model": (
+                str(Path(args.model).resolve())
+                if args.model != "default" and Path(args.model).exists()
+                else args.model  # "default" or a Hub id
+            ),
             "pooling": encoder.pooling,
             "normalize": encoder.normalize,
             "max_length": encoder.max_length,
+            "corpus": str(Path(args.data or args.corpus).resolve()),  # where evaluate-qa reads passages
         },
     )
     index.save(args.output)
@@ -97,21 +120,15 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from contriever.model.encoder import Encoder
     from contriever.retrieval.index import DenseIndex
+    from contriever.retrieval.retrieve import encoder_for_index
 
+    _check_models(args.model)
     queries = args.queries or [line.strip() for line in sys.stdin if line.strip()]
     if not queries:
         raise SystemExit("error: no queries: pass them as arguments or one a line on standard input")
     index = DenseIndex.load(args.index)
-    meta = index.metadata
-    model = args.model or meta.get("model", "default")
-    encoder = Encoder.load(
-        None if model == "default" else model,
-        pooling=meta.get("pooling"),
-        normalize=meta.get("normalize"),
-        max_length=meta.get("max_length"),
-    )
+    encoder = encoder_for_index(index, args.model)
     vectors = encoder.encode_queries(queries, show_progress=False)
     scores, ids = index.search(vectors, args.k, show_progress=False)
     for query, row_scores, row_ids in zip(queries, scores, ids):
@@ -131,8 +148,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_qa(args: argparse.Namespace) -> int:
+    _check_models(args.model)
+    from contriever.evaluation.qa_eval import evaluate_qa, format_accuracy
+
+    metrics = evaluate_qa(
+        args.questions,
+        args.index,
+        args.corpus,
+        model=args.model,
+        ks=args.k or [1, 5, 20, 100],
+        match=args.match,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        output_dir=args.output,
+    )
+    print(format_accuracy(metrics, title=f"{Path(args.questions).name} on {args.index}"))
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
 # ----- training ----------------------------------------------------------------------------------------
 def cmd_prepare(args: argparse.Namespace) -> int:
+    _check_models(args.model)
     from contriever.data.prepare import prepare
     from contriever.model.encoder import default_model_path
 
@@ -175,6 +214,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
+    _check_models(args.model)
     from contriever.retrieval.mining import mine_beir
 
     stats = mine_beir(
@@ -241,6 +281,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per query")
     p.add_argument("queries", nargs="*")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "evaluate-qa", help="top-k accuracy of an index on open-domain QA questions (DPR's answer matching)"
+    )
+    p.add_argument(
+        "--questions",
+        required=True,
+        help="DPR question file: .csv/.tsv (question<TAB>['answer', ...]) or .jsonl/.json (question, answers)",
+    )
+    p.add_argument("--index", required=True, help="index folder written by `contriever index`")
+    p.add_argument(
+        "--corpus",
+        help="the corpus the index was built from (BEIR folder, corpus.jsonl[.gz] or DPR psgs_w100.tsv[.gz]); "
+        "default: the one the index records",
+    )
+    p.add_argument("--model", help="override the model recorded in the index")
+    p.add_argument(
+        "--k", type=int, action="append", help="accuracy at this depth (repeat; default: 1, 5, 20, 100)"
+    )
+    p.add_argument(
+        "--match",
+        choices=("string", "regex"),
+        default="string",
+        help="DPR's answer matching: token sequences (string) or answers as regexes (CuratedTREC)",
+    )
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
+    p.add_argument("--output", help="folder for metrics.json and results.jsonl")
+    p.set_defaults(func=cmd_evaluate_qa)
 
     p = sub.add_parser("prepare", help="tokenize raw text into memory-mapped token streams")
     p.add_argument("--input", nargs="+", required=True, help="jsonl / txt files, gzip allowed")

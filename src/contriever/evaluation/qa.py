@@ -1,57 +1,56 @@
-"""Open-domain QA retrieval accuracy: the share of questions with an answer in the top k passages.
+"""Open-domain QA retrieval accuracy, with DPR's answer matching: top-k accuracy on NQ, TriviaQA, ...
 
-This is the metric of DPR and the Contriever paper on NaturalQuestions and TriviaQA (top-5/20/100
-accuracy). A passage *has an answer* when the token sequence of one normalized answer string occurs,
-contiguously, in the token sequence of the normalized passage.
+The metric of DPR (Karpukhin et al. 2020) and of the Contriever paper (top-5/20/100 accuracy): the
+share of questions with an answer in one of their top k passages. A passage *has an answer* exactly
+as DPR's `has_answer` decides it (`match="string"`, the default):
 
-Normalization (`normalize_answer`), applied alike to answers and passages:
+1. the passage text and each answer are put in Unicode NFD form;
+2. both are split by DPR's simple tokenizer: a token is either a maximal run of letters, digits and
+   combining marks (`[\\p{L}\\p{N}\\p{M}]+`) or any single other character that is neither a
+   separator nor a control/format character (`[^\\p{Z}\\p{C}]`), so punctuation is kept, one
+   token per character;
+3. tokens are lowercased (`str.lower`);
+4. the answer matches when its token sequence occurs contiguously in the passage's.
 
-1. Unicode NFD (so composed and decomposed accents compare equal, as DPR does);
-2. lowercase;
-3. punctuation (any Unicode punctuation character) replaced by a space;
-4. the articles "a", "an", "the" removed;
-5. whitespace collapsed.
+So nothing is dropped: "The Beatles" does not match "Songs by Beatles", "U.S." does not match
+"the U.S in 1950" (the final "." is a token), "AT&T" does not match "at t", and the answer "the"
+matches "the cat". An answer with no tokens at all (empty, or only spaces) matches every passage,
+as in DPR (the reader of question files warns about such answers).
 
-This is SQuAD's answer normalization with one change: SQuAD *deletes* punctuation, which suits
-comparing two short answers but glues passage words together ("1990-1995" would become "19901995",
-hiding the answer "1990"). Replacing punctuation by a space keeps the words apart, which is what
-DPR's tokenizer (punctuation as separate tokens) achieves.
+`match="regex"` is DPR's other mode (CuratedTREC): each answer is a regular expression searched in
+the NFD passage text, case-insensitive; a pattern that does not compile never matches.
+
+Only the passage *text* is matched, not its title: DPR and the paper's evaluation look at the text
+field alone, even though the retriever encodes `title + " " + text`.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
-_ARTICLES = frozenset({"a", "an", "the"})
-_WHITESPACE = re.compile(r"\s+")
+import regex
 
+MATCH_TYPES = ("string", "regex")
 
-def _is_punctuation(char: str) -> bool:
-    return unicodedata.category(char).startswith("P")
-
-
-# Unicode punctuation in the Basic Multilingual Plane, as a translation table to spaces
-_PUNCTUATION_TO_SPACE = {code: " " for code in range(0x10000) if _is_punctuation(chr(code))}
-_PUNCTUATION_TO_SPACE.update({ord(c): " " for c in "$+<=>^`|~"})  # ASCII symbols SQuAD counts as punctuation
-
-
-def normalize_tokens(text: str) -> list[str]:
-    """The normalized tokens of `text` (see the module docstring)."""
-    text = unicodedata.normalize("NFD", text).lower().translate(_PUNCTUATION_TO_SPACE)
-    return [token for token in text.split() if token not in _ARTICLES]
+# DPR's SimpleTokenizer: a run of letters/numbers/marks, or one non-space, non-control character.
+_DPR_TOKEN = regex.compile(
+    r"([\p{L}\p{N}\p{M}]+)|([^\p{Z}\p{C}])", flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
+)
+_REGEX_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
 
 
-def normalize_answer(text: str) -> str:
-    """SQuAD-style normalized string: NFD, lowercase, punctuation -> space, no articles, single spaces."""
-    return " ".join(normalize_tokens(text))
+def dpr_tokens(text: str) -> list[str]:
+    """DPR's tokens of `text`: NFD, simple tokenizer, lowercased (steps 1-3 of the module doc)."""
+    return [match.group().lower() for match in _DPR_TOKEN.finditer(unicodedata.normalize("NFD", text))]
 
 
-def _contains(haystack: Sequence[str], needle: Sequence[str]) -> bool:
+def contains_sequence(haystack: Sequence[str], needle: Sequence[str]) -> bool:
+    """Whether `needle` occurs contiguously in `haystack` (an empty needle always does, as in DPR)."""
     n = len(needle)
-    if n == 0 or n > len(haystack):
-        return False
+    if n == 0:
+        return True
     first = needle[0]
     for start in range(len(haystack) - n + 1):
         if haystack[start] == first and list(haystack[start : start + n]) == list(needle):
@@ -59,39 +58,91 @@ def _contains(haystack: Sequence[str], needle: Sequence[str]) -> bool:
     return False
 
 
-def has_answer(answers: Iterable[str], passage_text: str) -> bool:
-    """Whether one of `answers` occurs in `passage_text` as a whole-token sequence after normalization.
+@lru_cache(maxsize=4096)
+def _compiled(pattern: str):
+    try:
+        return regex.compile(unicodedata.normalize("NFD", pattern), flags=_REGEX_FLAGS)
+    except (regex.error, ValueError, TypeError):
+        return None
 
-    An answer that normalizes to nothing (e.g. "the" or "?") never matches.
-    """
-    passage = normalize_tokens(passage_text)
-    return any(_contains(passage, normalize_tokens(answer)) for answer in answers)
+
+def regex_pattern_error(pattern: str) -> str | None:
+    """Why `pattern` cannot be used with `match="regex"` (None if it compiles)."""
+    try:
+        regex.compile(unicodedata.normalize("NFD", pattern), flags=_REGEX_FLAGS)
+    except (regex.error, ValueError, TypeError) as error:
+        return str(error)
+    return None
+
+
+class AnswerMatcher:
+    """One question's answers, tokenized (or compiled) once: `matcher(passage_text) -> bool`."""
+
+    def __init__(self, answers: Iterable[str], match: str = "string"):
+        if match not in MATCH_TYPES:
+            raise ValueError(f"unknown match type {match!r}; choose one of {MATCH_TYPES}")
+        if isinstance(answers, str):
+            raise TypeError(f"answers must be a list of strings, got the string {answers!r}")
+        self.match = match
+        answers = list(answers)
+        if match == "string":
+            self._answers = [dpr_tokens(answer) for answer in answers]
+        else:
+            self._patterns = [p for p in (_compiled(answer) for answer in answers) if p is not None]
+
+    def passage_tokens(self, passage_text: str) -> list[str] | str:
+        """What `matches` compares against: DPR tokens (string match) or the NFD text (regex)."""
+        if self.match == "string":
+            return dpr_tokens(passage_text)
+        return unicodedata.normalize("NFD", passage_text)
+
+    def matches(self, prepared: list[str] | str) -> bool:
+        """Match against `passage_tokens(text)` output (lets callers tokenize a passage once)."""
+        if self.match == "string":
+            return any(contains_sequence(prepared, answer) for answer in self._answers)
+        return any(pattern.search(prepared) is not None for pattern in self._patterns)
+
+    def __call__(self, passage_text: str) -> bool:
+        return self.matches(self.passage_tokens(passage_text))
+
+
+def has_answer(answers: Iterable[str], passage_text: str, match: str = "string") -> bool:
+    """DPR's `has_answer`: whether one of `answers` occurs in `passage_text` (see the module doc)."""
+    return AnswerMatcher(answers, match)(passage_text)
 
 
 def first_hit_rank(
-    answers: Sequence[str], passages: Sequence[str], max_rank: int | None = None
+    answers: Sequence[str], passages: Sequence[str], max_rank: int | None = None, match: str = "string"
 ) -> int | None:
     """The 1-based rank of the first passage holding an answer (looking at most `max_rank` deep), or None."""
-    answer_tokens = [tokens for tokens in (normalize_tokens(a) for a in answers) if tokens]
-    if not answer_tokens:
-        return None
+    matcher = AnswerMatcher(answers, match)
     for rank, passage_text in enumerate(passages[:max_rank] if max_rank else passages, start=1):
-        passage = normalize_tokens(passage_text)
-        if any(_contains(passage, tokens) for tokens in answer_tokens):
+        if matcher(passage_text):
             return rank
     return None
+
+
+def accuracy_from_ranks(ranks: Sequence[int | None], ks: Sequence[int] = (1, 5, 20, 100)) -> dict[str, float]:
+    """`{"top1": ..., "top5": ...}`: the fraction of questions whose first hit rank is at most k."""
+    if not ranks:
+        raise ValueError("no questions to evaluate")
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"ks must be positive ranks, got {tuple(ks)}")
+    n = len(ranks)
+    return {f"top{k}": sum(1 for rank in ranks if rank is not None and rank <= k) / n for k in ks}
 
 
 def top_k_accuracy(
     retrieved_texts_per_question: Sequence[Sequence[str]],
     answers_per_question: Sequence[Sequence[str]],
     ks: Sequence[int] = (5, 20, 100),
+    match: str = "string",
 ) -> dict[str, float]:
     """`{"top5": ..., "top20": ..., "top100": ...}`: the fraction of questions with an answer in their top k.
 
-    `retrieved_texts_per_question[i]` is question i's passages, best first (`title + " " + text` is the
-    usual passage string); `answers_per_question[i]` its answer strings. A question with fewer than k
-    passages is judged on those it has.
+    `retrieved_texts_per_question[i]` is question i's passage texts, best first (the text field
+    only, as DPR matches it); `answers_per_question[i]` its answer strings. A question with fewer
+    than k passages is judged on those it has.
     """
     if len(retrieved_texts_per_question) != len(answers_per_question):
         raise ValueError(
@@ -106,8 +157,7 @@ def top_k_accuracy(
             raise TypeError(f"answers of question {i} must be a list of strings, got the string {answers!r}")
     deepest = max(ks)
     ranks = [
-        first_hit_rank(answers, passages, deepest)
+        first_hit_rank(answers, passages, deepest, match)
         for passages, answers in zip(retrieved_texts_per_question, answers_per_question, strict=True)
     ]
-    n = len(ranks)
-    return {f"top{k}": sum(1 for rank in ranks if rank is not None and rank <= k) / n for k in ks}
+    return accuracy_from_ranks(ranks, ks)

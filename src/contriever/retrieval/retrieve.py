@@ -43,6 +43,21 @@ def run_from_search(
     return run
 
 
+def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
+    """The encoder that made `index`: its recorded model (or `model`), pooling, normalization, length."""
+    from contriever.model.encoder import Encoder
+
+    meta = index.metadata
+    model = model or meta.get("model", "default")
+    return Encoder.load(
+        None if model == "default" else model,
+        pooling=meta.get("pooling"),
+        normalize=meta.get("normalize"),
+        max_length=meta.get("max_length"),
+        device=device,
+    )
+
+
 def build_dense_index(
     encoder,
     corpus: dict[str, dict | str],
