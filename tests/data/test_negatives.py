@@ -65,17 +65,76 @@ def test_random_negatives_are_never_positives():
         + [{"title": "", "text": "doc 1"}],
         qid="q0",
     )
-    sampler = NegativeSampler(corpus, n_negatives=3, seed=1, max_tries=2)
+    sampler = NegativeSampler(corpus, n_negatives=1, seed=1, max_tries=2)
     for _ in range(300):
         assert {d["_id"] for d in sampler.sample(ex)} == {"c7"}
+    with pytest.raises(ValueError, match="only 1 distinct documents can serve"):
+        NegativeSampler(corpus, n_negatives=3, seed=1, max_tries=2).sample(ex)  # never c7 three times
     text_only = TrainingExample(query="q", positives=["doc 0"])
     list_sampler = NegativeSampler(
         [{"title": "", "text": f"doc {i}"} for i in range(3)], n_negatives=1, seed=0
     )
     assert all(list_sampler.sample(text_only)[0]["text"] != "doc 0" for _ in range(200))
     everything = TrainingExample(query="q", positives=[{"_id": i, **d} for i, d in corpus.items()])
-    with pytest.raises(ValueError, match="every corpus document is a positive"):
+    with pytest.raises(ValueError, match="only 0 distinct documents"):
         NegativeSampler(corpus, seed=0).sample(everything)
+
+
+def _binomial_pmf(n: int, p: float) -> list[float]:
+    from math import comb
+
+    return [comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
+
+
+def test_number_of_hard_negatives_is_binomial():
+    n, p, draws = 4, 0.3, 4000
+    sampler = NegativeSampler(CORPUS, hard_negative_prob=p, n_negatives=n, seed=3)
+    counts = Counter(sum(map(is_hard, sampler.sample(example(1, n_hard=10)))) for _ in range(draws))
+    for k, probability in enumerate(_binomial_pmf(n, p)):
+        sigma = (probability * (1 - probability) / draws) ** 0.5
+        assert abs(counts[k] / draws - probability) < 5 * sigma + 1e-9, (k, counts)
+
+
+def test_draws_never_repeat_a_negative():
+    # hard and given lists with repeats and an overlap: still n distinct documents every time
+    ex = TrainingExample(
+        query="q",
+        positives=[doc("c1")],
+        hard_negatives=[doc("h0"), doc("h0"), doc("h1"), doc("n0")],
+        negatives=[doc("n0"), doc("n1"), doc("n1")],
+        qid="q",
+    )
+    for p in (0.0, 0.5, 1.0):
+        sampler = NegativeSampler(CORPUS, hard_negative_prob=p, n_negatives=5, seed=0)
+        for _ in range(300):
+            keys = [d["_id"] for d in sampler.sample(ex)]
+            assert len(keys) == 5 and len(set(keys)) == 5, keys
+            assert "c1" not in keys
+
+
+def test_short_hard_list_is_capped_and_completed_with_random_negatives():
+    sampler = NegativeSampler(CORPUS, hard_negative_prob=1.0, n_negatives=4, seed=0)
+    for _ in range(100):
+        drawn = sampler.sample(example(2, n_hard=2, negatives=[doc("n1")]))
+        assert sorted(d["_id"] for d in drawn if is_hard(d)) == ["h2-0", "h2-1"]  # both, once each
+        assert "n1" in {d["_id"] for d in drawn}  # the given random negative first
+        assert len({d["_id"] for d in drawn}) == 4  # and one distinct corpus document
+
+
+def test_hard_negative_min_index_skips_the_top_of_the_mined_list():
+    sampler = NegativeSampler(
+        CORPUS, hard_negative_prob=1.0, n_negatives=2, seed=0, hard_negative_min_index=3
+    )
+    seen = Counter(d["_id"] for _ in range(2000) for d in sampler.sample(example(4, n_hard=10)))
+    assert set(seen) == {f"h4-{j}" for j in range(3, 10)}  # h4-0 .. h4-2 never drawn
+    expected = 2 * 2000 / 7  # uniform over the 7 left
+    assert all(abs(c - expected) < 5 * expected**0.5 for c in seen.values()), seen
+    everything_skipped = NegativeSampler(
+        CORPUS, hard_negative_prob=1.0, n_negatives=1, seed=0, hard_negative_min_index=10
+    )
+    assert not any(is_hard(everything_skipped.sample(example(4, n_hard=10))[0]) for _ in range(100))
+    with pytest.raises(ValueError, match="hard_negative_min_index"):
+        NegativeSampler(CORPUS, hard_negative_min_index=-1)
 
 
 def test_hard_negatives_equal_to_a_positive_are_not_used():

@@ -1,12 +1,24 @@
 """Extra negatives and fine-tuning batches, drawn from seeded numpy generators and exactly resumable.
 
-`NegativeSampler(corpus, hard_negative_prob=0.0, n_negatives=1, seed=0)` gives each example
-`n_negatives` extra negatives. Each one, independently, is one of the example's mined hard negatives
-(uniformly) with probability `hard_negative_prob` when the example has any; otherwise it is a random
-negative: one of the example's own `negatives` when it has some (DPR's `negative_ctxs`, a plain
-file's `negatives`; `use_given_negatives=False` turns this off), else a uniformly random corpus
-document. A document that is a positive of the example (same `_id`, or same `title + " " + text`), or
-whose id is the query's own id, is never returned.
+`NegativeSampler(corpus, hard_negative_prob=0.0, n_negatives=1, seed=0, hard_negative_min_index=0)`
+gives each example `n_negatives` distinct extra negatives, drawn as the paper's fine-tuning code
+draws them:
+
+1. the number of hard negatives is binomial, `h ~ Binomial(n_negatives, hard_negative_prob)` (each
+   slot is hard with probability `hard_negative_prob`), capped at the number available;
+2. the hard ones are drawn without replacement from the example's mined list *after skipping its
+   first `hard_negative_min_index` entries* (the top of a mined ranking is often an unlabelled
+   positive);
+3. the other `n_negatives - h` are random negatives, drawn without replacement from the example's
+   own `negatives` (DPR's `negative_ctxs`, a plain file's `negatives`; `use_given_negatives=False`
+   turns this off), and where those run short, from uniformly random corpus documents.
+
+No document appears twice in one example's draw (identity: `_id`, else `title + " " + text`), and a
+document that is a positive of the example (same `_id`, or same `title + " " + text`), or whose id
+is the query's own id, is never returned. One difference from the official code, which then returns
+fewer negatives: our batches give every query the same number of extra negatives, so a short random
+list is completed from the corpus, and an example with fewer than `n_negatives` possible negatives
+in all is an error naming it.
 
 `FinetuneBatcher(examples, batch_size, sampler, seed=0)` cuts the examples into batches
 `FinetuneBatch(queries, positives, negatives)` of strings (documents as `title + " " + text`):
@@ -56,11 +68,14 @@ class NegativeSampler:
         *,
         use_given_negatives: bool = True,
         max_tries: int = 100,
+        hard_negative_min_index: int = 0,
     ):
         if not 0.0 <= hard_negative_prob <= 1.0:
             raise ValueError(f"hard_negative_prob must be in [0, 1], got {hard_negative_prob}")
         if n_negatives < 0:
             raise ValueError(f"n_negatives must be >= 0, got {n_negatives}")
+        if hard_negative_min_index < 0:
+            raise ValueError(f"hard_negative_min_index must be >= 0, got {hard_negative_min_index}")
         if isinstance(corpus, Mapping):
             self._ids: list[str] | None = list(corpus)
             self._mapping = corpus
@@ -72,6 +87,7 @@ class NegativeSampler:
         self.hard_negative_prob = float(hard_negative_prob)
         self.n_negatives = int(n_negatives)
         self.use_given_negatives = use_given_negatives
+        self.hard_negative_min_index = int(hard_negative_min_index)
         self.max_tries = max_tries
         self.rng = np.random.default_rng([seed, 31])
 
@@ -89,40 +105,61 @@ class NegativeSampler:
             return {"_id": ident, "title": entry.get("title") or "", "text": entry.get("text") or ""}
         return self._docs[index]
 
-    def _random_corpus_doc(self, positives: PositiveSet) -> Doc:
+    def _random_corpus_doc(self, positives: PositiveSet, taken: set[str]) -> Doc | None:
+        """A uniformly random corpus document that is neither a positive nor in `taken` (None: none left)."""
         size = self.corpus_size
         if size == 0:
             raise ValueError("no corpus to draw random negatives from (and the example gives no negatives)")
+
+        def usable(doc: Doc) -> bool:
+            return not positives.excludes(doc) and doc_key(doc) not in taken
+
         for _ in range(self.max_tries):
             doc = self._corpus_doc(int(self.rng.integers(size)))
-            if not positives.excludes(doc):
+            if usable(doc):
                 return doc
-        # Nearly every document is a positive: walk the corpus from a random start instead.
+        # Nearly every document is excluded: walk the corpus from a random start instead.
         start = int(self.rng.integers(size))
         for offset in range(size):
             doc = self._corpus_doc((start + offset) % size)
-            if not positives.excludes(doc):
+            if usable(doc):
                 return doc
-        raise ValueError("every corpus document is a positive of this query: no random negative exists")
+        return None
 
     # ----- sampling -------------------------------------------------------------------------------
+    def _draw_distinct(self, pool: list[Doc], count: int, taken: set[str]) -> list[Doc]:
+        """Up to `count` documents of `pool` without replacement, skipping those in `taken` (updated)."""
+        free = [d for d in pool if doc_key(d) not in taken]
+        picked = [free[int(i)] for i in self.rng.permutation(len(free))[: min(count, len(free))]]
+        taken.update(doc_key(d) for d in picked)
+        return picked
+
     def sample(self, example: TrainingExample) -> list[Doc]:
-        """`n_negatives` negatives for one example (never one of its positives)."""
+        """`n_negatives` distinct negatives for one example (never one of its positives)."""
         if self.n_negatives == 0:
             return []
         positives = PositiveSet(example)
-        hard = [d for d in example.hard_negatives if not positives.excludes(d)]
-        given = (
-            [d for d in example.negatives if not positives.excludes(d)] if self.use_given_negatives else []
+        hard = _distinct(
+            d for d in example.hard_negatives[self.hard_negative_min_index :] if not positives.excludes(d)
         )
-        out = []
-        for _ in range(self.n_negatives):
-            if hard and self.hard_negative_prob > 0.0 and self.rng.random() < self.hard_negative_prob:
-                out.append(hard[int(self.rng.integers(len(hard)))])
-            elif given:
-                out.append(given[int(self.rng.integers(len(given)))])
-            else:
-                out.append(self._random_corpus_doc(positives))
+        given = (
+            _distinct(d for d in example.negatives if not positives.excludes(d))
+            if self.use_given_negatives
+            else []
+        )
+        n_hard = int(self.rng.binomial(self.n_negatives, self.hard_negative_prob)) if hard else 0
+        taken: set[str] = set()
+        out = self._draw_distinct(hard, n_hard, taken)
+        out += self._draw_distinct(given, self.n_negatives - len(out), taken)
+        while len(out) < self.n_negatives:
+            doc = self._random_corpus_doc(positives, taken) if self.corpus_size or not given else None
+            if doc is None:
+                raise ValueError(
+                    f"query {example.query[:60]!r}: only {len(out)} distinct documents can serve as its "
+                    f"negatives (not positives, not drawn already), but n_negatives is {self.n_negatives}"
+                )
+            taken.add(doc_key(doc))
+            out.append(doc)
         return out
 
     def state_dict(self) -> dict:
@@ -130,6 +167,14 @@ class NegativeSampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+def _distinct(docs) -> list[Doc]:
+    """`docs` without repeats (same `doc_key`), first occurrence kept, in order."""
+    seen: dict[str, Doc] = {}
+    for doc in docs:
+        seen.setdefault(doc_key(doc), doc)
+    return list(seen.values())
 
 
 class FinetuneBatch(NamedTuple):

@@ -123,6 +123,7 @@ class FinetuneBatches:
             hard_negative_prob=data.hard_negative_prob,
             n_negatives=data.n_negatives,
             seed=config.train.seed,
+            hard_negative_min_index=data.hard_negative_min_index,
         )
         self.batcher = FinetuneBatcher(
             self.train_examples,

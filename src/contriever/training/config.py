@@ -75,6 +75,9 @@ class FinetuneDataConfig:
     dev_corpus_size: int = 0
     n_negatives: int = 1  # extra negatives per query besides the in-batch ones
     hard_negative_prob: float = 0.0  # chance each extra negative is a mined hard one (paper round 2: 0.1)
+    # Mined hard negatives are drawn after skipping this many from the top of each query's mined list
+    # (the official code's negative_hard_min_idx): top-ranked "negatives" are often unlabelled positives.
+    hard_negative_min_index: int = 0
     query_max_length: int = 64
     doc_max_length: int = 256
 
@@ -278,6 +281,8 @@ def validate(config: Config) -> None:
         value = getattr(config.model, name)
         if value is not None and not 0.0 <= value < 1.0:
             raise ConfigError(f"model.{name} must be in [0, 1), got {value}")
+    if config.finetune.hard_negative_min_index < 0:
+        raise ConfigError("finetune.hard_negative_min_index must be 0 or more (mined entries skipped)")
     if config.finetune.dev_corpus_size < 0:
         raise ConfigError("finetune.dev_corpus_size must be 0 (the whole corpus) or a number of documents")
     if config.train.batch_size < 1 or config.train.steps < 1 or config.train.grad_accum < 1:
