@@ -31,7 +31,7 @@ def test_base_file_is_merged_and_overridden():
 
 
 def test_misspelled_key_is_an_error_with_a_suggestion(tmp_path):
-    with pytest.raises(ConfigError, match="did you mean 'queue_size'"):
+    with pytest.raises(ConfigError, match="did you mean 'loss.queue_size'"):
         load_config(None, ["loss.queue_szie=1024"])
     bad = tmp_path / "bad.toml"
     bad.write_text("[loss]\nqueue_sise = 4096\n")
@@ -66,3 +66,113 @@ def test_impossible_combinations_are_rejected():
 def test_out_of_range_values_are_errors(override):
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         load_config(None, [override])
+
+
+def test_misplaced_key_suggests_its_full_dotted_name(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'kind'; did you mean 'loss.kind'"):
+        load_config(None, ["kind=inbatch"])
+    with pytest.raises(ConfigError, match="unknown config key 'train.lr'; did you mean 'optim.lr'"):
+        load_config(None, ["train.lr=1e-4"])
+    with pytest.raises(ConfigError, match="unknown config key 'lossy'; did you mean 'loss'"):
+        load_config(None, ["lossy.kind=moco"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "why"),
+    [
+        (["task=finetune", 'eval.data="scifact"'], "eval.data", "own dev set"),
+        (["task=finetune", 'data.folders=["x"]'], "data.folders", "finetune"),
+        (["task=finetune", "loss.queue_size=1024"], "loss.queue_size", "only MoCo keeps a queue"),
+        (["task=finetune", "optim.rho=0.5"], "optim.rho", "only SAM and ASAM"),
+        (["task=pretrain", 'finetune.train="x"'], "finetune.train", "token streams"),
+        (["loss.kind=inbatch", "loss.momentum=0.99"], "loss.momentum", "momentum key encoder"),
+        (["loss.kind=moco", "loss.gradcache_chunk=8"], "loss.gradcache_chunk", "no gradient"),
+        (["optim.name=sam", "optim.eta=0.1", "loss.kind=inbatch"], "optim.eta", "only ASAM"),
+        (["model.init=pretrained", "model.hidden_size=64"], "model.hidden_size", "own architecture"),
+    ],
+)
+def test_keys_that_would_be_ignored_are_errors(overrides, key, why):
+    with pytest.raises(ConfigError, match=f"{key} does not apply here and would be ignored: .*{why}"):
+        load_config(None, overrides)
+
+
+def test_ignored_key_from_a_file_is_an_error(tmp_path):
+    path = tmp_path / "ft.toml"
+    path.write_text('task = "finetune"\n[finetune]\ntrain = "x"\n[loss]\nqueue_size = 4096\n')
+    with pytest.raises(ConfigError, match="loss.queue_size does not apply"):
+        load_config(path)
+
+
+def test_the_keys_that_apply_are_accepted():
+    config = load_config(None, ["task=finetune", "optim.name=asam", "optim.rho=0.5", "optim.eta=0.02"])
+    assert (config.optim.rho, config.optim.eta) == (0.5, 0.02)
+    config = load_config(None, ["loss.kind=inbatch", "loss.gradcache_chunk=16"])
+    assert config.loss.gradcache_chunk == 16
+
+
+def test_defaults_follow_the_task():
+    pretrain, finetune = load_config(None, ["task=pretrain"]), load_config(None, ["task=finetune"])
+    assert (pretrain.loss.kind, pretrain.train.steps, pretrain.optim.lr) == ("moco", 500000, 5e-5)
+    assert (finetune.loss.kind, finetune.train.steps, finetune.optim.lr) == ("inbatch", 20000, 1e-5)
+    assert (finetune.train.batch_size, finetune.train.eval_every) == (1024, 1000)
+    # what the user sets wins over the task's defaults
+    assert load_config(None, ["task=finetune", "train.steps=7"]).train.steps == 7
+
+
+def test_choices_come_from_the_literal_types():
+    with pytest.raises(ConfigError, match="optim.name: 'adam' is not one of 'adamw', 'sam', 'asam'"):
+        load_config(None, ["optim.name=adam"])
+    with pytest.raises(ConfigError, match="eval.metric: 'ndcg' is not one of"):
+        load_config(None, ["eval.metric=ndcg"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optim.lr=-1e-4",
+        "loss.temperature=0",
+        "loss.queue_size=0",
+        "data.chunk_length=0",
+        "loss.momentum=1.5",
+        "finetune.dev_fraction=1.5",
+        "train.log_every=0",
+        "train.save_every=0",
+        "train.max_minutes=-1",
+        "train.steps=0",
+        "optim.warmup_steps=-1",
+        "optim.betas=[0.9, 1.0]",
+        "finetune.hard_negative_prob=1.2",
+        "loss.label_smoothing=-0.1",
+        "optim.eps=0",
+    ],
+)
+def test_values_out_of_range_are_one_line_errors_naming_the_key(override):
+    key = override.split("=")[0].split("[")[0]
+    with pytest.raises(ConfigError, match=rf"^{key}(\[\d\])? must be in [\[(]") as error:
+        load_config(None, ["task=finetune" if key.startswith("finetune") else "task=pretrain", override])
+    assert "\n" not in str(error.value)
+
+
+def test_base_cycles_and_non_string_bases_are_errors(tmp_path):
+    (tmp_path / "a.toml").write_text('base = "b.toml"\n[train]\nsteps = 3\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\n')
+    with pytest.raises(ConfigError, match="base files form a cycle"):
+        load_config(tmp_path / "a.toml")
+    (tmp_path / "self.toml").write_text('base = "self.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "self.toml")
+    (tmp_path / "number.toml").write_text("base = 3\n")
+    with pytest.raises(ConfigError, match="number.toml: base must be a file name"):
+        load_config(tmp_path / "number.toml")
+
+
+def test_a_folder_or_a_binary_file_as_config_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        load_config(tmp_path)
+    binary = tmp_path / "model.toml"
+    binary.write_bytes(b"\x80\x04\x95\x00\xff\xfe")
+    with pytest.raises(ConfigError, match="model.toml: not a text file"):
+        load_config(binary)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="list.json: expected a table of settings"):
+        load_config(tmp_path / "list.json")
