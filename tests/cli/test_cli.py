@@ -143,3 +143,11 @@ def test_mistyped_model_path_fails_before_loading_anything(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert "runs/cpu-smal: no such model folder; folders in runs: cpu-small" in done.stderr
+
+
+def test_finetune_without_a_config_uses_the_finetuning_defaults(tmp_path, capsys):
+    """No pretraining default gets in the way: the only thing missing is the training data."""
+    assert main(["finetune", "--rounds", "1", "--output", str(tmp_path / "ft")]) == 2
+    assert "finetune.train is empty" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert (saved["task"], saved["loss"]["kind"], saved["optim"]["lr"]) == ("finetune", "inbatch", 1e-5)

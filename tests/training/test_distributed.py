@@ -25,9 +25,17 @@ from contriever.training.distributed import (
     gather_objects,
     setup_distributed,
 )
-from contriever.training.losses.gradcache import gradcache_backward
+from contriever.training.losses.gradcache import gradcache_loss
 from contriever.training.losses.inbatch import InBatchLoss
 from contriever.training.losses.moco import MoCo
+
+
+def gradcache_backward(model, q, k, loss_fn, chunk_size):
+    """The loss with gradient caching, then its backward pass (which runs the chunked re-encoding)."""
+    loss, stats = gradcache_loss(model, q, k, loss_fn, chunk_size)
+    loss.backward()
+    return loss.detach(), stats
+
 
 WORLD = 2
 B = 3  # examples per process

@@ -157,3 +157,19 @@ def test_two_round_recipe_mines_with_the_round_one_model(beir_folder, tmp_path):
     assert round2["finetune"]["hard_negative_prob"] == pytest.approx(0.1)
     assert round2["finetune"]["n_negatives"] == 1  # round 1 had in-batch negatives alone
     assert round2["finetune"]["train"] == str(mined)
+
+
+def test_finetuning_trajectory_is_pinned(beir_folder, tmp_path):
+    """ASAM, one random negative, dev evaluation: losses and dev nDCG@10 recorded before the trainer's
+    objectives got one interface (commit a0bc2a3)."""
+    config = finetune_config(
+        beir_folder, "optim.lr=1e-3", "train.steps=4", "optim.name=asam", "optim.rho=0.5"
+    )
+    train(config, tmp_path / "run")
+    rows = records(tmp_path / "run")
+    assert [r["loss"] for r in rows if "loss" in r] == pytest.approx(
+        [6.989031, 10.828796, 11.291684, 10.059494], rel=1e-4
+    )
+    assert [r["eval/ndcg@10"] for r in rows if "eval/ndcg@10" in r] == pytest.approx(
+        [0.5640995184095701, 0.5184818934934552], abs=1e-4
+    )

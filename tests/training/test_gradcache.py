@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from contriever.training.losses import gradcache
-from contriever.training.losses.gradcache import gradcache_backward
+from contriever.training.losses.gradcache import gradcache_loss
 from contriever.training.losses.inbatch import InBatchLoss
+
+
+def gradcache_backward(model, q, k, loss_fn, chunk_size):
+    """The loss with gradient caching, then its backward pass (which runs the chunked re-encoding)."""
+    loss, stats = gradcache_loss(model, q, k, loss_fn, chunk_size)
+    loss.backward()
+    return loss.detach(), stats
 
 
 def batch(n: int, length: int, seed: int, vocab: int = 1000) -> dict[str, torch.Tensor]:
@@ -142,3 +149,22 @@ def test_works_under_autocast(bert):
     cached_error = ((cached - fp32).norm() / fp32.norm()).item()
     assert plain_error < 2e-3
     assert cached_error < 2 * plain_error
+
+
+def test_an_option_of_the_inbatch_loss_that_the_caller_just_backpropagates(bert):
+    """`InBatchLoss(gradcache_chunk=...)`: the same loss and gradients as the plain loss, through
+    `loss.backward()` alone, scaled by whatever the caller multiplies the loss by."""
+    bert.eval()
+    q, k = batch(6, 9, seed=11), batch(12, 7, seed=12)
+    tokens = {"q_ids": q["input_ids"], "q_mask": q["attention_mask"]}
+    tokens |= {"k_ids": k["input_ids"], "k_mask": k["attention_mask"]}
+    plain_loss, plain_stats = InBatchLoss(temperature=0.05).loss(bert, tokens)
+    (plain_loss / 3).backward()
+    expected = grads(bert)
+    bert.zero_grad(set_to_none=True)
+    loss, stats = InBatchLoss(temperature=0.05, gradcache_chunk=4).loss(bert, tokens)
+    assert bert.model.embeddings.word_embeddings.weight.grad is None  # nothing reaches the weights yet
+    (loss / 3).backward()
+    assert loss.item() == pytest.approx(plain_loss.item(), rel=1e-6)
+    assert stats == pytest.approx(plain_stats, rel=1e-5)  # accuracy, scores, q_std, k_std
+    assert_same_grads(grads(bert), expected)

@@ -100,10 +100,11 @@ class SAM:
             self.zero_grad()
 
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """One whole update. `closure` zeroes nothing, runs forward and backward and returns the loss.
+        """One whole update, as `torch.optim.Optimizer.step(closure)`: the trainer's way in.
 
-        It is called twice: at w (the returned loss) and at w + e. The caller zeroes the gradients
-        before calling `step`.
+        `closure` computes fresh gradients (zeroing them first, or the caller zeroes them before
+        `step`) and returns the loss or statistics. It is called twice: at w (its result is returned)
+        and at w + e; the base optimizer then steps from w with the second gradient.
         """
         with torch.enable_grad():
             loss = closure()

@@ -92,7 +92,9 @@ class FinetuneBatches:
 
         data = config.finetune
         if not data.train:
-            raise ConfigError("finetune.train is empty: name a BEIR folder or a training file")
+            raise ConfigError(
+                "finetune.train is empty: name a BEIR folder or a training file (--set finetune.train=PATH)"
+            )
         self.data = data
         self.encoder = encoder
         self.eval_config = config.eval

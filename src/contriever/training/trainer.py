@@ -1,8 +1,9 @@
 """The one trainer, for unsupervised pretraining and for supervised / few-shot fine-tuning.
 
-Read top to bottom: set up processes, build the encoder, the objective (MoCo or in-batch), the
-optimizer (AdamW, SAM or ASAM) and the batch source; resume from `checkpoint.pt` when the output
-folder has one; then loop: forward, backward, all-reduce, clip, step, log, evaluate, checkpoint.
+Read top to bottom: `train` sets up the process, the encoder, the objective (MoCo or in-batch, one
+interface: `losses/objective.py`), the optimizer (AdamW, or SAM/ASAM around it) and the batch
+source; resumes from `checkpoint.pt` when the output folder has one; then loops: one optimizer step
+(`forward_backward` is its closure), the objective's after-step hook, log, evaluate, checkpoint.
 
 Under torchrun each process reads its own part of the data, computes its share of the global batch,
 and gradients are averaged across processes by an explicit all-reduce (no DDP wrapper: gradient
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,7 +32,7 @@ from contriever.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from contriever.training.config import Config
+from contriever.training.config import Config, LossConfig, TrainConfig
 from contriever.training.distributed import (
     DistInfo,
     all_reduce_gradients,
@@ -38,9 +41,9 @@ from contriever.training.distributed import (
     gather_objects,
     setup_distributed,
 )
-from contriever.training.losses.gradcache import gradcache_backward
 from contriever.training.losses.inbatch import InBatchLoss
 from contriever.training.losses.moco import MoCo
+from contriever.training.losses.objective import Objective
 from contriever.training.optim import build_optimizer, build_scheduler
 
 METRICS_NAME = "metrics.jsonl"
@@ -88,20 +91,58 @@ def set_dropout(encoder: Encoder, p: float | None, attention: float | None = Non
             setattr(encoder.model.config, name, value)
 
 
-def build_batches(config: Config, encoder: Encoder, dist: DistInfo, local_batch: int):
+def build_objective(loss: LossConfig, encoder: Encoder) -> Objective:
+    if loss.kind == "moco":
+        return MoCo(
+            encoder,
+            queue_size=loss.queue_size,
+            momentum=loss.momentum,
+            temperature=loss.temperature,
+            label_smoothing=loss.label_smoothing,
+            key_encoder_dropout=loss.key_encoder_dropout,
+        )
+    return InBatchLoss(loss.temperature, loss.label_smoothing, gradcache_chunk=loss.gradcache_chunk)
+
+
+def build_optimizer_and_scheduler(config: Config, encoder: Encoder):
+    """AdamW, wrapped in SAM/ASAM when `optim.name` asks; the schedule drives AdamW's learning rate.
+
+    Either way `optimizer.step(closure)` makes one update: AdamW calls the closure once, SAM twice
+    (at the weights and at the sharpest point of their neighbourhood).
+    """
+    optim, steps = config.optim, config.train.steps
+    optimizer = build_optimizer(
+        encoder, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay
+    )
+    warmup = min(optim.warmup_steps, steps)
+    scheduler = build_scheduler(optimizer, warmup, steps, optim.scheduler, optim.final_lr_ratio)
+    if optim.name in ("sam", "asam"):
+        from contriever.training.asam import SAM
+
+        adaptive = optim.name == "asam"
+        optimizer = SAM(encoder.parameters(), optimizer, rho=optim.rho, eta=optim.eta, adaptive=adaptive)
+    return optimizer, scheduler
+
+
+def local_batch_size(train: TrainConfig, process: DistInfo) -> int:
+    """This process's share of the global batch (each then split into `grad_accum` micro-batches)."""
+    if train.batch_size % (process.world_size * train.grad_accum):
+        raise ConfigError(
+            f"train.batch_size {train.batch_size} must split evenly over {process.world_size} processes "
+            f"x {train.grad_accum} accumulation steps"
+        )
+    return train.batch_size // process.world_size
+
+
+def build_batches(config: Config, encoder: Encoder, process: DistInfo, local_batch: int):
     """The batch source: `next_batch()` gives token tensors; `state_dict()` makes resume exact."""
     if config.task == "pretrain":
         from contriever.training.batches import PretrainBatches
 
-        return PretrainBatches(config, encoder.tokenizer, local_batch, dist.rank, dist.world_size)
+        return PretrainBatches(config, encoder.tokenizer, local_batch, process.rank, process.world_size)
     from contriever.training.batches import FinetuneBatches
 
-    return FinetuneBatches(config, encoder, local_batch, dist.rank, dist.world_size)
-
-
-def embedding_std(vectors: torch.Tensor) -> float:
-    """Mean per-dimension standard deviation over the batch: near 0 means the embeddings collapsed."""
-    return float(vectors.detach().float().std(dim=0).mean()) if len(vectors) > 1 else 0.0
+    return FinetuneBatches(config, encoder, local_batch, process.rank, process.world_size)
 
 
 class MetricsLog:
@@ -133,225 +174,201 @@ def train(config: Config, output: str | Path) -> Path:
 
     `output/` receives `config.json`, `metrics.jsonl`, `checkpoint.pt` (exact resume), `model/` (the
     trained encoder, loadable by `contriever evaluate --model`), `best/` when fine-tuning evaluates
-    on its dev set (pretraining's evaluation only monitors: it may be a test split), and
-    `training.png`.
+    on its dev set (pretraining's evaluation only monitors: it may be a test split), `summary.json`
+    (updates made, why it stopped, best dev score, minutes) and `training.png`.
     """
-    output = Path(output)
-    dist = setup_distributed()
-    if dist.is_main:
+    output, process, cfg = Path(output), setup_distributed(), config.train
+    if process.is_main:
         output.mkdir(parents=True, exist_ok=True)
         write_json(output / "config.json", config.to_dict())
-    torch.manual_seed(config.train.seed + dist.rank)
-
-    train_cfg, loss_cfg, optim_cfg = config.train, config.loss, config.optim
-    if train_cfg.batch_size % (dist.world_size * train_cfg.grad_accum):
-        raise ConfigError(
-            f"train.batch_size {train_cfg.batch_size} must split evenly over {dist.world_size} processes "
-            f"x {train_cfg.grad_accum} accumulation steps"
-        )
-    local_batch = train_cfg.batch_size // dist.world_size
-    micro_batch = local_batch // train_cfg.grad_accum
-
-    encoder = build_encoder(config).to(dist.device)
+    torch.manual_seed(cfg.seed + process.rank)
+    encoder = build_encoder(config).to(process.device)
     encoder.train()
-    if loss_cfg.kind == "moco":
-        objective = MoCo(
-            encoder,
-            queue_size=loss_cfg.queue_size,
-            momentum=loss_cfg.momentum,
-            temperature=loss_cfg.temperature,
-            label_smoothing=loss_cfg.label_smoothing,
-            key_encoder_dropout=loss_cfg.key_encoder_dropout,
-        ).to(dist.device)
-    else:
-        objective = InBatchLoss(temperature=loss_cfg.temperature, label_smoothing=loss_cfg.label_smoothing)
+    objective = build_objective(config.loss, encoder).to(process.device)
+    optimizer, scheduler = build_optimizer_and_scheduler(config, encoder)
+    batches = build_batches(config, encoder, process, local_batch_size(cfg, process))
+    evaluator = batches.evaluator() if cfg.eval_every else None
+    parts = Parts(encoder, objective, optimizer, scheduler, batches)
 
-    optimizer = build_optimizer(
-        encoder,
-        name="adamw",
-        lr=optim_cfg.lr,
-        betas=optim_cfg.betas,
-        eps=optim_cfg.eps,
-        weight_decay=optim_cfg.weight_decay,
-    )
-    sharpness = None
-    if optim_cfg.name in ("sam", "asam"):
-        from contriever.training.asam import SAM
-
-        sharpness = SAM(
-            encoder.parameters(),
-            optimizer,
-            rho=optim_cfg.rho,
-            eta=optim_cfg.eta,
-            adaptive=optim_cfg.name == "asam",
-        )
-    scheduler = build_scheduler(
-        optimizer,
-        warmup_steps=min(optim_cfg.warmup_steps, train_cfg.steps),
-        total_steps=train_cfg.steps,
-        kind=optim_cfg.scheduler,
-        final_lr_ratio=optim_cfg.final_lr_ratio,
-    )
-    batches = build_batches(config, encoder, dist, local_batch)
-    evaluator = batches.evaluator() if train_cfg.eval_every else None
-
-    # ----- resume --------------------------------------------------------------------------------------
-    step, best, evals_since_best = 0, -math.inf, 0
-    keep_best = config.task == "finetune"  # its evaluation is on dev; pretraining's is for watching only
-    checkpoint = load_checkpoint(output / CHECKPOINT_NAME, map_location=dist.device)
+    state = RunState()
+    checkpoint = load_checkpoint(output / CHECKPOINT_NAME, map_location=process.device)
     if checkpoint is not None:
-        encoder.load_state_dict(checkpoint["encoder"])
-        if loss_cfg.kind == "moco":
-            objective.load_state_dict(checkpoint["objective"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        batches.load_state_dict(checkpoint["batches"][dist.rank])
-        set_rng_state(checkpoint["rng"][dist.rank])
-        step, best, evals_since_best = checkpoint["step"], checkpoint["best"], checkpoint["evals_since_best"]
-    log = MetricsLog(output / METRICS_NAME, step if checkpoint is not None else None, dist.is_main)
-
-    def checkpoint_now() -> None:
-        state = {
-            "step": step,
-            "best": best,
-            "evals_since_best": evals_since_best,
-            "encoder": encoder.state_dict(),
-            "objective": objective.state_dict() if loss_cfg.kind == "moco" else None,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "batches": gather_objects(batches.state_dict()),
-            "rng": gather_objects(rng_state()),
-            "config": config.to_dict(),
-        }
-        if dist.is_main:
-            save_checkpoint(output / CHECKPOINT_NAME, state)
-
-    # ----- one update's forward and backward -------------------------------------------------------------
-    def forward_backward(batch: dict) -> dict:
-        """Loss and its gradient for this process's part of the batch; returns detached statistics."""
-        totals: dict[str, float] = {}
-        for micro in split_batch(batch, micro_batch):
-            micro = {name: tensor.to(dist.device, non_blocking=True) for name, tensor in micro.items()}
-            q_inputs = {"input_ids": micro["q_ids"], "attention_mask": micro["q_mask"]}
-            k_inputs = {"input_ids": micro["k_ids"], "attention_mask": micro["k_mask"]}
-            autocast = autocast_context(dist.device, train_cfg.precision)
-            if loss_cfg.gradcache_chunk and loss_cfg.kind == "inbatch":
-                q, k = None, None
-
-                def scaled_loss(q_vectors, k_vectors):
-                    loss, stats = objective(q_vectors, k_vectors)
-                    stats["q_std"] = embedding_std(q_vectors)
-                    stats["k_std"] = embedding_std(k_vectors)
-                    return loss / train_cfg.grad_accum, stats
-
-                with autocast:  # gradcache runs its backward passes outside autocast itself
-                    loss, stats = gradcache_backward(
-                        encoder, q_inputs, k_inputs, scaled_loss, loss_cfg.gradcache_chunk
-                    )
-                loss = loss * train_cfg.grad_accum
-            else:
-                with autocast:
-                    q = encoder(**q_inputs)
-                    k = objective.encode_keys(**k_inputs) if loss_cfg.kind == "moco" else encoder(**k_inputs)
-                    loss, stats = objective(q, k)
-                (loss / train_cfg.grad_accum).backward()  # outside autocast, as torch recommends
-            if q is not None:
-                stats["q_std"] = embedding_std(q)
-                stats["k_std"] = embedding_std(k)
-            stats["loss"] = float(loss.detach())
-            for name, value in stats.items():
-                totals[name] = totals.get(name, 0.0) + float(value) / train_cfg.grad_accum
-        return totals
-
-    # ----- the loop ------------------------------------------------------------------------------------
+        state = resume(checkpoint, parts, process.rank)
+    log = MetricsLog(output / METRICS_NAME, state.step if checkpoint is not None else None, process.is_main)
     progress = tqdm(
-        total=train_cfg.steps,
-        initial=step,
+        total=cfg.steps,
+        initial=state.step,
         desc=config.task,
         unit="step",
-        disable=not dist.is_main,
+        disable=not process.is_main,
         dynamic_ncols=True,
     )
-    started = time.time()
-    window_start, window_pairs = time.time(), 0
-    stop_reason = "finished"
-    while step < train_cfg.steps:
+    while state.step < cfg.steps:
         batch = batches.next_batch()
-        optimizer.zero_grad(set_to_none=True)
-        stats = forward_backward(batch)
-        all_reduce_gradients(encoder, dist)
-        if sharpness is not None:
-            sharpness.first_step()  # move to the sharpest point of the neighbourhood
-            optimizer.zero_grad(set_to_none=True)
-            forward_backward(batch)  # the same batch (and dropout masks drawn afresh), gradient there
-            all_reduce_gradients(encoder, dist)
-        if optim_cfg.clip_norm > 0:
-            stats["grad_norm"] = float(
-                torch.nn.utils.clip_grad_norm_(encoder.parameters(), optim_cfg.clip_norm)
-            )
-        if sharpness is not None:
-            sharpness.second_step()  # back to the weights, then the base optimizer's step
-        else:
-            optimizer.step()
+        stats = optimizer.step(
+            partial(forward_backward, encoder, objective, optimizer, batch, config, process)
+        )
         scheduler.step()
-        if loss_cfg.kind == "moco":
-            objective.momentum_update(encoder)
-        step += 1
-        window_pairs += train_cfg.batch_size
+        objective.after_step(encoder)
+        state.step += 1
+        state.window_pairs += cfg.batch_size
         progress.update(1)
-
-        if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-            stats = {name: all_reduce_mean(value, dist) for name, value in stats.items()}
-            elapsed = time.time() - window_start
-            record = {
-                "step": step,
-                **{name: round(value, 6) for name, value in stats.items()},
-                "lr": scheduler.get_last_lr()[0],
-                "pairs_per_s": round(window_pairs / max(elapsed, 1e-9), 2),
-                "elapsed_s": round(time.time() - started, 1),
-            }
+        last = state.step == cfg.steps
+        if state.step % cfg.log_every == 0 or last:
+            record = state.record(stats, scheduler.get_last_lr()[0], process)
             log.write(record)
-            progress.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats.get('accuracy', 0):.2f}")
-            window_start, window_pairs = time.time(), 0
-
-        out_of_time = bool(train_cfg.max_minutes) and (time.time() - started) / 60 >= train_cfg.max_minutes
-        if train_cfg.max_minutes:
-            out_of_time = broadcast_object(out_of_time)  # rank 0's clock decides, so all stop together
-        last = out_of_time or step == train_cfg.steps  # evaluate the model that will be saved
-        if evaluator is not None and (step % train_cfg.eval_every == 0 or last):
-            metrics = evaluator(encoder) if dist.is_main else {}
-            metrics = broadcast_object(metrics)
-            encoder.train()
-            score = metrics[config.eval.metric]
-            log.write({"step": step, **{f"eval/{name}": value for name, value in metrics.items()}})
-            progress.write(f"step {step}: " + "  ".join(f"{n} {100 * v:.2f}" for n, v in metrics.items()))
-            if score > best:
-                best, evals_since_best = score, 0
-                if dist.is_main and keep_best:
-                    encoder.save(output / "best")
-            else:
-                evals_since_best += 1
-            if train_cfg.early_stopping_patience and evals_since_best >= train_cfg.early_stopping_patience:
-                stop_reason = f"early stopping: no gain in {evals_since_best} evaluations"
+            progress.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record.get('accuracy', 0):.2f}")
+        out_of_time = state.out_of_time(cfg.max_minutes)
+        if evaluator is not None and (state.step % cfg.eval_every == 0 or last or out_of_time):
+            metrics = evaluate(evaluator, encoder, process)
+            log.write({"step": state.step, **{f"eval/{name}": value for name, value in metrics.items()}})
+            progress.write(
+                f"step {state.step}: " + "  ".join(f"{n} {100 * v:.2f}" for n, v in metrics.items())
+            )
+            best = state.improved(metrics[config.eval.metric], cfg.early_stopping_patience)
+            if best and process.is_main and config.task == "finetune":  # pretraining may watch a test split
+                encoder.save(output / "best")
         if out_of_time:
-            stop_reason = f"time limit of {train_cfg.max_minutes} minutes"
-        if step % train_cfg.save_every == 0 or step == train_cfg.steps or stop_reason != "finished":
-            checkpoint_now()
-        if stop_reason != "finished":
+            state.stop = f"time limit of {cfg.max_minutes} minutes"
+        if state.step % cfg.save_every == 0 or last or state.stop:
+            save_training_state(output / CHECKPOINT_NAME, state, parts, config, process)
+        if state.stop:
             break
     progress.close()
+    return finish(output, encoder, state, process)
 
-    if dist.is_main:
-        encoder.save(output / "model")
-        write_json(
-            output / "summary.json",
-            {
-                "steps": step,
-                "stop": stop_reason,
-                "best": best if math.isfinite(best) else None,
-                "minutes": (time.time() - started) / 60,
-            },
+
+# ----- one update ---------------------------------------------------------------------------------------
+def forward_backward(
+    encoder: Encoder, objective: Objective, optimizer, batch: dict, config: Config, process: DistInfo
+) -> dict[str, float]:
+    """The closure of `optimizer.step`: fresh gradients of this process's part of `batch`.
+
+    Micro-batch by micro-batch (`train.grad_accum`), then averaged over processes and clipped to
+    `optim.clip_norm`. Returns the statistics averaged over micro-batches, with `grad_norm` (the
+    norm before clipping) when clipping is on.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    accum = config.train.grad_accum
+    totals: dict[str, float] = {}
+    for micro in split_batch(batch, len(batch["q_ids"]) // accum):
+        micro = {name: tensor.to(process.device, non_blocking=True) for name, tensor in micro.items()}
+        with autocast_context(process.device, config.train.precision):
+            loss, stats = objective.loss(encoder, micro)
+        (loss / accum).backward()  # outside autocast, as torch recommends
+        stats["loss"] = float(loss.detach())
+        for name, value in stats.items():
+            totals[name] = totals.get(name, 0.0) + float(value) / accum
+    all_reduce_gradients(encoder, process)
+    if config.optim.clip_norm > 0:
+        totals["grad_norm"] = float(
+            torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.optim.clip_norm)
         )
+    return totals
+
+
+# ----- the run's state, checkpoints, evaluation and the end ----------------------------------------------
+@dataclass
+class Parts:
+    """Everything whose state a checkpoint holds besides the run's own counters."""
+
+    encoder: Encoder
+    objective: Objective
+    optimizer: object  # torch.optim.Optimizer, or SAM around one
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    batches: object  # PretrainBatches | FinetuneBatches
+
+
+@dataclass
+class RunState:
+    """Counters of the run: updates made, the best evaluation score, why it stopped (None: going on)."""
+
+    step: int = 0
+    best: float = -math.inf
+    evals_since_best: int = 0
+    stop: str | None = None
+    started: float = field(default_factory=time.time)
+    window_start: float = field(default_factory=time.time)
+    window_pairs: int = 0
+
+    def record(self, stats: dict, lr: float, process: DistInfo) -> dict:
+        """The log line of this step: statistics averaged over processes, throughput since the last line."""
+        stats = {name: all_reduce_mean(value, process) for name, value in stats.items()}
+        now = time.time()
+        record = {
+            "step": self.step,
+            **{name: round(value, 6) for name, value in stats.items()},
+            "lr": lr,
+            "pairs_per_s": round(self.window_pairs / max(now - self.window_start, 1e-9), 2),
+            "elapsed_s": round(now - self.started, 1),
+        }
+        self.window_start, self.window_pairs = time.time(), 0
+        return record
+
+    def out_of_time(self, max_minutes: float) -> bool:
+        """Whether `max_minutes` (0: no limit) have passed; rank 0's clock decides, so all stop together."""
+        if not max_minutes:
+            return False
+        return broadcast_object((time.time() - self.started) / 60 >= max_minutes)
+
+    def improved(self, score: float, patience: int) -> bool:
+        """Count an evaluation; True when it is the best so far. Sets `stop` after `patience` without gain."""
+        if score > self.best:
+            self.best, self.evals_since_best = score, 0
+            return True
+        self.evals_since_best += 1
+        if patience and self.evals_since_best >= patience:
+            self.stop = f"early stopping: no gain in {self.evals_since_best} evaluations"
+        return False
+
+
+def evaluate(evaluator, encoder: Encoder, process: DistInfo) -> dict[str, float]:
+    """Metrics of the encoder as it is now, computed on the main process and shared with the others."""
+    metrics = broadcast_object(evaluator(encoder) if process.is_main else {})
+    encoder.train()
+    return metrics
+
+
+def save_training_state(path: Path, state: RunState, parts: Parts, config: Config, process: DistInfo) -> None:
+    """Everything an exact resume needs; every process contributes its data position and RNG state."""
+    checkpoint = {
+        "step": state.step,
+        "best": state.best,
+        "evals_since_best": state.evals_since_best,
+        "encoder": parts.encoder.state_dict(),
+        "objective": parts.objective.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "batches": gather_objects(parts.batches.state_dict()),
+        "rng": gather_objects(rng_state()),
+        "config": config.to_dict(),
+    }
+    if process.is_main:
+        save_checkpoint(path, checkpoint)
+
+
+def resume(checkpoint: dict, parts: Parts, rank: int) -> RunState:
+    """Put every part back where the checkpoint left it; returns the run's counters."""
+    parts.encoder.load_state_dict(checkpoint["encoder"])
+    parts.objective.load_state_dict(checkpoint["objective"] or {})  # None: older in-batch checkpoints
+    parts.optimizer.load_state_dict(checkpoint["optimizer"])
+    parts.scheduler.load_state_dict(checkpoint["scheduler"])
+    parts.batches.load_state_dict(checkpoint["batches"][rank])
+    set_rng_state(checkpoint["rng"][rank])
+    return RunState(checkpoint["step"], checkpoint["best"], checkpoint["evals_since_best"])
+
+
+def finish(output: Path, encoder: Encoder, state: RunState, process: DistInfo) -> Path:
+    """Save the final model, `summary.json` and the training plot; returns the model to use (best, else last)."""
+    if process.is_main:
+        encoder.save(output / "model")
+        summary = {
+            "steps": state.step,
+            "stop": state.stop or "finished",
+            "best": state.best if math.isfinite(state.best) else None,
+            "minutes": (time.time() - state.started) / 60,
+        }
+        write_json(output / "summary.json", summary)
         try:
             from contriever.training.plots import plot_training
 

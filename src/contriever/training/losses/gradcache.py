@@ -15,8 +15,12 @@ The parameter gradients are those of a plain step that encodes the same chunks w
 same random state, at the price of a second forward pass. This is what sentence-transformers'
 `CachedMultipleNegativesRankingLoss(mini_batch_size=...)` and Tevatron's `--grad_cache` do.
 
-Autocast: wrap the call in `torch.autocast(...)`; both forward passes run inside it, the backward
-passes outside it (as torch recommends).
+`gradcache_loss` runs steps 1 and 2 and returns the loss; step 3 runs in a hook when the caller calls
+`loss.backward()`, so gradient caching is an option of the loss (`InBatchLoss(gradcache_chunk=...)`),
+invisible to the training loop.
+
+Autocast: wrap the call in `torch.autocast(...)`; both forward passes run under it (step 3 re-enters
+the same autocast state), the backward passes outside it (as torch recommends).
 
 Several processes: the loss function may gather keys across processes (`InBatchLoss` does); its
 backward in step 2 then runs the collective on every process together, and step 3 is local. The
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 
@@ -64,19 +69,21 @@ def _chunks(inputs: dict[str, torch.Tensor], size: int) -> list[dict[str, torch.
     return [{name: t[start : start + size] for name, t in inputs.items()} for start in range(0, n, size)]
 
 
-def gradcache_backward(
+def gradcache_loss(
     encoder: torch.nn.Module,
     q_inputs: dict[str, torch.Tensor],
     k_inputs: dict[str, torch.Tensor],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]],
     chunk_size: int,
 ) -> tuple[torch.Tensor, dict]:
-    """Accumulate into `.grad` the gradient of `loss_fn(encoder(q), encoder(k))`, `chunk_size` rows at a time.
+    """`loss_fn(encoder(q), encoder(k))`, encoded `chunk_size` rows at a time; `.backward()` as usual.
 
     `q_inputs` / `k_inputs`: keyword arguments of `encoder` (`input_ids`, `attention_mask`), with
     the batch on dim 0 (k may have more rows than q: extra negatives). `loss_fn(q, k) -> (loss,
-    stats)`, e.g. an `InBatchLoss`. Returns the detached loss and the stats. Like `loss.backward()`,
-    it adds to existing gradients (call `zero_grad` first).
+    stats)`, e.g. `InBatchLoss.scored`. Steps 1 and 2 run here; the returned loss carries a hook
+    (as sentence-transformers' `CachedMultipleNegativesRankingLoss` does) that runs step 3 when the
+    caller calls `loss.backward()` (scaled by whatever the caller multiplied the loss by), adding
+    to existing gradients like any backward pass.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -85,14 +92,14 @@ def gradcache_backward(
     chunks = q_chunks + _chunks(k_inputs, chunk_size)
     n_q_chunks = len(q_chunks)
 
-    # Pass 1: embeddings of every chunk, without a graph, and each chunk's random state.
+    # Step 1: embeddings of every chunk, without a graph, and each chunk's random state.
     states, embeddings = [], []
     with torch.no_grad():
         for chunk in chunks:
             states.append(RandomState(devices))
             embeddings.append(encoder(**chunk))
 
-    # The loss on the whole batch, differentiated down to the embeddings only.
+    # Step 2: the loss on the whole batch, differentiated down to the embeddings only.
     q = torch.cat(embeddings[:n_q_chunks]).detach().requires_grad_()
     k = torch.cat(embeddings[n_q_chunks:]).detach().requires_grad_()
     loss, stats = loss_fn(q, k)
@@ -102,12 +109,23 @@ def gradcache_backward(
     k_grad = k.grad if k.grad is not None else torch.zeros_like(k)
     cached = list(q_grad.split(chunk_size)) + list(k_grad.split(chunk_size))
 
-    # Pass 2: each chunk again, with a graph and the same dropout masks; chain rule into the weights.
+    # Step 3 waits for the caller's backward(); it re-encodes under the autocast state of step 1.
+    device_type = loss.device.type
+    autocast = (device_type, torch.get_autocast_dtype(device_type), torch.is_autocast_enabled(device_type))
+    loss = loss.detach().requires_grad_()
+    loss.register_hook(partial(_replay_backward, encoder, chunks, states, cached, autocast))
+    return loss, stats
+
+
+def _replay_backward(encoder, chunks, states, cached, autocast, grad_output: torch.Tensor) -> None:
+    """Step 3: each chunk again, with a graph and the same dropout masks; chain rule into the weights."""
+    device_type, dtype, enabled = autocast
     no_sync = getattr(encoder, "no_sync", None)
-    for i, (chunk, state, grad) in enumerate(zip(chunks, states, cached)):
-        last = i == len(chunks) - 1
-        with state.replay(), no_sync() if no_sync is not None and not last else nullcontext():
-            vectors = encoder(**chunk)
-            with _no_autocast(vectors.device):
-                vectors.backward(grad)
-    return loss.detach(), stats
+    with torch.enable_grad():
+        for i, (chunk, state, grad) in enumerate(zip(chunks, states, cached)):
+            last = i == len(chunks) - 1
+            with state.replay(), no_sync() if no_sync is not None and not last else nullcontext():
+                with torch.autocast(device_type=device_type, dtype=dtype, enabled=enabled):
+                    vectors = encoder(**chunk)
+                with _no_autocast(vectors.device):
+                    vectors.backward(grad * grad_output)

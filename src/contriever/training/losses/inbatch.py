@@ -11,6 +11,10 @@ Under several processes (torchrun) the keys of all processes are gathered with t
 `negatives_cross_device`. Each process's loss is the mean over its own queries, unscaled: with
 gradients averaged over processes afterwards (`all_reduce_gradients`, or DDP), the update equals one
 process with the global batch (the argument is in `contriever.training.distributed`).
+
+`gradcache_chunk > 0` computes the same loss with gradient caching (`gradcache.py`): the batch is
+encoded `gradcache_chunk` texts at a time, so its size is no longer bounded by activation memory.
+The caller still just calls `loss.backward()`.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from __future__ import annotations
 import torch
 
 from contriever.training.distributed import all_gather_with_grad, get_rank, is_distributed
+from contriever.training.losses.gradcache import gradcache_loss
 from contriever.training.losses.infonce import info_nce
+from contriever.training.losses.objective import Objective, key_inputs, query_inputs, with_spread
 
 
-class InBatchLoss(torch.nn.Module):
-    """`forward(q [B, D], k [B + M, D]) -> (loss, stats)`.
+class InBatchLoss(Objective):
+    """`forward(q [B, D], k [B + M, D]) -> (loss, stats)`; `loss(encoder, batch)` encodes first.
 
     The first B keys are the queries' positives in order; the remaining M keys are extra negatives
     (any number, e.g. one hard negative per query). Across P processes the keys become
@@ -30,13 +36,28 @@ class InBatchLoss(torch.nn.Module):
     of rank r has positive `r * B + i`. Every process must use the same B and M.
     """
 
-    def __init__(self, temperature: float = 0.05, label_smoothing: float = 0.0, gather: bool = True):
+    def __init__(self, temperature: float = 0.05, label_smoothing: float = 0.0, gradcache_chunk: int = 0):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if gradcache_chunk < 0:
+            raise ValueError(f"gradcache_chunk must be 0 (off) or a number of texts, got {gradcache_chunk}")
         self.temperature = temperature
         self.label_smoothing = label_smoothing
-        self.gather = gather  # False: negatives from this process's batch only
+        self.gradcache_chunk = gradcache_chunk
+
+    def loss(self, encoder: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Encode queries and keys with `encoder` (chunk by chunk with gradient caching) and score them."""
+        if self.gradcache_chunk:
+            return gradcache_loss(
+                encoder, query_inputs(batch), key_inputs(batch), self.scored, self.gradcache_chunk
+            )
+        return self.scored(encoder(**query_inputs(batch)), encoder(**key_inputs(batch)))
+
+    def scored(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """`forward` with the spread of the embeddings added to the statistics."""
+        loss, stats = self(q, k)
+        return loss, with_spread(stats, q, k)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         n_queries = q.shape[0]
@@ -45,7 +66,7 @@ class InBatchLoss(torch.nn.Module):
                 f"{n_queries} queries need their {n_queries} positives first, got {k.shape[0]} keys"
             )
         offset = 0
-        if self.gather and is_distributed():
+        if is_distributed():
             # One collective for all keys, then regroup: all positives first, in rank order.
             gathered = all_gather_with_grad(k)  # [P * (B + M), D]
             per_rank = gathered.view(-1, k.shape[0], k.shape[1])  # [P, B + M, D]
@@ -57,4 +78,7 @@ class InBatchLoss(torch.nn.Module):
         return info_nce(q, k, positive_index, self.temperature, self.label_smoothing)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, label_smoothing={self.label_smoothing}, gather={self.gather}"
+        return (
+            f"temperature={self.temperature}, label_smoothing={self.label_smoothing}, "
+            f"gradcache_chunk={self.gradcache_chunk}"
+        )

@@ -42,9 +42,10 @@ import torch.nn.functional as F
 
 from contriever.training.distributed import all_gather_no_grad
 from contriever.training.losses.infonce import fp32_scores, info_nce_from_scores
+from contriever.training.losses.objective import Objective, key_inputs, query_inputs, with_spread
 
 
-class MoCo(torch.nn.Module):
+class MoCo(Objective):
     """The key encoder, the queue and the loss: `forward(q, k) -> (loss, stats)`; `k` is queued after.
 
     Typical step::
@@ -54,6 +55,8 @@ class MoCo(torch.nn.Module):
         loss, stats = moco(q, k)              # scores against k and the queue; k set aside
         loss.backward(); optimizer.step()
         moco.momentum_update(encoder)         # key encoder follows; k enters the queue
+
+    or, through the trainer's interface, `loss(encoder, batch)` and `after_step(encoder)`.
     """
 
     def __init__(
@@ -166,6 +169,17 @@ class MoCo(torch.nn.Module):
     def state_dict(self, *args, **kwargs):
         self.flush()  # the saved queue includes the last step's keys
         return super().state_dict(*args, **kwargs)
+
+    # ----- the trainer's interface ---------------------------------------------------------------------
+    def loss(self, encoder: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Queries through `encoder`, keys through the key encoder, scored against keys and queue."""
+        q = encoder(**query_inputs(batch))
+        k = self.encode_keys(**key_inputs(batch))
+        loss, stats = self(q, k)
+        return loss, with_spread(stats, q, k)
+
+    def after_step(self, encoder: torch.nn.Module) -> None:
+        self.momentum_update(encoder)
 
     # ----- loss ----------------------------------------------------------------------------------------
     def forward(
