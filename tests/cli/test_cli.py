@@ -107,7 +107,7 @@ def test_index_then_search(beir_folder, tiny_model, tmp_path, capsys):
 def test_unknown_config_key_is_reported(tmp_path, capsys):
     code = main(["pretrain", "--set", "loss.queue_szie=10", "--output", str(tmp_path / "run")])
     assert code == 2
-    assert "did you mean 'queue_size'" in capsys.readouterr().err
+    assert "did you mean 'loss.queue_size'" in capsys.readouterr().err
 
 
 def test_evaluate_qa_reads_passages_from_the_corpus_the_index_records(
