@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,19 @@ def shared_data(name: str) -> Path:
     if not folder.exists():
         pytest.skip(f"real data {folder} is not here")
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def encode_cache(tmp_path_factory):
+    """The encode cache lives in a temporary folder for the whole session, never in ~/.cache."""
+    previous = os.environ.get("CONTRIEVER_CACHE")
+    folder = tmp_path_factory.mktemp("encode-cache")
+    os.environ["CONTRIEVER_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("CONTRIEVER_CACHE", None)
+    else:
+        os.environ["CONTRIEVER_CACHE"] = previous
 
 
 @pytest.fixture

@@ -45,11 +45,9 @@ def test_save_load_round_trip_fp16(vectors, ids, tmp_path):
     before = index.search(vectors[:30], 25, show_progress=False)
     folder = index.save(tmp_path / "idx", shard_rows=150)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "embeddings-00000.npy",
-        "embeddings-00001.npy",
-        "embeddings-00002.npy",
-        "ids.txt",
+        *(f"{kind}-0000{n}.{ext}" for kind, ext in (("embeddings", "npy"), ("ids", "txt")) for n in range(3)),
         "index.json",
+        *(f"shard-0000{n}.json" for n in range(3)),
     ]
     shard = np.load(folder / "embeddings-00000.npy")
     assert shard.dtype == np.float16 and shard.shape == (150, DIM)
@@ -62,7 +60,11 @@ def test_save_load_round_trip_fp16(vectors, ids, tmp_path):
         and info["dtype"] == "float16"
     )
     assert info["metadata"] == {"model": "m", "pooling": "mean"}
-    assert (folder / "ids.txt").read_text().splitlines() == ids
+    assert [r["rows"] for r in info["shards"]] == [150, 150, 100]
+    assert [r["vectors_bytes"] for r in info["shards"]] == [
+        (folder / f"embeddings-0000{n}.npy").stat().st_size for n in range(3)
+    ]
+    assert "".join((folder / f"ids-0000{n}.txt").read_text() for n in range(3)).splitlines() == ids
 
     loaded = DenseIndex.load(folder)
     after = loaded.search(vectors[:30], 25, show_progress=False)
@@ -171,9 +173,28 @@ def test_input_checks(vectors, ids, tmp_path):
 
 
 def test_load_errors(vectors, ids, tmp_path):
-    with pytest.raises(DataError, match="not a dense index folder"):
+    with pytest.raises(DataError, match="not an index folder"):
         DenseIndex.load(tmp_path / "missing")
     folder = DenseIndex.build(vectors[:10], ids[:10], show_progress=False).save(tmp_path / "idx")
+    (folder / "ids-00000.txt").write_text("only-one\n")
+    with pytest.raises(DataError, match=r"ids-00000\.txt: is 9 bytes, index.json says"):
+        DenseIndex.load(folder)
+
+
+def test_reads_format_version_1(vectors, ids, tmp_path):
+    """Folders written before the per-shard ids (one ids.txt, shard names only) still load."""
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    stored = vectors[:10].astype(np.float16)
+    np.save(folder / "embeddings-00000.npy", stored[:6])
+    np.save(folder / "embeddings-00001.npy", stored[6:])
+    (folder / "ids.txt").write_text("".join(f"{i}\n" for i in ids[:10]))
+    info = {"format_version": 1, "dim": DIM, "count": 10, "factory": "Flat", "dtype": "float16"}
+    info["shards"] = ["embeddings-00000.npy", "embeddings-00001.npy"]
+    (folder / "index.json").write_text(json.dumps(info))
+    loaded = DenseIndex.load(folder)
+    assert loaded.ids == ids[:10]
+    np.testing.assert_array_equal(loaded.embeddings(), stored)
     (folder / "ids.txt").write_text("only-one\n")
     with pytest.raises(DataError, match=r"ids\.txt: expected 10 ids"):
         DenseIndex.load(folder)

@@ -1,9 +1,10 @@
 """The `contriever` command: one function per subcommand, heavy imports inside each.
 
 contriever evaluate --data DIR [--split test] [--model PATH|default|bm25|hybrid:PATH ...] [--output DIR]
-contriever index    --data DIR | --corpus FILE [--model M] --output IDX [--index-factory Flat]
+contriever index    --data DIR | --corpus FILE... [--model M] --output IDX [--words 100] [--shard I/N]
 contriever search   --index IDX [--k 10] "query" ...          (or one query a line on stdin)
 contriever evaluate-qa --questions FILE --index IDX [--corpus FILE]   (top-1/5/20/100 accuracy, DPR matching)
+contriever cache    [--clear]                                  (the encode cache)
 contriever prepare  --input FILE... [--model M] --output DIR
 contriever pretrain --config FILE [--set key=value ...] --output DIR
 contriever mine     --data DIR --model M|bm25 --output FILE [--range 10-100] [--sample]
@@ -77,6 +78,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             index_factory=args.index_factory,
             max_length=args.max_length,
             precision=args.precision,
+            words=args.words,
+            overlap=args.overlap,
+            use_cache=not args.no_cache,
         )
     print(format_table(results, title=f"{data.name} ({args.split})"))
     if args.output:
@@ -86,65 +90,125 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # ----- index and search --------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
-    from contriever.data.beir import load_corpus, load_corpus_file
+    from contriever.data.beir import CORPUS_NAMES, _find_file
+    from contriever.data.passages import PassageSettings
     from contriever.model.encoder import Encoder
-    from contriever.retrieval.index import DenseIndex
+    from contriever.retrieval.encode import build_index, resolve_part
 
     _check_models(args.model)
     if bool(args.data) == bool(args.corpus):
         raise SystemExit(
-            "error: pass exactly one of --data DIR (a BEIR folder) or --corpus FILE (a corpus.jsonl[.gz])"
+            "error: pass exactly one of --data DIR (a BEIR folder) or --corpus FILE... "
+            "(corpus.jsonl[.gz], DPR-style .tsv or plain text, one document a line)"
         )
-    corpus = load_corpus(Path(args.data)) if args.data else load_corpus_file(Path(args.corpus))
-    encoder = Encoder.load(None if args.model == "default" else args.model, max_length=args.max_length)
-    embeddings = encoder.encode_corpus(list(corpus.values()), batch_size=args.batch_size)
-    index = DenseIndex.build(
-        embeddings,
-        list(corpus.keys()),
-        factory=args.index_factory,
-        metadata={
-            "model": (
-                str(Path(args.model).resolve())
-                if args.model != "default" and Path(args.model).exists()
-                else args.model  # "default" or a Hub id
-            ),
-            "pooling": encoder.pooling,
-            "normalize": encoder.normalize,
-            "max_length": encoder.max_length,
-            "corpus": str(Path(args.data or args.corpus).resolve()),  # where evaluate-qa reads passages
-        },
+    inputs = (
+        [_find_file(Path(args.data), CORPUS_NAMES, "corpus")] if args.data else [Path(p) for p in args.corpus]
     )
-    index.save(args.output)
-    print(f"indexed {len(corpus)} documents into {args.output} ({args.index_factory})")
+    part = resolve_part(args.shard)
+    encoder = Encoder.load(None if args.model == "default" else args.model, max_length=args.max_length)
+    summary = build_index(
+        inputs,
+        encoder,
+        args.output,
+        model=args.model,
+        passages=PassageSettings(args.words, args.overlap),
+        shard_rows=args.shard_size,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        skip_bad=args.skip_bad,
+        part=part,
+        use_cache=not args.no_cache,
+        show_progress=not args.quiet,
+    )
+    read = summary.get("read") or {}
+    skipped = f"; skipped {read.get('empty', 0)} empty and {read.get('bad', 0)} bad documents" if read else ""
+    where = f"part {part[0]}/{part[1]}: " if part[1] > 1 else ""
+    done = (
+        f"{summary.get('encoded', 0)} shards encoded, {summary.get('from_cache', 0)} from the cache, "
+        f"{summary.get('already_done', 0)} already done"
+    )
+    if summary["complete"]:
+        if not is_flat_factory(args.index_factory) and part[0] == 0:
+            from contriever.retrieval.index import add_faiss_index
+
+            add_faiss_index(args.output, args.index_factory)
+        print(f"{where}indexed {summary['passages']} passages into {args.output} ({done}{skipped})")
+    else:
+        missing = summary["missing_shards"]
+        print(
+            f"{where}{done}; {len(missing)} shards of other parts still missing (e.g. {missing[:5]}): "
+            "the last part to finish writes index.json"
+        )
     return 0
 
 
+def is_flat_factory(factory: str) -> bool:
+    return factory.replace(" ", "") == "Flat"
+
+
+def _snippet(text: str, width: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3].rsplit(" ", 1)[0] + "..."
+
+
 def cmd_search(args: argparse.Namespace) -> int:
-    from contriever.retrieval.index import DenseIndex
+    from contriever.retrieval.index import load_for_search
     from contriever.retrieval.retrieve import encoder_for_index
 
     _check_models(args.model)
     queries = args.queries or [line.strip() for line in sys.stdin if line.strip()]
     if not queries:
         raise SystemExit("error: no queries: pass them as arguments or one a line on standard input")
-    index = DenseIndex.load(args.index)
+    index, store = load_for_search(args.index)
     encoder = encoder_for_index(index, args.model)
     vectors = encoder.encode_queries(queries, show_progress=False)
-    scores, ids = index.search(vectors, args.k, show_progress=False)
-    for query, row_scores, row_ids in zip(queries, scores, ids):
+    scores, rows = index.search_rows(vectors, args.k)
+    for query, row_scores, row_rows in zip(queries, scores, rows):
+        found = [int(r) for r in row_rows if r >= 0]
+        ids = index.ids_for(found)
+        passages = store.get(found) if store is not None else [{} for _ in found]
+        results = [
+            {"id": i, "score": float(s), **({"title": p["title"], "text": p["text"]} if p else {})}
+            for i, s, p in zip(ids, row_scores, passages)
+        ]
         if args.json:
+            print(json.dumps({"query": query, "results": results}))
+            continue
+        print(f"# {query}")
+        for rank, result in enumerate(results, start=1):
             print(
-                json.dumps(
-                    {
-                        "query": query,
-                        "results": [{"id": d, "score": float(s)} for d, s in zip(row_ids, row_scores)],
-                    }
-                )
+                f"{rank:>3}  {result['score']:9.4f}  {result['id']}"
+                + (f"  {result['title']}" if result.get("title") else "")
             )
-        else:
-            print(f"# {query}")
-            for rank, (doc_id, score) in enumerate(zip(row_ids, row_scores), start=1):
-                print(f"{rank:>3}  {score:9.4f}  {doc_id}")
+            if "text" in result:
+                print(f"     {_snippet(result['text'])}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    import shutil
+
+    from contriever.retrieval.encode import cache_dir
+
+    root = cache_dir()
+    if root is None:
+        print("the encode cache is off ($CONTRIEVER_CACHE=off)")
+        return 0
+    entries = sorted((root / "encodings").glob("*")) if (root / "encodings").is_dir() else []
+    total = 0
+    for entry in entries:
+        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+        total += size
+        try:
+            settings = json.loads((entry / "encoding.json").read_text())["settings"]
+            what = f"{settings['model']}  {Path(settings['input_files'][0]['path']).name}  words={settings['passages']['words']}"
+        except (OSError, ValueError, KeyError, IndexError):
+            what = "(no plan)"
+        print(f"{size / 2**20:9.1f} MiB  {entry.name}  {what}")
+    print(f"{total / 2**20:9.1f} MiB in {len(entries)} encodings under {root / 'encodings'}")
+    if args.clear and entries:
+        shutil.rmtree(root / "encodings")
+        print("cleared")
     return 0
 
 
@@ -233,6 +297,18 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 # ----- parser ------------------------------------------------------------------------------------------
+def _add_passage_arguments(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
+    what = "and score each document by its best passage (max over passages)" if evaluate else "(ids DOCID#N)"
+    p.add_argument(
+        "--words",
+        type=int,
+        default=0,
+        help=f"split documents into passages of this many words, the title carried on each, {what}; "
+        "0 keeps documents whole, truncated by the model (the paper's Wikipedia setting: 100)",
+    )
+    p.add_argument("--overlap", type=int, default=0, help="words shared by consecutive passages (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="contriever", description="Contriever: dense retrieval with contrastive learning."
@@ -262,17 +338,49 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="encoding precision (auto: bf16 autocast where the hardware runs it fast)",
     )
+    _add_passage_arguments(p, evaluate=True)
+    p.add_argument(
+        "--no-cache", action="store_true", help="encode the corpus again (do not use the encode cache)"
+    )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("index", help="encode a corpus into a searchable FAISS index")
+    p = sub.add_parser(
+        "index",
+        help="encode a corpus into an index folder, shard by shard (resumable; torchrun or --shard I/N for many processes)",
+    )
     p.add_argument("--data", help="BEIR folder")
-    p.add_argument("--corpus", help="corpus file (.jsonl or .jsonl.gz with _id, title, text)")
+    p.add_argument(
+        "--corpus",
+        nargs="+",
+        help="corpus files: .jsonl[.gz] (_id or id, title, text), DPR .tsv (id, text, title) or plain text",
+    )
     p.add_argument("--model", default="default")
     p.add_argument("--output", required=True)
     p.add_argument("--index-factory", default="Flat")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--max-length", type=int)
+    _add_passage_arguments(p)
+    p.add_argument(
+        "--shard-size", type=int, default=10_000, help="passages per shard (a kill loses at most one)"
+    )
+    p.add_argument(
+        "--shard", metavar="I/N", help="encode only part I of N (job arrays); torchrun sets it itself"
+    )
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip and count bad corpus lines instead of stopping"
+    )
+    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
+    p.add_argument(
+        "--no-cache", action="store_true", help="neither reuse nor keep vectors in the encode cache"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser(
+        "cache", help="list (or --clear) the encode cache ($CONTRIEVER_CACHE, ~/.cache/contriever)"
+    )
+    p.add_argument("--clear", action="store_true", help="delete every cached encoding")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("search", help="search an index")
     p.add_argument("--index", required=True)
@@ -363,11 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from contriever.errors import ConfigError, DataError
+    from contriever.retrieval.shards import FolderLockedError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ConfigError, FileNotFoundError) as error:
+    except (DataError, ConfigError, FileNotFoundError, FolderLockedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

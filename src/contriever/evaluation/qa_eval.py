@@ -149,7 +149,7 @@ def evaluate_qa(
     show_progress: bool = True,
 ) -> dict:
     """Top-k accuracy of an index on a question file (see the module doc): `{"top1": ..., ...}` plus counts."""
-    from contriever.retrieval.index import DenseIndex
+    from contriever.retrieval.index import load_for_search
     from contriever.retrieval.retrieve import encoder_for_index
 
     if not ks or any(k < 1 for k in ks):
@@ -166,9 +166,9 @@ def evaluate_qa(
                         questions_path,
                         f"question {question.id!r}: answer {pattern!r} is no regex ({problem})",
                     )
-    index = DenseIndex.load(index_path)
-    corpus = corpus or index.metadata.get("corpus")
-    if not corpus:
+    index, store = load_for_search(index_path)  # exact search over memory-mapped shards when flat
+    corpus = corpus or (None if store is not None else index.metadata.get("corpus"))
+    if not corpus and store is None:
         raise DataError(
             index_path, "the index does not record its corpus: pass the corpus it was built from (--corpus)"
         )
@@ -182,7 +182,9 @@ def evaluate_qa(
     )
     _, retrieved = index.search(vectors, max(ks), show_progress=show_progress)
     retrieval_s = time.perf_counter() - started
-    texts = passage_texts(corpus, (doc_id for ids in retrieved for doc_id in ids))
+    retrieved_ids = (doc_id for ids in retrieved for doc_id in ids)
+    # the index folder's passage store, unless a corpus is named
+    texts = passage_texts(corpus, retrieved_ids) if corpus else store.texts_by_id(retrieved_ids)
     ranks = hit_ranks(questions, retrieved, texts, match, show_progress)
     metrics = {
         **accuracy_from_ranks(ranks, ks),
@@ -190,7 +192,7 @@ def evaluate_qa(
         "match": match,
         "questions": str(questions_path),
         "index": str(index_path),
-        "corpus": str(corpus),
+        "corpus": str(corpus or store.path),
         "model": index.metadata.get("model") if model is None else model,
         "retrieval_s": round(retrieval_s, 3),
     }

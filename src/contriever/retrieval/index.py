@@ -9,21 +9,17 @@ they enter FAISS, so the index in memory and the one saved and loaded again give
 fp16 keeps about three significant digits, far below what changes a ranking in practice, and halves
 the disk size (768-dim vectors: 1.5 KB each). Pass `dtype="float32"` to keep full precision.
 
-A saved index is a folder:
-
-- `embeddings-00000.npy`, ...: the vectors in row shards (fp16 unless built with `dtype="float32"`);
-- `ids.txt`: one document id a line, in row order;
-- `index.json`: dim, count, factory string, dtype, shard names, search parameters and free-form
-  metadata (the model, its pooling and normalization, ...);
-- `index.faiss`: the trained FAISS index, for non-flat factories only (a flat index is rebuilt
-  from the shards, which is as fast as reading it).
+A saved index is an index folder (`contriever.retrieval.shards`: fp16 `embeddings-NNNNN.npy` row
+shards with their `ids-NNNNN.txt`, the `index.json` manifest written last; `index.faiss`, the trained
+FAISS index, for non-flat factories only: a flat index is rebuilt from the shards, which is as fast as
+reading it). `DenseIndex` holds every vector in RAM; `contriever.retrieval.shards.open_index` searches
+the same folder exactly with the shards memory-mapped instead.
 
 Writes go to a temporary folder beside the target, renamed into place when complete.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -34,9 +30,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from contriever.errors import DataError
-from contriever.io import atomic_folder, atomic_write
+from contriever.io import atomic_folder, write_json
+from contriever.retrieval.shards import MANIFEST, open_index, write_manifest, write_shard
 
-FORMAT_VERSION = 1
 FP16_MAX = float(np.finfo(np.float16).max)
 DEFAULT_NPROBE = 32
 DEFAULT_EF_SEARCH = 128
@@ -255,21 +251,20 @@ class DenseIndex:
         for name, value in params.items():
             space.set_index_parameter(self.index, name, float(value))
 
-    def search(
-        self, query_vectors, k: int, *, batch_size: int = 4096, show_progress: bool = True
-    ) -> tuple[np.ndarray, list[list[str]]]:
-        """The `k` best documents of each query by inner product: `(scores [n, k'], doc_ids)`.
+    def search_rows(
+        self, query_vectors, k: int, *, batch_size: int = 4096, show_progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` best rows of each query by inner product: `(scores [n, k'], rows [n, k'])`.
 
-        `k' = min(k, len(index))`. `doc_ids[i]` lists query i's documents best first; an approximate
-        index may find fewer than k' for a query, and then `doc_ids[i]` is shorter and the missing
-        scores are -inf.
+        `k' = min(k, len(index))`; an approximate index may find fewer than k' for a query, and then
+        the missing rows are -1 with score -inf.
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         queries = _as_float32_rows(query_vectors, self.dim, "query vectors")
         k = min(k, len(self))
         if k == 0:
-            return np.zeros((len(queries), 0), dtype=np.float32), [[] for _ in range(len(queries))]
+            return np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64)
         _ensure_threads()
         self._apply_search_params(k)
         scores = np.empty((len(queries), k), dtype=np.float32)
@@ -283,8 +278,25 @@ class DenseIndex:
                 progress.update(len(batch_labels))
         finally:
             progress.close()
-        missing = labels < 0
-        scores[missing] = -np.inf
+        scores[labels < 0] = -np.inf
+        return scores, labels
+
+    def ids_for(self, rows) -> list[str]:
+        ids = self.ids
+        return [ids[int(r)] for r in np.asarray(rows).ravel()]
+
+    def search(
+        self, query_vectors, k: int, *, batch_size: int = 4096, show_progress: bool = True
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """The `k` best documents of each query by inner product: `(scores [n, k'], doc_ids)`.
+
+        `k' = min(k, len(index))`. `doc_ids[i]` lists query i's documents best first; an approximate
+        index may find fewer than k' for a query, and then `doc_ids[i]` is shorter and the missing
+        scores are -inf.
+        """
+        scores, labels = self.search_rows(
+            query_vectors, k, batch_size=batch_size, show_progress=show_progress
+        )
         ids = self.ids
         doc_ids = [[ids[j] for j in row if j >= 0] for row in labels.tolist()]
         return scores, doc_ids
@@ -308,90 +320,87 @@ class DenseIndex:
         """Write the index folder (see the module docstring); an existing index there is replaced."""
         target = Path(folder)
         if target.exists() and (
-            not target.is_dir() or (any(target.iterdir()) and not (target / "index.json").exists())
+            not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).exists())
         ):
             raise FileExistsError(f"{target} exists and is not an index folder; refusing to replace it")
         with atomic_folder(target) as staging:
             vectors = self.embeddings()
-            shards = []
-            for number, start in enumerate(range(0, len(vectors), shard_rows)):
-                name = f"embeddings-{number:05d}.npy"
-                np.save(staging / name, np.ascontiguousarray(vectors[start : start + shard_rows]))
-                shards.append(name)
-            (staging / "ids.txt").write_text("".join(f"{i}\n" for i in self.ids), encoding="utf-8")
+            records = [
+                write_shard(
+                    staging, number, self.ids[start : start + shard_rows], vectors[start : start + shard_rows]
+                )
+                for number, start in enumerate(range(0, len(vectors), shard_rows))
+            ]
             faiss_file = None
             if not is_flat(self.factory):
                 faiss_file = "index.faiss"
                 faiss.write_index(self.index, str(staging / faiss_file))
-            info = {
-                "format_version": FORMAT_VERSION,
-                "dim": self.dim,
-                "count": len(self),
-                "factory": self.factory,
-                "metric": "inner_product",
-                "dtype": self.dtype,
-                "shards": shards,
-                "faiss_file": faiss_file,
-                "search_params": self.search_params,
-                "metadata": self.metadata,
-            }
-            with atomic_write(staging / "index.json") as handle:
-                json.dump(info, handle, indent=2)
-                handle.write("\n")
+            write_manifest(
+                staging,
+                records,
+                dim=self.dim,
+                dtype=self.dtype,
+                metadata=self.metadata,
+                factory=self.factory,
+                faiss_file=faiss_file,
+                search_params=self.search_params,
+            )
         return target
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, show_progress: bool = False) -> DenseIndex:
-        """Read an index folder written by `save`."""
+        """Read an index folder written by `save` or by `contriever index` (every vector into RAM)."""
+        sharded = open_index(folder)
         folder = Path(folder)
-        info_path = folder / "index.json"
-        if not info_path.is_file():
-            what = "no such folder" if not folder.exists() else "no index.json in it"
-            raise DataError(folder, f"not a dense index folder ({what}); build one with `contriever index`")
-        try:
-            info = json.loads(info_path.read_text())
-            dim, count, factory = int(info["dim"]), int(info["count"]), str(info["factory"])
-        except json.JSONDecodeError as error:
-            raise DataError(info_path, f"not valid JSON ({error.msg})", error.lineno) from None
-        except (KeyError, TypeError, ValueError) as error:
-            raise DataError(info_path, f"missing or bad field: {error}") from None
-        index = cls(dim, factory, dtype=info.get("dtype", "float16"), metadata=info.get("metadata"))
-        ids = (
-            (folder / "ids.txt").read_text(encoding="utf-8").splitlines()
-            if (folder / "ids.txt").exists()
-            else None
-        )
-        if ids is None or len(ids) != count:
-            found = "missing" if ids is None else f"{len(ids)} lines"
-            raise DataError(folder / "ids.txt", f"expected {count} ids (index.json count), found {found}")
-        shards = []
-        for name in info.get("shards", []):
-            try:
-                shards.append(np.load(folder / name, mmap_mode="r"))
-            except (OSError, ValueError) as error:
-                raise DataError(folder / name, f"cannot read embeddings shard: {error}") from None
-            if shards[-1].ndim != 2 or shards[-1].shape[1] != dim:
-                raise DataError(folder / name, f"shard has shape {shards[-1].shape}, expected [rows, {dim}]")
-        rows = sum(len(s) for s in shards)
-        if info.get("faiss_file"):
-            path = folder / info["faiss_file"]
+        index = cls(sharded.dim, sharded.factory, dtype=sharded.dtype, metadata=sharded.metadata)
+        faiss_file = sharded.manifest.get("faiss_file")
+        if faiss_file:
+            path = folder / faiss_file
             try:
                 index.index = faiss.read_index(str(path))
             except RuntimeError as error:
                 raise DataError(path, f"cannot read FAISS index: {_faiss_reason(error)}") from None
-            if index.index.ntotal != count or index.index.d != dim:
+            if index.index.ntotal != len(sharded) or index.index.d != sharded.dim:
                 raise DataError(
                     path,
-                    f"holds {index.index.ntotal} x {index.index.d} vectors, index.json says {count} x {dim}",
+                    f"holds {index.index.ntotal} x {index.index.d} vectors, "
+                    f"index.json says {len(sharded)} x {sharded.dim}",
                 )
-            index.ids = ids
-            index._vectors = shards  # memory-mapped; read only when the index is saved again
+            index.ids = sharded.ids
+            index._vectors = [vectors for _, vectors in sharded.iter_shards()]  # memory-mapped
         else:
-            if rows != count:
-                raise DataError(info_path, f"shards hold {rows} vectors, count is {count}")
-            offset = 0
-            for shard in shards:
-                index.add(np.asarray(shard), ids[offset : offset + len(shard)], show_progress=show_progress)
-                offset += len(shard)
-        index.search_params = {k: int(v) for k, v in (info.get("search_params") or {}).items()}
+            for ids, vectors in sharded.iter_shards():
+                index.add(np.asarray(vectors), ids, show_progress=show_progress)
+        params = sharded.manifest.get("search_params") or {}
+        index.search_params = {k: int(v) for k, v in params.items()}
         return index
+
+
+def load_for_search(folder: str | os.PathLike):
+    """`(index, passage store or None)` for `contriever search`: a folder with a trained FAISS index
+    loads as a `DenseIndex`; a flat one is searched exactly from its memory-mapped shards
+    (`ShardedIndex`). Both have `.search`, `.search_rows`, `.ids_for` and `.metadata`."""
+    sharded = open_index(folder)
+    if sharded.manifest.get("faiss_file"):
+        return DenseIndex.load(folder), sharded.store
+    return sharded, sharded.store
+
+
+def add_faiss_index(folder: str | os.PathLike, factory: str, **build) -> Path:
+    """Train FAISS index `factory` on a finished index folder's vectors, write `index.faiss` and
+    record it in the manifest (the shards, ids and passage store stay as they are)."""
+    sharded = open_index(folder)
+    index = DenseIndex.build(sharded.embeddings(), sharded.ids, factory, dtype=sharded.dtype, **build)
+    folder = Path(folder)
+    tmp = folder / f".index.faiss.{os.getpid()}.tmp"
+    try:
+        faiss.write_index(index.index, str(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, folder / "index.faiss")
+    finally:
+        tmp.unlink(missing_ok=True)
+    manifest = dict(sharded.manifest)
+    manifest.update(factory=factory, faiss_file="index.faiss", search_params=index.search_params)
+    write_json(folder / MANIFEST, manifest)
+    return folder

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from contriever.data.passages import doc_id_of
 from contriever.retrieval.index import DenseIndex
 
 Run = dict[str, dict[str, float]]
@@ -56,6 +57,30 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
         max_length=meta.get("max_length"),
         device=device,
     )
+
+
+def max_over_passages(
+    query_ids: Sequence[str],
+    scores: np.ndarray,
+    passage_ids: Sequence[Sequence[str]],
+    k: int,
+    *,
+    ignore_identical_ids: bool = True,
+) -> Run:
+    """A run of documents scored by their best passage: passages `DOCID#N` (best first) are grouped
+    by document, each document keeping its first, highest score; at most `k` documents per query."""
+    run: Run = {}
+    for qid, row_scores, row_ids in zip(query_ids, scores.tolist(), passage_ids, strict=True):
+        results: dict[str, float] = {}
+        for passage_id, score in zip(row_ids, row_scores):
+            doc_id = doc_id_of(passage_id)
+            if doc_id in results or (ignore_identical_ids and doc_id == qid):
+                continue
+            results[doc_id] = float(score)
+            if len(results) == k:
+                break
+        run[qid] = results
+    return run
 
 
 def build_dense_index(
@@ -99,8 +124,13 @@ def dense_search(
     show_progress: bool = True,
     timings: dict | None = None,
     precision: str = "auto",
+    passage_depth: int = 0,
 ) -> Run:
-    """Encode `queries` and search `index`: a run with each query's `k` best documents."""
+    """Encode `queries` and search `index`: a run with each query's `k` best documents.
+
+    With `passage_depth > 0` the index holds passages (`DOCID#N`): the best `k * passage_depth`
+    passages are retrieved and each document is scored by its best one (`max_over_passages`).
+    """
     if not queries:
         return {}
     start = time.perf_counter()
@@ -108,9 +138,15 @@ def dense_search(
         list(queries.values()), batch_size=batch_size, show_progress=show_progress, precision=precision
     )
     encoded = time.perf_counter()
-    depth = k + 1 if ignore_identical_ids else k
-    scores, doc_ids = index.search(vectors, depth, show_progress=show_progress)
-    run = run_from_search(list(queries), scores, doc_ids, k, ignore_identical_ids=ignore_identical_ids)
+    if passage_depth > 0:
+        scores, passage_ids = index.search(vectors, k * passage_depth, show_progress=show_progress)
+        run = max_over_passages(
+            list(queries), scores, passage_ids, k, ignore_identical_ids=ignore_identical_ids
+        )
+    else:
+        depth = k + 1 if ignore_identical_ids else k
+        scores, doc_ids = index.search(vectors, depth, show_progress=show_progress)
+        run = run_from_search(list(queries), scores, doc_ids, k, ignore_identical_ids=ignore_identical_ids)
     if timings is not None:
         timings["encode_queries_s"] = encoded - start
         timings["search_s"] = time.perf_counter() - encoded
@@ -130,6 +166,7 @@ def dense_retrieve(
     show_progress: bool = True,
     timings: dict | None = None,
     precision: str = "auto",
+    passage_depth: int = 0,
 ) -> Run:
     """Dense retrieval with `encoder`: index `corpus` (unless `index` is given), then search.
 
@@ -160,6 +197,7 @@ def dense_retrieve(
         show_progress=show_progress,
         timings=timings,
         precision=precision,
+        passage_depth=passage_depth,
     )
 
 
@@ -207,10 +245,13 @@ def hybrid_retrieve(
     show_progress: bool = True,
     timings: dict | None = None,
     precision: str = "auto",
+    index: DenseIndex | None = None,
+    passage_depth: int = 0,
 ) -> Run:
     """BM25 and dense retrieval fused: `fusion="rrf"` (reciprocal rank fusion, constant `rrf_k`) or
-    `"weighted"` (sum of per-query `normalization`-ed scores). `weights` is `(bm25, dense)`, equal by
-    default. Each system retrieves `depth` documents (default `max(k, 100)`) before fusion."""
+        `"weighted"` (sum of per-query `normalization`-ed scores). `weights` is `(bm25, dense)`, equal by
+        default. Each system retrieves `depth` documents (default `max(k, 100)`) before fusion. `index`,
+    when given, is searched instead of encoding `corpus` (`passage_depth`: see `dense_search`)."""
     from contriever.retrieval.hybrid import reciprocal_rank_fusion, weighted_sum
 
     if fusion not in ("rrf", "weighted"):
@@ -238,6 +279,8 @@ def hybrid_retrieve(
         show_progress=show_progress,
         timings=dense_timings,
         precision=precision,
+        index=index,
+        passage_depth=passage_depth,
     )
     start = time.perf_counter()
     if fusion == "rrf":

@@ -1,0 +1,511 @@
+"""Streamed, sharded, resumable encoding of a corpus into an index folder (`retrieval/shards.py`).
+
+`build_index(inputs, encoder, output)` runs in four steps, each safe to kill and re-run:
+
+1. **Plan.** The settings that make the vectors (model and a hash of its files, pooling,
+   normalization, max length, precision, passage settings, a hash of the input files' bytes, shard
+   size, dtype) are compared with the folder's `encoding.json` (or `index.json`): any difference is
+   an error naming the keys, never a silent mix of two indexes.
+2. **Passage store.** The inputs are streamed once into `passages.sqlite` (`retrieval/store.py`),
+   split into passages (`data/passages.py`); bad lines, empty texts and duplicate ids are found here,
+   before any encoding. The passage count fixes the shards: shard `s` holds rows
+   `[s * shard_rows, (s + 1) * shard_rows)`. The first process to get here writes the store and the
+   plan; the others wait for it.
+3. **Shards.** Process `I` of `N` encodes the shards `s` with `s % N == I` that are not complete
+   yet, reading their texts from the store by row range, and writes each (ids, fp16 vectors, record)
+   atomically. Every shard is encoded exactly once whatever `N` and the passage count, and a shard's
+   vectors do not depend on which process made them (its batches are cut from the shard alone). A
+   kill loses at most the shard being encoded. `N` comes from `--shard I/N` or from torchrun's
+   `RANK`/`WORLD_SIZE` (both together: part `I * WORLD_SIZE + RANK` of `N * WORLD_SIZE`).
+4. **Manifest.** The process that finds every shard complete writes `index.json`: the folder is a
+   searchable index from then on (`open_index`). Re-running a finished command does nothing.
+
+Locks: a single-process run holds the folder exclusively; parts hold it shared plus their own part
+exclusively, so a second command writing the same folder (or the same part) is refused at once.
+
+The encode cache: the same settings on the same bytes give the same vectors, so finished shards are
+kept (hard links, no extra disk where the filesystem allows) under `cache_dir()/encodings/KEY/` and
+reused by `index` and `evaluate`. `cache_dir()` is `$CONTRIEVER_CACHE`, else
+`$XDG_CACHE_HOME/contriever`, else `~/.cache/contriever`; `CONTRIEVER_CACHE=off` disables it.
+Deleting the folder is always safe (`contriever cache --clear`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from contriever.data.passages import (
+    WHOLE_DOCUMENTS,
+    PassageSettings,
+    ReadStats,
+    fingerprint_files,
+    iter_passages,
+)
+from contriever.errors import ConfigError, DataError
+from contriever.io import write_json
+from contriever.retrieval.shards import (
+    FP16_MAX,
+    MANIFEST,
+    PLAN,
+    STORE,
+    folder_lock,
+    ids_name,
+    read_shard_record,
+    record_name,
+    vectors_name,
+    write_manifest,
+    write_shard,
+)
+from contriever.retrieval.store import PassageStore, write_store
+
+CACHE_ENV = "CONTRIEVER_CACHE"
+DEFAULT_SHARD_ROWS = 10_000
+LOG = "encoding-log.jsonl"
+# settings that must match for vectors to be reused or mixed; the rest of the plan is information
+SETTING_KEYS = (
+    "model_fingerprint",
+    "pooling",
+    "normalize",
+    "max_length",
+    "precision",
+    "passages",
+    "input_fingerprint",
+    "skip_bad",
+    "shard_rows",
+    "dtype",
+    "dim",
+)
+
+
+# ----- parts ------------------------------------------------------------------------------------------
+def parse_part(text: str) -> tuple[int, int]:
+    """`"I/N"` -> `(I, N)` with `0 <= I < N`."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def resolve_part(shard: str | None = None, environ=os.environ) -> tuple[int, int]:
+    """This process's part `(I, N)` from `--shard I/N` and torchrun's `RANK`/`WORLD_SIZE`."""
+    index, count = parse_part(shard) if shard else (0, 1)
+    world = int(environ.get("WORLD_SIZE", "1") or 1)
+    rank = int(environ.get("RANK", "0") or 0)
+    return index * world + rank, count * world
+
+
+def owned_shards(num_shards: int, part: tuple[int, int]) -> list[int]:
+    """The shards part `(I, N)` encodes: every `N`-th from `I`."""
+    index, count = part
+    return list(range(index, num_shards, count))
+
+
+# ----- fingerprints and the cache ---------------------------------------------------------------------
+def encoder_fingerprint(encoder) -> str:
+    """A hash of what makes an encoder's vectors: its weights (names, shapes, bytes) and its
+    tokenizer's vocabulary. Two folders holding the same model get the same fingerprint."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(encoder.model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch_uint8()).numpy().tobytes())
+    tokenizer = encoder.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # vocabulary, normalizer, pre-tokenizer; not the per-call truncation state
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        vocabulary = json.dumps(state, sort_keys=True)
+    else:
+        vocabulary = json.dumps(sorted(tokenizer.get_vocab().items()))
+    digest.update(vocabulary.encode())
+    return digest.hexdigest()
+
+
+def torch_uint8():
+    import torch
+
+    return torch.uint8
+
+
+def cache_dir() -> Path | None:
+    """Where reusable encodings live (see the module docstring); None when the cache is off."""
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value.lower() in ("off", "0", "none", "false"):
+        return None
+    if value:
+        return Path(value).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "contriever"
+
+
+def settings_key(settings: dict) -> str:
+    chosen = {key: settings.get(key) for key in SETTING_KEYS}
+    return hashlib.blake2b(json.dumps(chosen, sort_keys=True).encode(), digest_size=12).hexdigest()
+
+
+def cache_folder(settings: dict) -> Path | None:
+    root = cache_dir()
+    return None if root is None else root / "encodings" / settings_key(settings)
+
+
+# ----- settings ---------------------------------------------------------------------------------------
+def encoding_settings(
+    encoder,
+    inputs: Sequence[str | os.PathLike],
+    *,
+    model: str | None,
+    passages: PassageSettings,
+    precision: str = "auto",
+    skip_bad: bool = False,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    dtype: str = "float16",
+) -> dict:
+    """Everything that determines the vectors (compared on resume, hashed for the cache)."""
+    from contriever.model.encoder import bf16_supported
+
+    if precision == "auto":
+        precision = "bf16" if bf16_supported(encoder.device) else "fp32"
+    if shard_rows < 1:
+        raise ConfigError(f"--shard-size must be at least 1, got {shard_rows}")
+    if dtype not in ("float16", "float32"):
+        raise ConfigError(f"dtype must be float16 or float32, got {dtype!r}")
+    files = fingerprint_files(inputs)
+    model_name = "default" if model in (None, "default") else str(model)
+    model_path = None if model_name == "default" else model_name
+    return {
+        "model": model_name
+        if model_path is None or not Path(model_path).exists()
+        else str(Path(model_path).resolve()),
+        "model_fingerprint": encoder_fingerprint(encoder),
+        "pooling": encoder.pooling,
+        "normalize": bool(encoder.normalize),
+        "max_length": int(encoder.max_length),
+        "precision": precision,
+        "passages": passages.as_dict(),
+        "input_fingerprint": files["fingerprint"],
+        "input_files": files["files"],
+        "corpus": files["files"][0]["path"] if len(files["files"]) == 1 else None,  # evaluate-qa reads it
+        "skip_bad": bool(skip_bad),
+        "shard_rows": int(shard_rows),
+        "dtype": dtype,
+        "dim": int(encoder.dim),
+    }
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    return [
+        f"{key}: {old.get(key)!r} in the folder, {new.get(key)!r} now"
+        for key in SETTING_KEYS
+        if old.get(key) != new.get(key)
+    ]
+
+
+def _check_same(folder: Path, recorded: dict, settings: dict, what: str) -> None:
+    differences = _differences(recorded, settings)
+    if differences:
+        raise ConfigError(
+            f"{folder} holds {what} made with other settings or another corpus; refusing to mix them. "
+            "Differences: " + "; ".join(differences) + ". Use another --output, or delete the folder."
+        )
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise DataError(path, f"not valid JSON ({error}); delete the folder to start again") from None
+
+
+# ----- the steps --------------------------------------------------------------------------------------
+def _check_folder(folder: Path, settings: dict) -> dict | None:
+    """The finished manifest if the folder already holds this index; errors for any other content."""
+    manifest = _read_json(folder / MANIFEST)
+    if manifest is not None:
+        _check_same(folder, manifest.get("metadata") or {}, settings, "an index")
+        return manifest
+    plan = _read_json(folder / PLAN)
+    if plan is not None:
+        _check_same(folder, plan["settings"], settings, "a partly encoded index")
+    elif folder.exists() and any(not p.name.startswith(".") for p in folder.iterdir()):
+        raise ConfigError(f"{folder} exists and is not an index folder; refusing to write into it")
+    return None
+
+
+def _prepare_store(
+    folder: Path, inputs: Sequence[Path], settings: dict, skip_bad: bool, show_progress: bool
+) -> dict:
+    """Write the passage store and the plan once (other processes wait), then return the plan."""
+    with folder_lock(folder, ".store.lock", wait=True):
+        plan = _read_json(folder / PLAN)
+        if plan is not None:
+            _check_same(folder, plan["settings"], settings, "a partly encoded index")
+            if (folder / STORE).is_file():
+                return plan
+        for stale in folder.glob(f".{STORE}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        stats = ReadStats()
+        passages = iter_passages(
+            inputs, PassageSettings(**settings["passages"]), skip_bad=skip_bad, stats=stats
+        )
+        bar = tqdm(passages, desc="splitting into passages", unit="psg", disable=not show_progress)
+        rows = write_store(folder / STORE, bar)
+        bar.close()
+        if rows == 0:
+            (folder / STORE).unlink()
+            raise DataError(inputs[0], f"no passages: every document was empty or bad ({stats.as_dict()})")
+        if plan is not None and plan["rows"] != rows:
+            raise DataError(folder / PLAN, f"plans {plan['rows']} passages but the store now has {rows}")
+        plan = {
+            "settings": settings,
+            "rows": rows,
+            "shards": -(-rows // settings["shard_rows"]),
+            "read": stats.as_dict(),
+        }
+        write_json(folder / PLAN, plan)
+        return plan
+
+
+def _remove_partial(folder: Path, number: int) -> None:
+    """Temporary files a killed process left for this shard (ours alone: the part lock says so)."""
+    for name in (vectors_name(number), ids_name(number), record_name(number)):
+        for stale in folder.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def _link_shard(source: Path, target: Path, number: int, *, copy: bool) -> dict | None:
+    """Hard-link (or copy) a complete shard from `source` into `target`; its record comes last."""
+    record = read_shard_record(source, number)
+    if record is None:
+        return None
+    try:
+        for name in (record["ids"], record["vectors"], record_name(number)):
+            destination = target / name
+            if destination.exists():
+                destination.unlink()
+            try:
+                os.link(source / name, destination)
+            except OSError:
+                if not copy:
+                    return None
+                tmp = target / f".{name}.{os.getpid()}.tmp"
+                shutil.copyfile(source / name, tmp)
+                os.replace(tmp, destination)
+    except OSError:
+        return None
+    return read_shard_record(target, number)
+
+
+def _fp16(vectors: np.ndarray) -> np.ndarray:
+    largest = float(np.abs(vectors).max(initial=0.0))
+    if not np.isfinite(largest) or largest > FP16_MAX:
+        raise ValueError(
+            f"a vector component ({largest:.3g}) is outside the fp16 range; encode with dtype='float32'"
+        )
+    return vectors.astype(np.float16)
+
+
+def _encode_shards(
+    folder: Path,
+    encoder,
+    plan: dict,
+    part: tuple[int, int],
+    *,
+    batch_size: int,
+    cache: Path | None,
+    show_progress: bool,
+) -> dict:
+    from contriever.model.encoder import document_text
+
+    settings = plan["settings"]
+    shard_rows, rows = settings["shard_rows"], plan["rows"]
+    mine = owned_shards(plan["shards"], part)
+    todo = [s for s in mine if read_shard_record(folder, s) is None]
+    counts = {"shards": len(mine), "already_done": len(mine) - len(todo), "from_cache": 0, "encoded": 0}
+    if cache is not None and todo:
+        cache.mkdir(parents=True, exist_ok=True)
+        if not (cache / PLAN).exists():
+            write_json(cache / PLAN, {**plan, "read": plan.get("read")})
+    store = PassageStore(folder / STORE)
+    total = sum(min(shard_rows, rows - s * shard_rows) for s in todo)
+    progress = tqdm(
+        total=total, desc=f"encoding part {part[0]}/{part[1]}", unit="psg", disable=not show_progress
+    )
+    try:
+        for number in todo:
+            _remove_partial(folder, number)
+            if cache is not None and _link_shard(cache, folder, number, copy=True) is not None:
+                counts["from_cache"] += 1
+                progress.update(read_shard_record(folder, number)["rows"])
+                continue
+            started = time.perf_counter()
+            batch = store.range(number * shard_rows, (number + 1) * shard_rows)
+            texts = [document_text({"title": title, "text": text}) for _, title, text in batch]
+            vectors = encoder.encode(
+                texts, batch_size, precision=settings["precision"], show_progress=False, desc="encoding"
+            )
+            vectors = _fp16(vectors) if settings["dtype"] == "float16" else vectors.astype(np.float32)
+            write_shard(folder, number, [pid for pid, _, _ in batch], vectors)
+            seconds = time.perf_counter() - started
+            counts["encoded"] += 1
+            progress.update(len(batch))
+            _log(
+                folder,
+                {"shard": number, "rows": len(batch), "seconds": round(seconds, 3), "part": list(part)},
+            )
+            if cache is not None:
+                _link_shard(folder, cache, number, copy=False)
+    finally:
+        progress.close()
+        store.close()
+    return counts
+
+
+def _log(folder: Path, entry: dict) -> None:
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pid": os.getpid(), **entry}
+    with open(folder / LOG, "a") as handle:  # one short line per write: appends do not interleave
+        handle.write(json.dumps(entry) + "\n")
+
+
+def _finish(folder: Path, plan: dict) -> tuple[dict | None, list[int]]:
+    """Write `index.json` if every shard is complete; return (manifest or None, missing shards)."""
+    with folder_lock(folder, ".finish.lock", wait=True):
+        manifest = _read_json(folder / MANIFEST)
+        if manifest is not None:
+            return manifest, []
+        records, missing = [], []
+        for number in range(plan["shards"]):
+            record = read_shard_record(folder, number)
+            (missing.append(number) if record is None else records.append(record))
+        if missing:
+            return None, missing
+        settings = plan["settings"]
+        manifest = write_manifest(
+            folder,
+            records,
+            dim=settings["dim"],
+            dtype=settings["dtype"],
+            metadata=settings,
+            extra={"read": plan.get("read"), "store": STORE},
+        )
+        return manifest, []
+
+
+def build_index(
+    inputs: Sequence[str | os.PathLike],
+    encoder,
+    output: str | os.PathLike,
+    *,
+    model: str | None = None,
+    passages: PassageSettings = WHOLE_DOCUMENTS,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    batch_size: int = 128,
+    precision: str = "auto",
+    skip_bad: bool = False,
+    part: tuple[int, int] = (0, 1),
+    use_cache: bool = True,
+    dtype: str = "float16",
+    show_progress: bool = True,
+) -> dict:
+    """Encode `inputs` into the index folder `output` (see the module docstring).
+
+    Returns a summary: `complete` (whether `index.json` now exists), `missing_shards` (other parts'
+    shards still to do), the shard counts of this process (`encoded`, `from_cache`, `already_done`),
+    the passage count and what reading skipped.
+    """
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise ConfigError("no input files to index")
+    folder = Path(output)
+    settings = encoding_settings(
+        encoder,
+        inputs,
+        model=model,
+        passages=passages,
+        precision=precision,
+        skip_bad=skip_bad,
+        shard_rows=shard_rows,
+        dtype=dtype,
+    )
+    summary = {"folder": str(folder), "part": list(part)}
+    if _check_folder(folder, settings) is not None:
+        manifest = _read_json(folder / MANIFEST)
+        return {
+            **summary,
+            "complete": True,
+            "missing_shards": [],
+            "passages": manifest["count"],
+            "encoded": 0,
+        }
+    folder.mkdir(parents=True, exist_ok=True)
+    cache = cache_folder(settings) if use_cache else None
+    if cache is not None and cache.resolve() == folder.resolve():
+        cache = None
+    with ExitStack() as locks:
+        if part[1] == 1:
+            locks.enter_context(folder_lock(folder))
+        else:
+            locks.enter_context(folder_lock(folder, shared=True))
+            locks.enter_context(folder_lock(folder, f".lock-part-{part[0]}-of-{part[1]}"))
+        plan = _prepare_store(folder, inputs, settings, skip_bad, show_progress)
+        counts = _encode_shards(
+            folder, encoder, plan, part, batch_size=batch_size, cache=cache, show_progress=show_progress
+        )
+        manifest, missing = _finish(folder, plan)
+    return {
+        **summary,
+        **counts,
+        "complete": manifest is not None,
+        "missing_shards": missing,
+        "passages": plan["rows"],
+        "read": plan.get("read"),
+    }
+
+
+def cached_index(
+    inputs: Sequence[str | os.PathLike],
+    encoder,
+    *,
+    model: str | None = None,
+    passages: PassageSettings = WHOLE_DOCUMENTS,
+    batch_size: int = 128,
+    precision: str = "auto",
+    show_progress: bool = True,
+    use_cache: bool = True,
+) -> tuple[Path, dict, tempfile.TemporaryDirectory | None]:
+    """Encode `inputs` into the cache (or a temporary folder when the cache is off) and return
+    `(folder, summary, temporary)`: what `evaluate` searches. Keep `temporary` alive while searching."""
+    settings = encoding_settings(encoder, inputs, model=model, passages=passages, precision=precision)
+    folder = cache_folder(settings) if use_cache else None
+    temporary = None
+    if folder is None:
+        temporary = tempfile.TemporaryDirectory(prefix="contriever-encode-")
+        folder = Path(temporary.name) / "index"
+    summary = build_index(
+        inputs,
+        encoder,
+        folder,
+        model=model,
+        passages=passages,
+        batch_size=batch_size,
+        precision=precision,
+        use_cache=False,
+        show_progress=show_progress,
+    )
+    return folder, summary, temporary

@@ -1,0 +1,419 @@
+"""The index folder: fp16 vector shards written one by one, a manifest written last, exact search
+over memory-mapped shards.
+
+An index folder (format version 2) holds:
+
+| file | what it is |
+|---|---|
+| `embeddings-NNNNN.npy` | shard NNNNN's vectors, `[rows, dim]`, fp16 (fp32 when built so), a plain `.npy` |
+| `ids-NNNNN.txt` | shard NNNNN's passage ids, one a line, in row order |
+| `shard-NNNNN.json` | shard NNNNN's record: rows, dim, dtype, file names and byte sizes; written after both files |
+| `index.json` | the manifest, written last: format version, dim, count, dtype, the shards in order (names, rows, byte sizes), the settings that made the vectors (`metadata`: model, pooling, normalization, max length, passage settings, input fingerprint) |
+| `encoding.json` | (streamed encoding only) the plan written before the first shard: settings, passage count, shard size |
+| `passages.sqlite` | (optional) the passage store: id, document id, title and text by row (`contriever.retrieval.store`) |
+| `index.faiss` | (optional) a trained FAISS index for non-flat factories |
+
+Every file is written to a temporary name beside it, flushed, fsynced and renamed into place, its
+size checked; a shard counts only once its record exists and the sizes on disk match it, so a kill
+or a full disk leaves a shard absent, never half-written. The folder is an index only once
+`index.json` exists; `open_index` checks every file's size against it.
+
+Rows are numbered across shards in order: row `r` of the index is row `r - offset[s]` of shard `s`.
+Format version 1 folders (one `ids.txt` for all shards, no records) are still read.
+
+`open_index(folder)` gives a `ShardedIndex`: `.dim`, `len()`, `.iter_shards()` yielding `(ids, fp16
+memmap)`, `.ids_for(rows)`, `.search(queries, k)` (exact inner product, shard by shard, the top k
+merged: the same results as one flat FAISS index over all rows) and `.passages(rows)` when the folder
+has a passage store. Memory: one chunk of one shard (`chunk_rows x dim` fp32) plus the running top k.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from contriever.errors import DataError
+from contriever.io import atomic_write
+
+FORMAT_VERSION = 2
+MANIFEST = "index.json"
+PLAN = "encoding.json"
+STORE = "passages.sqlite"
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def vectors_name(number: int) -> str:
+    return f"embeddings-{number:05d}.npy"
+
+
+def ids_name(number: int) -> str:
+    return f"ids-{number:05d}.txt"
+
+
+def record_name(number: int) -> str:
+    return f"shard-{number:05d}.json"
+
+
+# ----- writing ----------------------------------------------------------------------------------------
+def _checked_size(path: Path, expected: int) -> int:
+    size = path.stat().st_size
+    if size != expected:
+        raise OSError(errno.EIO, f"{path}: wrote {size} bytes, expected {expected}")
+    return size
+
+
+def _write_checked(path: Path, data: bytes) -> int:
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+    return _checked_size(path, len(data))
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def check_ids(ids: Sequence[str]) -> list[str]:
+    ids = [str(i) for i in ids]
+    bad = next((i for i in ids if not i or "\n" in i or "\r" in i), None)
+    if bad is not None:
+        raise ValueError(f"id {bad!r} is empty or contains a line break")
+    return ids
+
+
+def write_shard(folder: str | os.PathLike, number: int, ids: Sequence[str], vectors: np.ndarray) -> dict:
+    """Write shard `number` (its ids, its vectors, then its record) into `folder`; return the record.
+
+    `vectors` are stored in their dtype (fp16 or fp32). Each file is written atomically and its
+    size checked; the record comes last, so a shard without one is incomplete and is rewritten.
+    """
+    folder = Path(folder)
+    ids = check_ids(ids)
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise ValueError(f"shard {number}: {len(ids)} ids but vectors of shape {vectors.shape}")
+    if vectors.dtype not in (np.float16, np.float32):
+        raise ValueError(f"shard {number}: vectors must be float16 or float32, got {vectors.dtype}")
+    id_bytes = "".join(f"{i}\n" for i in ids).encode("utf-8")
+    record = {
+        "number": number,
+        "rows": len(ids),
+        "dim": int(vectors.shape[1]),
+        "dtype": str(vectors.dtype),
+        "ids": ids_name(number),
+        "ids_bytes": _write_checked(folder / ids_name(number), id_bytes),
+        "vectors": vectors_name(number),
+        "vectors_bytes": _write_checked(folder / vectors_name(number), _npy_bytes(vectors)),
+    }
+    _write_checked(folder / record_name(number), (json.dumps(record, indent=1) + "\n").encode())
+    return record
+
+
+def read_shard_record(folder: str | os.PathLike, number: int) -> dict | None:
+    """Shard `number`'s record when the shard is complete (files present with the recorded sizes)."""
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / record_name(number)).read_text())
+        for name, size in (
+            (record["ids"], record["ids_bytes"]),
+            (record["vectors"], record["vectors_bytes"]),
+        ):
+            if (folder / name).stat().st_size != size:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
+
+
+def write_manifest(
+    folder: str | os.PathLike,
+    shards: Sequence[dict],
+    *,
+    dim: int,
+    dtype: str = "float16",
+    metadata: dict | None = None,
+    factory: str = "Flat",
+    faiss_file: str | None = None,
+    search_params: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Write `index.json` (atomically, last): the folder is an index from this moment on."""
+    shards = [
+        {key: record[key] for key in ("rows", "ids", "ids_bytes", "vectors", "vectors_bytes")}
+        for record in shards
+    ]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "dim": int(dim),
+        "count": sum(record["rows"] for record in shards),
+        "dtype": dtype,
+        "metric": "inner_product",
+        "factory": factory,
+        "shards": shards,
+        "faiss_file": faiss_file,
+        "search_params": dict(search_params or {}),
+        "metadata": dict(metadata or {}),
+        **(extra or {}),
+    }
+    data = (json.dumps(manifest, indent=1) + "\n").encode("utf-8")
+    _write_checked(Path(folder) / MANIFEST, data)
+    return manifest
+
+
+# ----- locking ----------------------------------------------------------------------------------------
+class FolderLockedError(RuntimeError):
+    """Another process is writing the folder."""
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, name: str = ".lock", *, shared: bool = False, wait: bool = False):
+    """Hold an advisory lock on `folder/name` (released on exit, and by the kernel when the process
+    dies). Without `wait`, a lock held by another process raises `FolderLockedError` at once."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(handle.fileno(), flags)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "another process"
+            raise FolderLockedError(
+                f"{folder} is being written by {holder}; wait for it to finish (or stop it) and run again"
+            ) from None
+        if not shared:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()} on {os.uname().nodename}\n")
+            handle.flush()
+        yield path
+
+
+# ----- reading ----------------------------------------------------------------------------------------
+def _read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.is_file():
+        if not folder.exists():
+            raise DataError(folder, "not an index folder (no such folder); build one with `contriever index`")
+        if (folder / PLAN).is_file():
+            done = len(list(folder.glob("shard-*.json")))
+            try:
+                planned = json.loads((folder / PLAN).read_text()).get("shards", "?")
+            except ValueError:
+                planned = "?"
+            raise DataError(
+                folder,
+                f"incomplete index: {done} of {planned} shards encoded and no index.json yet; run the same "
+                "`contriever index` command again to encode the missing shards and finish it",
+            )
+        raise DataError(
+            folder, "not an index folder (no index.json in it); build one with `contriever index`"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+        int(manifest["dim"]), int(manifest["count"])
+    except json.JSONDecodeError as error:
+        raise DataError(path, f"not valid JSON ({error.msg})", error.lineno) from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(path, f"missing or bad field: {error}") from None
+    return manifest
+
+
+class ShardedIndex:
+    """A read-only view of an index folder: shards memory-mapped, searched exactly, shard by shard."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.manifest = _read_manifest(self.folder)
+        self.dim = int(self.manifest["dim"])
+        self.dtype = str(self.manifest.get("dtype", "float16"))
+        self.metadata: dict = dict(self.manifest.get("metadata") or {})
+        self.factory = str(self.manifest.get("factory", "Flat"))
+        version = int(self.manifest.get("format_version", 1))
+        entries = self.manifest.get("shards") or []
+        if version == 1:  # names only, all ids in one ids.txt
+            self._shared_ids: list[str] | None = None
+            entries = [{"vectors": name, "ids": None} for name in entries]
+        self._shards: list[np.ndarray] = []
+        self._id_files: list[str | None] = []
+        for entry in entries:
+            path = self.folder / entry["vectors"]
+            expected = entry.get("vectors_bytes")
+            try:
+                if expected is not None and path.stat().st_size != expected:
+                    raise DataError(
+                        path,
+                        f"is {path.stat().st_size} bytes, index.json says {expected}: the file is damaged",
+                    )
+                vectors = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as error:
+                raise DataError(path, f"cannot read embeddings shard: {error}") from None
+            if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+                raise DataError(path, f"shard has shape {vectors.shape}, expected [rows, {self.dim}]")
+            if entry.get("rows") is not None and len(vectors) != entry["rows"]:
+                raise DataError(path, f"shard has {len(vectors)} rows, index.json says {entry['rows']}")
+            if entry.get("ids") and entry.get("ids_bytes") is not None:
+                ids_path = self.folder / entry["ids"]
+                size = ids_path.stat().st_size if ids_path.exists() else None
+                if size != entry["ids_bytes"]:
+                    raise DataError(ids_path, f"is {size} bytes, index.json says {entry['ids_bytes']}")
+            self._shards.append(vectors)
+            self._id_files.append(entry.get("ids"))
+        self.offsets = np.cumsum([0] + [len(s) for s in self._shards])
+        if int(self.offsets[-1]) != int(self.manifest["count"]):
+            raise DataError(
+                self.folder / MANIFEST,
+                f"shards hold {int(self.offsets[-1])} vectors, count is {self.manifest['count']}",
+            )
+        self._ids_cache: dict[int, list[str]] = {}
+        if version == 1:
+            self._check_shared_ids()
+        self._store = None
+
+    # ----- ids ----------------------------------------------------------------------------------------
+    def _check_shared_ids(self) -> None:
+        path = self.folder / "ids.txt"
+        ids = path.read_text(encoding="utf-8").splitlines() if path.exists() else None
+        if ids is None or len(ids) != len(self):
+            found = "missing" if ids is None else f"{len(ids)} lines"
+            raise DataError(path, f"expected {len(self)} ids (index.json count), found {found}")
+        for number in range(len(self._shards)):
+            self._ids_cache[number] = ids[int(self.offsets[number]) : int(self.offsets[number + 1])]
+
+    def shard_ids(self, number: int) -> list[str]:
+        """The ids of shard `number`, in row order (read on first use, then kept)."""
+        if number not in self._ids_cache:
+            path = self.folder / str(self._id_files[number])
+            ids = path.read_text(encoding="utf-8").splitlines()
+            if len(ids) != len(self._shards[number]):
+                raise DataError(path, f"has {len(ids)} ids for {len(self._shards[number])} vectors")
+            self._ids_cache[number] = ids
+        return self._ids_cache[number]
+
+    def ids_for(self, rows) -> list[str]:
+        """The ids of global `rows` (an iterable of ints)."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"row out of range [0, {len(self)})")
+        shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        return [self.shard_ids(int(s))[int(r - self.offsets[s])] for r, s in zip(rows, shard_of)]
+
+    @property
+    def ids(self) -> list[str]:
+        """Every id in row order (reads all id files: for small indexes and tests)."""
+        return [i for number in range(len(self._shards)) for i in self.shard_ids(number)]
+
+    # ----- shards -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def num_shards(self) -> int:
+        return len(self._shards)
+
+    def iter_shards(self) -> Iterator[tuple[list[str], np.ndarray]]:
+        """`(ids, vectors)` of each shard in order; vectors are a read-only memory map (fp16)."""
+        for number, vectors in enumerate(self._shards):
+            yield self.shard_ids(number), vectors
+
+    def vectors(self, number: int) -> np.ndarray:
+        """Shard `number`'s vectors, memory-mapped."""
+        return self._shards[number]
+
+    def embeddings(self) -> np.ndarray:
+        """All vectors in one array in memory (for small indexes)."""
+        if not self._shards:
+            return np.empty((0, self.dim), dtype=self.dtype)
+        return np.concatenate([np.asarray(s) for s in self._shards])
+
+    # ----- search -------------------------------------------------------------------------------------
+    def search_rows(
+        self, query_vectors, k: int, *, chunk_rows: int = 16384, query_batch: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-`k` by inner product: `(scores [n, k'], rows [n, k'])`, `k' = min(k, len)`.
+
+        Each chunk of `chunk_rows` vectors is converted to fp32 once and scored against every query
+        (in batches of `query_batch`); the running top k is merged with the chunk's.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        queries = np.ascontiguousarray(query_vectors, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape [n, {self.dim}], got {queries.shape}")
+        k = min(k, len(self))
+        n = len(queries)
+        best_scores = np.full((n, k), -np.inf, dtype=np.float32)
+        best_rows = np.full((n, k), -1, dtype=np.int64)
+        if k == 0:
+            return best_scores, best_rows
+        for number, shard in enumerate(self._shards):
+            for start in range(0, len(shard), chunk_rows):
+                chunk = np.asarray(shard[start : start + chunk_rows], dtype=np.float32)
+                first_row = int(self.offsets[number]) + start
+                for q in range(0, n, query_batch):
+                    scores = queries[q : q + query_batch] @ chunk.T
+                    _merge_top_k(
+                        best_scores[q : q + query_batch], best_rows[q : q + query_batch], scores, first_row
+                    )
+        return best_scores, best_rows
+
+    def search(self, query_vectors, k: int, *, show_progress: bool = False, **kwargs):
+        """`(scores [n, k'], doc_ids)`: the same contract as `DenseIndex.search`."""
+        scores, rows = self.search_rows(query_vectors, k, **kwargs)
+        flat = self.ids_for(rows[rows >= 0])
+        doc_ids, position = [], 0
+        for row in rows:
+            found = int((row >= 0).sum())
+            doc_ids.append(flat[position : position + found])
+            position += found
+        return scores, doc_ids
+
+    # ----- passages -----------------------------------------------------------------------------------
+    @property
+    def store(self):
+        """The passage store (`PassageStore`), or None when the folder has none."""
+        if self._store is None and (self.folder / STORE).is_file():
+            from contriever.retrieval.store import PassageStore
+
+            self._store = PassageStore(self.folder / STORE)
+        return self._store
+
+    def passages(self, rows) -> list[dict]:
+        """`{"id", "doc_id", "title", "text"}` of global `rows`, read from the passage store."""
+        if self.store is None:
+            raise DataError(
+                self.folder, f"has no passage store ({STORE}); rebuild it with `contriever index`"
+            )
+        return self.store.get(rows)
+
+
+def _merge_top_k(best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarray, first_row: int) -> None:
+    """Merge a chunk's `scores [n, c]` (rows `first_row ...`) into the running top k, in place.
+
+    Ties keep the lower row first, as a flat index scanning rows in order does."""
+    k = best_scores.shape[1]
+    if scores.shape[1] > k:
+        candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        candidates = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    cand_scores = np.take_along_axis(scores, candidates, axis=1)
+    all_scores = np.concatenate([best_scores, cand_scores], axis=1)
+    all_rows = np.concatenate([best_rows, candidates + first_row], axis=1)
+    # sort by score descending, then row ascending (empty slots, row -1 and score -inf, last)
+    order = np.lexsort((np.where(all_rows < 0, np.iinfo(np.int64).max, all_rows), -all_scores), axis=1)[:, :k]
+    best_scores[:] = np.take_along_axis(all_scores, order, axis=1)
+    best_rows[:] = np.take_along_axis(all_rows, order, axis=1)
+
+
+def open_index(folder: str | os.PathLike) -> ShardedIndex:
+    """Open an index folder for exact search over its memory-mapped shards (see the module docstring)."""
+    return ShardedIndex(folder)

@@ -1,0 +1,126 @@
+"""The index folder format: shards written one by one, the manifest, exact search shard by shard."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+
+from contriever.errors import DataError
+from contriever.retrieval.index import DenseIndex
+from contriever.retrieval.shards import (
+    FolderLockedError,
+    folder_lock,
+    open_index,
+    read_shard_record,
+    write_manifest,
+    write_shard,
+)
+
+DIM = 12
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return np.random.default_rng(3).standard_normal((1003, DIM)).astype(np.float32)
+
+
+def write_folder(folder, vectors, shard_rows):
+    records = []
+    for number, start in enumerate(range(0, len(vectors), shard_rows)):
+        rows = vectors[start : start + shard_rows].astype(np.float16)
+        records.append(write_shard(folder, number, [f"p{start + i}" for i in range(len(rows))], rows))
+    write_manifest(folder, records, dim=DIM, metadata={"model": "m"})
+    return folder
+
+
+@pytest.mark.parametrize("shard_rows,chunk_rows", [(1003, 16384), (100, 37), (7, 5)])
+def test_sharded_search_equals_one_flat_index(vectors, tmp_path, shard_rows, chunk_rows):
+    ids = [f"p{i}" for i in range(len(vectors))]
+    flat = DenseIndex.build(vectors, ids, show_progress=False)
+    index = open_index(write_folder(tmp_path / "idx", vectors, shard_rows))
+    assert len(index) == 1003 and index.dim == DIM and index.num_shards == -(-1003 // shard_rows)
+    queries = np.random.default_rng(4).standard_normal((33, DIM)).astype(np.float32)
+    for k in (1, 10, 1003, 5000):
+        expected_scores, expected_ids = flat.search(queries, k, show_progress=False)
+        scores, found = index.search(queries, k, chunk_rows=chunk_rows, query_batch=8)
+        assert found == expected_ids
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_reader_api(vectors, tmp_path):
+    index = open_index(write_folder(tmp_path / "idx", vectors, 400))
+    shards = list(index.iter_shards())
+    assert [len(ids) for ids, _ in shards] == [400, 400, 203]
+    assert all(isinstance(v, np.memmap) and v.dtype == np.float16 for _, v in shards)
+    assert index.ids_for([0, 399, 400, 1002]) == ["p0", "p399", "p400", "p1002"]
+    np.testing.assert_array_equal(index.embeddings(), vectors.astype(np.float16))
+    assert index.metadata == {"model": "m"}
+    with pytest.raises(IndexError):
+        index.ids_for([1003])
+    loaded = DenseIndex.load(tmp_path / "idx")  # the same folder loads whole into RAM too
+    assert loaded.ids == index.ids
+
+
+def test_manifest_checks_sizes(vectors, tmp_path):
+    folder = write_folder(tmp_path / "idx", vectors, 500)
+    with open(folder / "embeddings-00001.npy", "r+b") as handle:
+        handle.truncate(1000)
+    with pytest.raises(DataError, match=r"embeddings-00001\.npy: is 1000 bytes, index.json says"):
+        open_index(folder)
+    assert read_shard_record(folder, 0)["rows"] == 500
+    assert read_shard_record(folder, 1) is None  # a damaged shard is not complete
+
+
+def test_incomplete_folder_is_not_an_index(vectors, tmp_path):
+    folder = tmp_path / "idx"
+    write_shard(folder, 0, ["a", "b"], vectors[:2].astype(np.float16))
+    (folder / "encoding.json").write_text(json.dumps({"shards": 3}))
+    with pytest.raises(DataError, match="incomplete index: 1 of 3 shards encoded"):
+        open_index(folder)
+
+
+def test_failed_write_leaves_no_shard(vectors, tmp_path, monkeypatch):
+    """A write that fails half-way (a full disk) leaves neither the file nor a record."""
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        if os.fstat(fd).st_size > 1000:
+            raise OSError(28, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_shard(folder, 0, [f"p{i}" for i in range(100)], vectors[:100].astype(np.float16))
+    assert sorted(p.name for p in folder.iterdir()) == ["ids-00000.txt"]
+    assert read_shard_record(folder, 0) is None
+
+
+def _hold_lock(folder, ready, release):
+    with folder_lock(folder):
+        ready.set()
+        release.wait(30)
+
+
+def test_lock_refuses_a_second_writer(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(tmp_path, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with (
+            pytest.raises(FolderLockedError, match=f"is being written by process {holder.pid}"),
+            folder_lock(tmp_path),
+        ):
+            pass
+    finally:
+        release.set()
+        holder.join(30)
+    with folder_lock(tmp_path):  # released when the holder exits
+        pass
