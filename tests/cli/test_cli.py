@@ -102,6 +102,20 @@ def test_index_then_search(beir_folder, tiny_model, tmp_path, capsys):
     results = [json.loads(line) for line in lines]
     assert [r["query"] for r in results] == ["scurvy", "vitamin D"]
     assert all(len(r["results"]) == 2 and r["results"][0]["id"] in DOCS for r in results)
+    top = results[0]["results"][0]
+    assert (top["title"], top["text"]) == DOCS[top["id"]]  # read from the index's passage store
+
+
+def test_index_passages_and_search_shows_title_and_snippet(beir_folder, tiny_model, tmp_path, capsys):
+    index = tmp_path / "index"
+    args = ["index", "--data", str(beir_folder), "--model", str(tiny_model), "--output", str(index)]
+    assert main([*args, "--words", "4", "--quiet"]) == 0
+    assert "indexed 10 passages" in capsys.readouterr().out
+    assert main([*args, "--words", "5", "--quiet"]) == 2  # other settings, same folder
+    assert "refusing to mix them" in capsys.readouterr().err
+    assert main(["search", "--index", str(index), "--k", "11", "vitamin"]) == 0
+    out = capsys.readouterr().out
+    assert "d1#0  Scurvy" in out and "     Scurvy is a disease" in out and "d1#2" in out
 
 
 def test_unknown_config_key_is_reported(tmp_path, capsys):

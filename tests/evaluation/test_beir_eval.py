@@ -156,3 +156,21 @@ def test_default_model_on_scifact_subset(scifact_dir, tmp_path):
     )
     result = evaluate_beir(folder, model="default", k=100, show_progress=False)
     assert result["ndcg@10"] > 0.6, result
+
+
+def test_max_over_passages_and_the_encode_cache(beir_folder, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTRIEVER_CACHE", str(tmp_path / "cache"))
+    first = evaluate_beir(beir_folder, model=str(tiny_model), k=10, show_progress=False)
+    again = evaluate_beir(beir_folder, model=str(tiny_model), k=10, show_progress=False)
+    assert first["meta"]["encoding"]["encoded"] >= 1 and again["meta"]["encoding"]["encoded"] == 0
+    assert {k: first[k] for k in METRIC_KEYS} == {k: again[k] for k in METRIC_KEYS}
+    assert first["meta"]["scoring"] == "truncation"
+    passages = evaluate_beir(
+        beir_folder, model=str(tiny_model), k=10, words=3, output_dir=tmp_path / "p", show_progress=False
+    )
+    assert passages["meta"]["scoring"] == "max over passages" and passages["meta"]["words"] == 3
+    assert passages["meta"]["encoding"]["passages"] > first["meta"]["encoding"]["passages"]
+    run = read_trec_run(tmp_path / "p" / "run.trec")
+    assert all("#" not in doc for docs in run.values() for doc in docs)  # documents, not passages
+    off = evaluate_beir(beir_folder, model=str(tiny_model), k=10, show_progress=False, use_cache=False)
+    assert off["meta"]["encoding"]["folder"] is None and off["meta"]["encoding"]["encoded"] >= 1
