@@ -5,9 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 DATA ?= ../shared/data/scifact
 OUTPUT ?= outputs/$(notdir $(abspath $(DATA)))
+SERVE_INDEX ?= outputs/serve/$(notdir $(abspath $(DATA)))-index
+PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint serve browser
 setup: $(VENV)/.installed
 
 # torch is pinned to the CPU build that this machine's pip finds on local disk; an unpinned torch
@@ -24,8 +26,24 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/contriever evaluate --data $(DATA) --model default --model bm25 --output $(OUTPUT)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+# The page's browser test drives Debian's chromium through Playwright. Installed here where that is
+# possible (root with apt-get), quietly; elsewhere the test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "note: chromium is not installed and could not be installed here; the browser test will be skipped"
+
+# The search service and its page on http://127.0.0.1:$(PORT)/: the first run indexes DATA with the
+# default model (minutes on a CPU), later runs reuse the index.
+serve: setup $(SERVE_INDEX)/index.json
+	$(BIN)/contriever serve --index $(SERVE_INDEX) --data $(DATA) --bm25 $(SERVE_INDEX)-bm25 --port $(PORT)
+
+$(SERVE_INDEX)/index.json: | $(VENV)/.installed
+	$(BIN)/contriever index --data $(DATA) --output $(SERVE_INDEX)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

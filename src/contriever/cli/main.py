@@ -9,6 +9,7 @@ contriever prepare  --input FILE... [--model M] --output DIR
 contriever pretrain --config FILE [--set key=value ...] --output DIR
 contriever mine     --data DIR --model M|bm25 --output FILE [--range 10-100] [--sample]
 contriever finetune --config FILE [--set key=value ...] --output DIR
+contriever serve    --index IDX [--data DIR | --corpus FILE] [--host 127.0.0.1] [--port 8000]
 """
 
 from __future__ import annotations
@@ -296,6 +297,12 @@ def cmd_mine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from contriever.serving.server import serve_command
+
+    return serve_command(args)
+
+
 # ----- parser ------------------------------------------------------------------------------------------
 def _add_passage_arguments(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
     what = "and score each document by its best passage (max over passages)" if evaluate else "(ids DOCID#N)"
@@ -466,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample", action="store_true", help="keep a random n-keep of the candidates instead of the top ones"
     )
     p.set_defaults(func=cmd_mine)
+
+    from contriever.serving.server import add_arguments as add_serve_arguments
+
+    p = sub.add_parser("serve", help="search and embeddings over HTTP, with a page comparing retrievers")
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

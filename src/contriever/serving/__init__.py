@@ -1,0 +1,30 @@
+"""`contriever serve`: search and embeddings over HTTP (FastAPI on uvicorn), with a comparison page.
+
+- `batcher.py`: dynamic batching, concurrent requests encoded together on one model thread;
+- `searcher.py`: dense, BM25 and hybrid search over an index plus the documents' titles and text;
+- `snippets.py`: a snippet around the query's terms, with the matched spans to highlight;
+- `app.py`: the FastAPI application (endpoints, errors, metrics, cross-origin and size guards);
+- `page.html`: the page at `/` (dense, BM25 and hybrid side by side; no outside resources);
+- `server.py`: loading an index folder and running uvicorn until Ctrl-C / SIGTERM.
+
+The web stack is the optional extra `serve` (`pip install 'contriever[serve]'`); `require_serve_extra`
+says so plainly when it is missing.
+"""
+
+from __future__ import annotations
+
+SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client"}
+
+
+def require_serve_extra() -> None:
+    """Raise ImportError naming the missing packages and the install command, if any is missing."""
+    import importlib.util
+
+    missing = [
+        package for module, package in SERVE_PACKAGES.items() if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise ImportError(
+            f"`contriever serve` needs {', '.join(missing)}, which are not installed. "
+            "Install the serving extra: pip install 'contriever[serve]'"
+        )

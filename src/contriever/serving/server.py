@@ -1,0 +1,249 @@
+"""`contriever serve`: load an index folder and its documents, then run uvicorn until stopped.
+
+    contriever serve --index IDX --data DIR        # dense + BM25 + hybrid, titles and snippets
+    contriever serve --index IDX                   # dense only (ids and scores)
+    contriever serve --data DIR                    # BM25 only
+    contriever serve --model M                     # embeddings only
+
+The model is the one recorded in the index (`contriever index` writes it), unless `--model` names
+another. BM25 is built from the corpus at start (seconds for SciFact) or, with `--bm25 DIR`, loaded
+from DIR, which is written first if it does not exist yet. The server binds 127.0.0.1 unless
+`--host` says otherwise, and stops cleanly on Ctrl-C or SIGTERM: it stops accepting connections,
+finishes the requests in flight and the model's current batch, then exits with status 0.
+
+The model runs on one CPU thread unless `--threads` says otherwise: dynamic batching already keeps
+that thread busy with large batches, and intra-op threads synchronise by spinning, which collapses
+when the cores are shared (measured on CPU B, 2 cores, busy: one tiny-model forward took 436 ms with
+2 threads and 23 ms with 1). On a dedicated machine with many cores, raise it.
+
+Module-level imports are the standard library only, so `contriever --help` stays fast and works
+without the `serve` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from pathlib import Path
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_REQUEST_LINE = 1024 * 1024  # a 100,000-character query percent-encoded still reaches the app
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", help="dense index folder written by `contriever index`")
+    parser.add_argument("--data", help="BEIR folder whose corpus gives titles, snippets and BM25")
+    parser.add_argument("--corpus", help="corpus file (.jsonl[.gz] with _id, title, text) instead of --data")
+    parser.add_argument(
+        "--bm25", help="BM25 folder: loaded if it exists, else built from the corpus and saved"
+    )
+    parser.add_argument("--no-bm25", action="store_true", help="serve dense search only")
+    parser.add_argument("--model", help="model folder or 'default' (default: the index's model)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="texts per forward pass")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill")
+    parser.add_argument("--no-batching", action="store_true", help="encode each request on its own")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of the model and FAISS (default 1: see `contriever.serving.server`)",
+    )
+    parser.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask for")
+    parser.add_argument("--max-chars", type=int, default=10_000, help="longest query or input text")
+    parser.add_argument("--max-queries", type=int, default=256, help="queries per POST /search")
+    parser.add_argument("--max-inputs", type=int, default=2048, help="texts per POST /v1/embeddings")
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages from ORIGIN (e.g. http://localhost:3000; '*' for any); repeatable",
+    )
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def model_name(model: str | None) -> str:
+    from contriever.model.encoder import default_model_path
+
+    if model in (None, "default"):
+        return default_model_path().name
+    return Path(model).name or str(model)
+
+
+def load_searcher(
+    index: str | None = None,
+    *,
+    data: str | None = None,
+    corpus: str | None = None,
+    bm25: str | None = None,
+    no_bm25: bool = False,
+    model: str | None = None,
+    show_progress: bool = True,
+):
+    """A `Searcher` over what the arguments name (see the module docstring)."""
+    from contriever.serving.searcher import CorpusDocuments, Searcher
+
+    log = logging.getLogger("contriever.serve")
+    if not (index or data or corpus or model):
+        raise ValueError(
+            "nothing to serve: pass --index IDX and/or --data DIR / --corpus FILE (or --model M)"
+        )
+    if data and corpus:
+        raise ValueError("pass at most one of --data DIR and --corpus FILE")
+    dense = encoder = None
+    if index:
+        from contriever.retrieval.index import DenseIndex
+
+        dense = DenseIndex.load(index)
+        model = model or dense.metadata.get("model", "default")
+    if model:
+        from contriever.model.encoder import Encoder
+
+        recorded = dense.metadata if dense is not None else {}
+        settings = {key: recorded.get(key) for key in ("pooling", "normalize", "max_length")}
+        encoder = Encoder.load(None if model == "default" else model, **settings)
+    documents = texts = None
+    if data or corpus:
+        from contriever.data.beir import load_corpus, load_corpus_file
+
+        texts = load_corpus(Path(data)) if data else load_corpus_file(Path(corpus))
+        documents = CorpusDocuments(texts)
+        if dense is not None:
+            missing = sum(1 for doc_id in dense.ids if doc_id not in texts)
+            if missing:
+                log.warning(
+                    "%d of the index's %d documents are not in the corpus: no title or snippet",
+                    missing,
+                    len(dense),
+                )
+    lexical = None
+    if not no_bm25 and (bm25 or texts is not None):
+        from contriever.retrieval.bm25 import build_bm25, load_bm25, save_bm25
+
+        if bm25 and (Path(bm25) / "bm25.json").is_file():
+            lexical = load_bm25(bm25)
+        elif texts is None:
+            raise ValueError(
+                f"{bm25}: no BM25 index there, and no corpus (--data/--corpus) to build one from"
+            )
+        else:
+            lexical = build_bm25(texts, show_progress=show_progress)
+            if bm25:
+                save_bm25(lexical, bm25)
+    return Searcher(encoder, dense, lexical, documents, model_name=model_name(model) if encoder else "none")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on host:port, or SystemExit saying why not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise SystemExit(f"error: cannot resolve --host {host!r}: {error.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise SystemExit(
+            f"error: cannot listen on {host}:{port}: {error.strerror}; choose another --port"
+        ) from None
+    sock.listen(2048)  # connections made while the model loads wait in the backlog, not refused
+    return sock
+
+
+def run(app, sock: socket.socket, *, log_level: str = "info", access_log: bool = False) -> None:
+    """Serve `app` on `sock` until SIGINT/SIGTERM (uvicorn's handlers), then shut down gracefully."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        h11_max_incomplete_event_size=MAX_REQUEST_LINE,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after its graceful shutdown, so the process would die
+            # of it (status -15); a clean stop should exit 0 and say so
+            self._captured_signals.clear()
+
+    Server(config).run(sockets=[sock])
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from contriever.serving import require_serve_extra
+
+    try:
+        require_serve_extra()
+    except ImportError as error:
+        raise SystemExit(f"error: {error}") from None
+    from contriever.serving.app import ServeSettings, create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)-8s %(name)s: %(message)s")
+    sock = bind(args.host, args.port)  # before loading: a taken port fails in a second, not a minute
+    _set_threads(args.threads)
+    try:
+        searcher = load_searcher(
+            args.index,
+            data=args.data,
+            corpus=args.corpus,
+            bm25=args.bm25,
+            no_bm25=args.no_bm25,
+            model=args.model,
+        )
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    settings = ServeSettings(
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        batching=not args.no_batching,
+        max_k=args.max_k,
+        max_chars=args.max_chars,
+        max_queries=args.max_queries,
+        max_inputs=args.max_inputs,
+        cors_origins=tuple(args.cors_origin),
+        allowed_hosts=_allowed_hosts(args.host),
+    )
+    app = create_app(searcher, settings)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"serving {searcher.size:,} documents ({', '.join(searcher.modes) or 'embeddings only'}) on "
+        f"http://{shown}:{port}/  (API docs: /docs; Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
+    run(app, sock, log_level=args.log_level, access_log=args.access_log)
+    print("stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    from contriever.retrieval.index import set_faiss_threads
+
+    if threads < 1:
+        raise SystemExit(f"error: --threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    set_faiss_threads(threads)
+
+
+def _allowed_hosts(host: str) -> tuple[str, ...] | None:
+    """Bound to loopback: only loopback names in the Host header (a defence against DNS rebinding).
+    Bound elsewhere: any host, since the operator chose to expose the server."""
+    return LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else None
