@@ -51,3 +51,11 @@ def test_load_generator_refuses_addresses_off_this_machine():
     for url in ("http://10.1.2.3:8000", "http://192.0.2.7", "https://127.0.0.1:8000"):
         with pytest.raises(ValueError):
             require_loopback(url)
+
+
+def test_the_index_records_its_corpus_so_data_is_optional(tiny_service):
+    from contriever.serving.server import load_searcher
+
+    searcher = load_searcher(str(tiny_service["index"]), show_progress=False)
+    assert searcher.modes == ("dense", "bm25", "hybrid")
+    assert searcher.documents.get("scurvy")["title"] == "Scurvy"

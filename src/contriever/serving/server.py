@@ -1,7 +1,7 @@
 """`contriever serve`: load an index folder and its documents, then run uvicorn until stopped.
 
     contriever serve --index IDX --data DIR        # dense + BM25 + hybrid, titles and snippets
-    contriever serve --index IDX                   # dense only (ids and scores)
+    contriever serve --index IDX                   # the same, from the corpus the index records
     contriever serve --data DIR                    # BM25 only
     contriever serve --model M                     # embeddings only
 
@@ -34,7 +34,10 @@ MAX_REQUEST_LINE = 1024 * 1024  # a 100,000-character query percent-encoded stil
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", help="dense index folder written by `contriever index`")
-    parser.add_argument("--data", help="BEIR folder whose corpus gives titles, snippets and BM25")
+    parser.add_argument(
+        "--data",
+        help="BEIR folder whose corpus gives titles, snippets and BM25 (default: the index's corpus)",
+    )
     parser.add_argument("--corpus", help="corpus file (.jsonl[.gz] with _id, title, text) instead of --data")
     parser.add_argument(
         "--bm25", help="BM25 folder: loaded if it exists, else built from the corpus and saved"
@@ -110,6 +113,16 @@ def load_searcher(
         settings = {key: recorded.get(key) for key in ("pooling", "normalize", "max_length")}
         encoder = Encoder.load(None if model == "default" else model, **settings)
     documents = texts = None
+    if dense is not None and not (data or corpus) and dense.metadata.get("corpus"):
+        recorded = Path(dense.metadata["corpus"])  # `contriever index` records where its corpus was
+        if recorded.is_dir():
+            data = str(recorded)
+        elif recorded.name.endswith((".jsonl", ".jsonl.gz")) and recorded.is_file():
+            corpus = str(recorded)
+        else:
+            log.warning(
+                "the index's corpus %s is not here (or not BEIR JSONL): no titles, snippets or BM25", recorded
+            )
     if data or corpus:
         from contriever.data.beir import load_corpus, load_corpus_file
 
