@@ -59,3 +59,37 @@ def test_the_index_records_its_corpus_so_data_is_optional(tiny_service):
     searcher = load_searcher(str(tiny_service["index"]), show_progress=False)
     assert searcher.modes == ("dense", "bm25", "hybrid")
     assert searcher.documents.get("scurvy")["title"] == "Scurvy"
+
+
+def test_an_index_with_a_passage_store_serves_titles_and_bm25_from_it(tiny_service, tmp_path):
+    """Sharded index folders keep their passages in `passages.sqlite` (row, id, doc_id, title, text,
+    source, line); the service reads titles and snippets from it and builds BM25 from it."""
+    import shutil
+    import sqlite3
+
+    from contriever.serving.server import load_searcher
+
+    index = tmp_path / "index"
+    shutil.copytree(tiny_service["index"], index)
+    ids = (index / "ids.txt").read_text().splitlines()
+    with sqlite3.connect(index / "passages.sqlite") as db:
+        db.execute(
+            "CREATE TABLE passages (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL, "
+            "title TEXT NOT NULL, text TEXT NOT NULL, source TEXT NOT NULL, line INTEGER NOT NULL)"
+        )
+        db.executemany(
+            "INSERT INTO passages VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (row, i, i, f"Stored {i}", f"stored text of {i} about zebrafish", "corpus", row + 1)
+                for row, i in enumerate(ids)
+            ],
+        )
+    searcher = load_searcher(str(index), show_progress=False)
+    assert searcher.modes == ("dense", "bm25", "hybrid")
+    assert searcher.documents.get("scurvy") == {
+        "title": "Stored scurvy",
+        "text": "stored text of scurvy about zebrafish",
+    }
+    assert len(searcher.bm25_hits(["zebrafish"], 100)[0]) == len(ids)
+    described = searcher.describe("zebrafish", [("malaria", 1.0)])[0]
+    assert described["title"] == "Stored malaria" and described["highlights"]

@@ -8,8 +8,9 @@
 - `hybrid`: both, each `hybrid_depth` deep, fused by reciprocal rank fusion (k = 60), the default
   fusion of `contriever evaluate --model hybrid:PATH` (`contriever.retrieval.hybrid`).
 
-Titles and snippets come from a `Documents` source: a corpus in memory (`CorpusDocuments`), or any
-object with `get(doc_id) -> {"title", "text"} | None`.
+Titles and snippets come from a `Documents` source: a corpus in memory (`CorpusDocuments`), an
+index folder's passage store on disk (`StoreDocuments`), or any object with
+`get(doc_id) -> {"title", "text"} | None`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,45 @@ class CorpusDocuments:
         if doc is None or isinstance(doc, dict):
             return doc
         return {"title": "", "text": doc}
+
+
+class StoreDocuments:
+    """Passages read from an index folder's passage store (`passages.sqlite`, written by
+    `contriever index` for sharded indexes: table `passages(row, id, doc_id, title, text, ...)`),
+    a few rows per request, never the corpus in memory. One read-only connection shared by the
+    server's threads (SQLite serialises its use)."""
+
+    def __init__(self, path):
+        import sqlite3
+        import threading
+
+        self.path = path
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0])
+
+    def get(self, doc_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT title, text FROM passages WHERE id = ?", (doc_id,)).fetchone()
+        return {"title": row[0], "text": row[1]} if row else None
+
+    def all(self, chunk: int = 10_000):
+        """`(id, {"title", "text"})` of every passage in row order (to build BM25 from)."""
+        start = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, title, text FROM passages WHERE row >= ? AND row < ? ORDER BY row",
+                    (start, start + chunk),
+                ).fetchall()
+            if not rows:
+                return
+            for passage_id, title, text in rows:
+                yield passage_id, {"title": title, "text": text}
+            start += chunk
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """`contriever serve`: load an index folder and its documents, then run uvicorn until stopped.
 
     contriever serve --index IDX --data DIR        # dense + BM25 + hybrid, titles and snippets
-    contriever serve --index IDX                   # the same, from the corpus the index records
+    contriever serve --index IDX                   # the same, from the index's passage store
+                                                   # (passages.sqlite) or the corpus it records
     contriever serve --data DIR                    # BM25 only
     contriever serve --model M                     # embeddings only
 
@@ -29,6 +30,7 @@ import sys
 from pathlib import Path
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+PASSAGE_STORE = "passages.sqlite"  # an index folder's passages by row (sharded indexes)
 MAX_REQUEST_LINE = 1024 * 1024  # a 100,000-character query percent-encoded still reaches the app
 
 
@@ -91,9 +93,8 @@ def load_searcher(
     show_progress: bool = True,
 ):
     """A `Searcher` over what the arguments name (see the module docstring)."""
-    from contriever.serving.searcher import CorpusDocuments, Searcher
+    from contriever.serving.searcher import Searcher
 
-    log = logging.getLogger("contriever.serve")
     if not (index or data or corpus or model):
         raise ValueError(
             "nothing to serve: pass --index IDX and/or --data DIR / --corpus FILE (or --model M)"
@@ -112,30 +113,8 @@ def load_searcher(
         recorded = dense.metadata if dense is not None else {}
         settings = {key: recorded.get(key) for key in ("pooling", "normalize", "max_length")}
         encoder = Encoder.load(None if model == "default" else model, **settings)
-    documents = texts = None
-    if dense is not None and not (data or corpus) and dense.metadata.get("corpus"):
-        recorded = Path(dense.metadata["corpus"])  # `contriever index` records where its corpus was
-        if recorded.is_dir():
-            data = str(recorded)
-        elif recorded.name.endswith((".jsonl", ".jsonl.gz")) and recorded.is_file():
-            corpus = str(recorded)
-        else:
-            log.warning(
-                "the index's corpus %s is not here (or not BEIR JSONL): no titles, snippets or BM25", recorded
-            )
-    if data or corpus:
-        from contriever.data.beir import load_corpus, load_corpus_file
-
-        texts = load_corpus(Path(data)) if data else load_corpus_file(Path(corpus))
-        documents = CorpusDocuments(texts)
-        if dense is not None:
-            missing = sum(1 for doc_id in dense.ids if doc_id not in texts)
-            if missing:
-                log.warning(
-                    "%d of the index's %d documents are not in the corpus: no title or snippet",
-                    missing,
-                    len(dense),
-                )
+    need_texts = not no_bm25 and not (bm25 and (Path(bm25) / "bm25.json").is_file())
+    documents, texts = _documents(index, dense, data, corpus, need_texts)
     lexical = None
     if not no_bm25 and (bm25 or texts is not None):
         from contriever.retrieval.bm25 import build_bm25, load_bm25, save_bm25
@@ -151,6 +130,42 @@ def load_searcher(
             if bm25:
                 save_bm25(lexical, bm25)
     return Searcher(encoder, dense, lexical, documents, model_name=model_name(model) if encoder else "none")
+
+
+def _documents(index, dense, data, corpus, need_texts: bool):
+    """(documents for titles and snippets, {id: doc} texts for BM25 or None), from the first of:
+    --data / --corpus; the index's passage store; the corpus the index records."""
+    from contriever.serving.searcher import CorpusDocuments, StoreDocuments
+
+    log = logging.getLogger("contriever.serve")
+    store = Path(index) / PASSAGE_STORE if index else None
+    if not (data or corpus) and store is not None and store.is_file():
+        documents = StoreDocuments(store)
+        return documents, dict(documents.all()) if need_texts else None
+    if not (data or corpus) and dense is not None and dense.metadata.get("corpus"):
+        recorded = Path(dense.metadata["corpus"])  # `contriever index` records where its corpus was
+        if recorded.is_dir():
+            data = str(recorded)
+        elif recorded.name.endswith((".jsonl", ".jsonl.gz")) and recorded.is_file():
+            corpus = str(recorded)
+        else:
+            log.warning(
+                "the index's corpus %s is not here (or not BEIR JSONL): no titles or snippets", recorded
+            )
+    if not (data or corpus):
+        return None, None
+    from contriever.data.beir import load_corpus, load_corpus_file
+
+    texts = load_corpus(Path(data)) if data else load_corpus_file(Path(corpus))
+    if dense is not None:
+        missing = sum(1 for doc_id in dense.ids if doc_id not in texts)
+        if missing:
+            log.warning(
+                "%d of the index's %d documents are not in the corpus: no title or snippet",
+                missing,
+                len(dense),
+            )
+    return CorpusDocuments(texts), texts
 
 
 def bind(host: str, port: int) -> socket.socket:
