@@ -53,43 +53,46 @@ def test_load_generator_refuses_addresses_off_this_machine():
             require_loopback(url)
 
 
-def test_the_index_records_its_corpus_so_data_is_optional(tiny_service):
+def test_an_index_folder_alone_serves_titles_and_bm25_from_its_passage_store(tiny_service):
+    from contriever.serving.searcher import StoreDocuments
     from contriever.serving.server import load_searcher
 
     searcher = load_searcher(str(tiny_service["index"]), show_progress=False)
+    assert isinstance(searcher.documents, StoreDocuments)
     assert searcher.modes == ("dense", "bm25", "hybrid")
     assert searcher.documents.get("scurvy")["title"] == "Scurvy"
+    assert searcher.documents.get("no-such-id") is None
+    described = searcher.describe("vitamin", [("rickets", 1.0)])[0]
+    assert described["title"] == "Rickets" and described["highlights"]
+    assert [doc_id for doc_id, _ in searcher.bm25_hits(["mosquitoes"], 3)[0]] == ["malaria"]
 
 
-def test_an_index_with_a_passage_store_serves_titles_and_bm25_from_it(tiny_service, tmp_path):
-    """Sharded index folders keep their passages in `passages.sqlite` (row, id, doc_id, title, text,
-    source, line); the service reads titles and snippets from it and builds BM25 from it."""
+def test_without_a_store_the_corpus_the_index_records_is_read(tiny_service, tmp_path):
     import shutil
-    import sqlite3
 
+    from contriever.serving.searcher import CorpusDocuments
     from contriever.serving.server import load_searcher
 
     index = tmp_path / "index"
     shutil.copytree(tiny_service["index"], index)
-    ids = (index / "ids.txt").read_text().splitlines()
-    with sqlite3.connect(index / "passages.sqlite") as db:
-        db.execute(
-            "CREATE TABLE passages (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL, "
-            "title TEXT NOT NULL, text TEXT NOT NULL, source TEXT NOT NULL, line INTEGER NOT NULL)"
-        )
-        db.executemany(
-            "INSERT INTO passages VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (row, i, i, f"Stored {i}", f"stored text of {i} about zebrafish", "corpus", row + 1)
-                for row, i in enumerate(ids)
-            ],
-        )
+    (index / "passages.sqlite").unlink()
     searcher = load_searcher(str(index), show_progress=False)
+    assert isinstance(searcher.documents, CorpusDocuments)
     assert searcher.modes == ("dense", "bm25", "hybrid")
-    assert searcher.documents.get("scurvy") == {
-        "title": "Stored scurvy",
-        "text": "stored text of scurvy about zebrafish",
-    }
-    assert len(searcher.bm25_hits(["zebrafish"], 100)[0]) == len(ids)
-    described = searcher.describe("zebrafish", [("malaria", 1.0)])[0]
-    assert described["title"] == "Stored malaria" and described["highlights"]
+    assert searcher.documents.get("scurvy")["title"] == "Scurvy"
+
+
+def test_a_large_flat_index_is_searched_from_its_shards_with_the_same_results(tiny_service, monkeypatch):
+    from contriever.retrieval.index import DenseIndex
+    from contriever.retrieval.shards import ShardedIndex
+    from contriever.serving import server
+    from contriever.serving.searcher import EncodeJob
+
+    in_memory = server.load_searcher(str(tiny_service["index"]), no_bm25=True)
+    monkeypatch.setattr(server, "IN_MEMORY_BYTES", 0)
+    mapped = server.load_searcher(str(tiny_service["index"]), no_bm25=True)
+    assert isinstance(in_memory.index, DenseIndex) and isinstance(mapped.index, ShardedIndex)
+    jobs = [EncodeJob("vitamin deficiency", 5), EncodeJob("cells", 12)]
+    for a, b in zip(in_memory.encode_batch(jobs), mapped.encode_batch(jobs)):
+        assert [i for i, _ in a.hits] == [i for i, _ in b.hits]
+        assert [s for _, s in a.hits] == pytest.approx([s for _, s in b.hits], rel=1e-5)

@@ -6,6 +6,11 @@
     contriever serve --data DIR                    # BM25 only
     contriever serve --model M                     # embeddings only
 
+An index folder written by `contriever index` is searched in RAM by FAISS when it holds a trained
+FAISS index (HNSW, IVF, ...) or when its vectors fit in 2 GiB as fp32, else exactly from its
+memory-mapped fp16 shards. Titles and snippets come from `--data`/`--corpus` when given, else from
+the folder's passage store (`passages.sqlite`), else from the corpus the index records.
+
 The model is the one recorded in the index (`contriever index` writes it), unless `--model` names
 another. BM25 is built from the corpus at start (seconds for SciFact) or, with `--bm25 DIR`, loaded
 from DIR, which is written first if it does not exist yet. The server binds 127.0.0.1 unless
@@ -30,7 +35,7 @@ import sys
 from pathlib import Path
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-PASSAGE_STORE = "passages.sqlite"  # an index folder's passages by row (sharded indexes)
+IN_MEMORY_BYTES = 2 * 1024**3  # a flat index up to this size (fp32) is searched in RAM by FAISS
 MAX_REQUEST_LINE = 1024 * 1024  # a 100,000-character query percent-encoded still reaches the app
 
 
@@ -103,16 +108,15 @@ def load_searcher(
         raise ValueError("pass at most one of --data DIR and --corpus FILE")
     dense = encoder = None
     if index:
-        from contriever.retrieval.index import DenseIndex
+        from contriever.retrieval.retrieve import encoder_for_index
 
-        dense = DenseIndex.load(index)
+        dense = open_dense(index)
+        encoder = encoder_for_index(dense, model)
         model = model or dense.metadata.get("model", "default")
-    if model:
+    elif model:
         from contriever.model.encoder import Encoder
 
-        recorded = dense.metadata if dense is not None else {}
-        settings = {key: recorded.get(key) for key in ("pooling", "normalize", "max_length")}
-        encoder = Encoder.load(None if model == "default" else model, **settings)
+        encoder = Encoder.load(None if model == "default" else model)
     need_texts = not no_bm25 and not (bm25 and (Path(bm25) / "bm25.json").is_file())
     documents, texts = _documents(index, dense, data, corpus, need_texts)
     lexical = None
@@ -132,13 +136,26 @@ def load_searcher(
     return Searcher(encoder, dense, lexical, documents, model_name=model_name(model) if encoder else "none")
 
 
+def open_dense(folder: str):
+    """The index to search: in RAM (FAISS) when it has a trained FAISS index or its vectors fit in
+    `IN_MEMORY_BYTES` as fp32; otherwise searched exactly from its memory-mapped shards."""
+    from contriever.retrieval.index import DenseIndex, load_for_search
+
+    searchable, _ = load_for_search(folder)
+    if isinstance(searchable, DenseIndex) or len(searchable) * searchable.dim * 4 > IN_MEMORY_BYTES:
+        return searchable
+    return DenseIndex.load(folder)
+
+
 def _documents(index, dense, data, corpus, need_texts: bool):
     """(documents for titles and snippets, {id: doc} texts for BM25 or None), from the first of:
     --data / --corpus; the index's passage store; the corpus the index records."""
     from contriever.serving.searcher import CorpusDocuments, StoreDocuments
 
     log = logging.getLogger("contriever.serve")
-    store = Path(index) / PASSAGE_STORE if index else None
+    from contriever.retrieval.shards import STORE
+
+    store = Path(index) / STORE if index else None
     if not (data or corpus) and store is not None and store.is_file():
         documents = StoreDocuments(store)
         return documents, dict(documents.all()) if need_texts else None
@@ -157,7 +174,7 @@ def _documents(index, dense, data, corpus, need_texts: bool):
     from contriever.data.beir import load_corpus, load_corpus_file
 
     texts = load_corpus(Path(data)) if data else load_corpus_file(Path(corpus))
-    if dense is not None:
+    if isinstance(getattr(dense, "ids", None), list):  # in RAM: cheap to check
         missing = sum(1 for doc_id in dense.ids if doc_id not in texts)
         if missing:
             log.warning(
