@@ -165,3 +165,21 @@ def test_finetune_without_a_config_uses_the_finetuning_defaults(tmp_path, capsys
     assert "finetune.train is empty" in capsys.readouterr().err
     saved = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert (saved["task"], saved["loss"]["kind"], saved["optim"]["lr"]) == ("finetune", "inbatch", 1e-5)
+
+
+def test_text_options_are_recorded_in_the_index_and_reach_the_queries(beir_folder, tiny_model, tmp_path):
+    from contriever.retrieval.index import load_for_search
+    from contriever.retrieval.retrieve import encoder_for_index
+
+    index = tmp_path / "index"
+    argv = ["index", "--data", str(beir_folder), "--model", str(tiny_model), "--output", str(index)]
+    assert main([*argv, "--lowercase", "--normalize-text", "--no-cache"]) == 0
+    loaded, _ = load_for_search(index)
+    assert (loaded.metadata["lowercase"], loaded.metadata["normalize_text"]) == (True, True)
+    encoder = encoder_for_index(loaded)  # what search and evaluate-qa encode queries with
+    assert (encoder.lowercase, encoder.normalize_text) == (True, True)
+    out = tmp_path / "eval"
+    evaluate = ["evaluate", "--data", str(beir_folder), "--model", str(tiny_model), "--output", str(out)]
+    assert main([*evaluate, "--normalize-text"]) == 0
+    meta = json.loads((out / "metrics.json").read_text())["meta"]
+    assert (meta["lowercase"], meta["normalize_text"]) == (False, True)

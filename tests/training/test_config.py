@@ -24,10 +24,34 @@ def test_paper_preset_has_the_paper_settings():
     assert (config.optim.lr, config.optim.warmup_steps, config.optim.betas) == (5e-5, 20000, (0.9, 0.98))
 
 
-def test_base_file_is_merged_and_overridden():
+def test_paper_preset_matches_the_official_code_where_our_defaults_differ():
+    default, paper = Config(), load_config(CONFIGS / "contriever-paper.toml")
+    # named in docs/paper-vs-code.md: each preset value is the official one, each default ours
+    assert (default.optim.clip_norm, paper.optim.clip_norm) == (1.0, 0.0)
+    assert (default.train.precision, paper.train.precision) == ("auto", "fp32")
+    assert (default.loss.key_encoder_dropout, paper.loss.key_encoder_dropout) == (False, True)
+    assert (default.loss.queue_init, paper.loss.queue_init) == ("empty", "random")
+    assert (default.optim.decay_biases_and_norms, paper.optim.decay_biases_and_norms) == (False, True)
+    assert paper.data.mix_exponent == 0.0
+
+
+def test_mcontriever_preset_follows_the_official_script():
     config = load_config(CONFIGS / "mcontriever-paper.toml")
     assert config.model.path == "bert-base-multilingual-cased"
-    assert config.loss.queue_size == 131072  # inherited
+    assert (config.data.ratio_min, config.data.ratio_max) == (0.1, 0.5)
+    assert (config.loss.queue_size, config.loss.momentum) == (32768, 0.999)
+    assert (config.data.augmentation, config.data.mix_exponent) == ("none", 0.0)
+    assert config.train.batch_size == 4096
+    assert config.model.normalize_text
+    # inherited from contriever-paper.toml
+    assert (config.loss.temperature, config.optim.lr, config.train.precision) == (0.05, 5e-5, "fp32")
+    assert (config.loss.queue_init, config.optim.clip_norm) == ("random", 0.0)
+
+
+def test_queue_init_choices():
+    assert load_config(None, ["loss.queue_init=random"]).loss.queue_init == "random"
+    with pytest.raises(ConfigError, match="queue_init"):
+        load_config(None, ["loss.queue_init=zeros"])
 
 
 def test_misspelled_key_is_an_error_with_a_suggestion(tmp_path):

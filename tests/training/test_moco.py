@@ -94,6 +94,13 @@ def test_random_queue_init_counts_as_full():
     moco = MoCo(ToyEncoder(dim=3), queue_size=6, queue_init="random")
     assert moco.queue_filled == 6
     assert torch.allclose(moco.queue.norm(dim=1), torch.ones(6))
+    # the same queue on every process (whatever the per-rank global seed), another with another seed
+    torch.manual_seed(123)
+    again = MoCo(ToyEncoder(dim=3), queue_size=6, queue_init="random")
+    torch.testing.assert_close(again.queue, moco.queue)
+    assert not torch.allclose(
+        MoCo(ToyEncoder(dim=3), queue_size=6, queue_init="random", seed=1).queue, moco.queue
+    )
 
 
 def test_momentum_update_formula():

@@ -30,6 +30,13 @@ def test_no_weight_decay_on_biases_and_norms(tiny_encoder):
     assert (group["lr"], group["betas"], group["eps"]) == (1e-4, (0.9, 0.98), 1e-6)
 
 
+def test_decay_on_every_parameter_as_the_official_code(tiny_encoder):
+    optimizer = build_optimizer(tiny_encoder, weight_decay=0.01, no_decay=(), decay_vectors=True)
+    (group,) = optimizer.param_groups
+    assert group["weight_decay"] == 0.01
+    assert len(group["params"]) == len(list(tiny_encoder.parameters()))  # biases and LayerNorm included
+
+
 def test_paper_defaults_and_other_optimizers():
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
     group = build_optimizer(model).param_groups[0]

@@ -79,6 +79,23 @@ def test_pretraining_writes_a_loadable_model_and_metrics(token_folder, tmp_path,
     assert (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_official_code_options_reach_the_objective_and_optimizer(token_folder, tmp_path):
+    """loss.queue_init, loss.key_encoder_dropout and optim.decay_biases_and_norms as the paper presets set them."""
+    config = pretrain_config(
+        token_folder,
+        "train.steps=1",
+        "loss.queue_init=random",
+        "loss.key_encoder_dropout=true",
+        "optim.decay_biases_and_norms=true",
+    )
+    train(config, tmp_path / "run")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    extra = next(v for k, v in checkpoint["objective"].items() if k.endswith("_extra_state"))
+    assert extra["queue_filled"] == 64  # random unit vectors fill the queue from the start
+    groups = checkpoint["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.01]  # one group: biases and LayerNorm decayed too
+
+
 def test_attention_dropout_is_set_apart_from_hidden_dropout(tmp_path):
     from contriever.training.trainer import build_encoder
 

@@ -50,6 +50,24 @@ def _check_models(*names: str | None) -> None:
             locate_model(name)
 
 
+def _text_options(args: argparse.Namespace) -> dict:
+    """--lowercase / --normalize-text as Encoder.load arguments (None: the model's own setting)."""
+    return {"lowercase": args.lowercase, "normalize_text": args.normalize_text}
+
+
+def _add_text_options(parser: argparse.ArgumentParser, what: str) -> None:
+    for flag, text in (
+        ("--lowercase", "lowercase"),
+        ("--normalize-text", "apply the paper code's normalize_text table (quotes, dashes, ...) to"),
+    ):
+        parser.add_argument(
+            flag,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"{text} {what} before tokenizing (default: the model's own setting, off)",
+        )
+
+
 def _slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/")).strip("_")[-60:] or "model"
 
@@ -82,6 +100,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             words=args.words,
             overlap=args.overlap,
             use_cache=not args.no_cache,
+            **_text_options(args),
         )
     print(format_table(results, title=f"{data.name} ({args.split})"))
     if args.output:
@@ -106,7 +125,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         [_find_file(Path(args.data), CORPUS_NAMES, "corpus")] if args.data else [Path(p) for p in args.corpus]
     )
     part = resolve_part(args.shard)
-    encoder = Encoder.load(None if args.model == "default" else args.model, max_length=args.max_length)
+    encoder = Encoder.load(
+        None if args.model == "default" else args.model, max_length=args.max_length, **_text_options(args)
+    )
     summary = build_index(
         inputs,
         encoder,
@@ -249,6 +270,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         title_field=args.title_field,
         include_title=args.include_title,
         workers=args.workers,
+        lowercase=args.lowercase,
+        normalize_text=args.normalize_text,
     )
     return 0
 
@@ -349,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-cache", action="store_true", help="encode the corpus again (do not use the encode cache)"
     )
+    _add_text_options(p, "queries and documents")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -381,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cache", action="store_true", help="neither reuse nor keep vectors in the encode cache"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_text_options(p, "documents (and, when searching, queries)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser(
@@ -434,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title-field", default="title")
     p.add_argument("--include-title", action="store_true", help="prefix each document with its title")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
+    p.add_argument("--lowercase", action="store_true", help="lowercase the text before tokenizing")
+    p.add_argument(
+        "--normalize-text",
+        action="store_true",
+        help="apply the paper code's normalize_text table first (as for mContriever's training data)",
+    )
     p.set_defaults(func=cmd_prepare)
 
     for name, func, text in (

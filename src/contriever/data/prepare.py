@@ -15,6 +15,10 @@ Inputs, by file name (`.gz` means gzip):
     *.txt, *.text               one document per line.
 Documents that are empty (or only whitespace) are skipped and counted in meta.json.
 
+Text options (off by default; recorded in meta.json): `normalize_text=True` applies the paper code's
+`normalize_text` table (`contriever.data.normalize`; its mContriever training data went through it)
+and `lowercase=True` lowercases, in that order, before tokenizing.
+
 Settings: documents are read in batches of `batch_docs` lines (or ~`batch_chars` characters, whichever
 comes first) and tokenized by `workers` processes, at most `2 * workers` batches in flight, results in
 input order and written as they come back, so memory stays flat whatever the corpus size. The folder
@@ -37,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from contriever.data.normalize import transform_text
 from contriever.errors import DataError
 from contriever.io import open_text, swap_into_place
 
@@ -79,6 +84,8 @@ def _init_worker(
     title_field: str,
     include_title: bool,
     dtype: str,
+    lowercase: bool = False,
+    normalize_text: bool = False,
     pool_worker: bool = True,
 ) -> None:
     """Build the Rust tokenizer once per process (no truncation, no padding).
@@ -98,6 +105,8 @@ def _init_worker(
         title_field=title_field,
         include_title=include_title,
         dtype=np.dtype(dtype),
+        lowercase=lowercase,
+        normalize_text=normalize_text,
     )
 
 
@@ -147,6 +156,8 @@ def _tokenize_lines(kind: str, first_line: int, lines: list[str]) -> dict:
             texts.append(text)
         else:
             skipped += 1
+    if w["lowercase"] or w["normalize_text"]:
+        texts = [transform_text(t, lowercase=w["lowercase"], normalize=w["normalize_text"]) for t in texts]
     encode = getattr(w["tokenizer"], "encode_batch_fast", w["tokenizer"].encode_batch)
     ids = [e.ids for e in encode(texts, add_special_tokens=False)] if texts else []
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
@@ -268,6 +279,8 @@ def prepare(
     batch_docs: int = 256,
     batch_chars: int = 4_000_000,
     show_progress: bool = True,
+    lowercase: bool = False,
+    normalize_text: bool = False,
 ) -> Path:
     """Tokenize `inputs` with the Hugging Face tokenizer at `tokenizer` into the folder `output`.
 
@@ -294,7 +307,15 @@ def prepare(
         raise ValueError(f"{tokenizer}: needs a fast (Rust) tokenizer with a tokenizer.json")
     vocab_size = len(tok)
     dtype = token_dtype(vocab_size)
-    init_args = (tok.backend_tokenizer.to_str(), text_field, title_field, include_title, dtype.name)
+    init_args = (
+        tok.backend_tokenizer.to_str(),
+        text_field,
+        title_field,
+        include_title,
+        dtype.name,
+        lowercase,
+        normalize_text,
+    )
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
@@ -359,6 +380,8 @@ def prepare(
             "text_field": text_field,
             "title_field": title_field,
             "include_title": include_title,
+            "lowercase": lowercase,
+            "normalize_text": normalize_text,
             "inputs": input_stats,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),

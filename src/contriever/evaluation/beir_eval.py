@@ -61,14 +61,14 @@ def _resolved_precision(precision: str, device) -> str:
     return "bf16" if bf16_supported(device) else "fp32"
 
 
-def _load_encoder(path: str | None, max_length: int | None, device: str | None):
+def _load_encoder(path: str | None, max_length: int | None, device: str | None, **text_options):
     import torch
 
     from contriever.model.encoder import Encoder
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Encoder.load(path, max_length=max_length, device=device)
+    return Encoder.load(path, max_length=max_length, device=device, **text_options)
 
 
 def _encoded_corpus(
@@ -113,6 +113,8 @@ def evaluate_beir(
     words: int = 0,
     overlap: int = 0,
     use_cache: bool = True,
+    lowercase: bool | None = None,
+    normalize_text: bool | None = None,
 ) -> dict:
     """Retrieve the top `k` documents for every query of `split` and evaluate them.
 
@@ -154,13 +156,17 @@ def evaluate_beir(
         meta["bm25"] = dict(DEFAULTS)
     else:
         loading = time.perf_counter()
-        encoder = _load_encoder(model_path, max_length, device)
+        encoder = _load_encoder(
+            model_path, max_length, device, lowercase=lowercase, normalize_text=normalize_text
+        )
         timings["load_model_s"] = time.perf_counter() - loading
         meta.update(
             model_path=_describe_model_path(model_path),
             pooling=encoder.pooling,
             normalize=encoder.normalize,
             max_length=encoder.max_length,
+            lowercase=encoder.lowercase,
+            normalize_text=encoder.normalize_text,
             batch_size=batch_size,
             index_factory=index_factory,
             device=str(encoder.device),

@@ -23,11 +23,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from contriever.data.normalize import transform_text
 from contriever.io import atomic_folder
 from contriever.model.locate import from_pretrained, load_tokenizer, locate_model
 from contriever.model.pooling import POOLINGS, pool
 
 DEFAULT_MAX_LENGTH = 512
+NORMALIZE_TEXT_KEY = "contriever_normalize_text"  # in the saved config.json
 
 
 def default_model_path() -> Path:
@@ -104,9 +106,11 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
     settings.setdefault("normalize", False)
     sbert_config = folder / "sentence_bert_config.json"
     if sbert_config.exists():
-        max_seq_length = _read_json(sbert_config).get("max_seq_length")
-        if max_seq_length:
-            settings["max_length"] = int(max_seq_length)
+        values = _read_json(sbert_config)
+        if values.get("max_seq_length"):
+            settings["max_length"] = int(values["max_seq_length"])
+        if values.get("do_lower_case"):  # sentence-transformers lowercases the input text then
+            settings["lowercase"] = True
     return settings
 
 
@@ -139,6 +143,9 @@ class Encoder(torch.nn.Module):
         pooling: str = "mean",
         normalize: bool = False,
         max_length: int = DEFAULT_MAX_LENGTH,
+        *,
+        lowercase: bool = False,
+        normalize_text: bool = False,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -148,6 +155,10 @@ class Encoder(torch.nn.Module):
         self.pooling = pooling
         self.normalize = normalize
         self.max_length = max_length
+        # Text options of the paper's code, applied to every text before tokenization (`tokenize`):
+        # `normalize_text` (its character table, `contriever.data.normalize`), then lowercasing.
+        self.lowercase = lowercase
+        self.normalize_text = normalize_text
 
     # ----- construction -------------------------------------------------------------------------
     @classmethod
@@ -159,11 +170,15 @@ class Encoder(torch.nn.Module):
         normalize: bool | None = None,
         max_length: int | None = None,
         device: str | torch.device | None = None,
+        lowercase: bool | None = None,
+        normalize_text: bool | None = None,
     ) -> Encoder:
         """Load a local model folder, a Hugging Face Hub id, or the default model when `path` is None.
 
         Pooling, normalization and max length come from the folder's sentence-transformers files when
         it has them, else Contriever's recipe (mean, unnormalized, 512); arguments override both.
+        The text options come from the folder too (`do_lower_case` in `sentence_bert_config.json`,
+        `contriever_normalize_text` in `config.json`; both off when absent), and arguments override.
         A name that is not a local folder and looks like a Hub id (`bert-base-uncased`,
         `facebook/contriever`) goes to `transformers` (its cache, then the Hub where the network
         allows); a mistyped local path fails at once. See `contriever.model.locate`.
@@ -202,6 +217,12 @@ class Encoder(torch.nn.Module):
             pooling=pooling or settings.get("pooling", "mean"),
             normalize=settings.get("normalize", False) if normalize is None else normalize,
             max_length=max_length or settings.get("max_length", DEFAULT_MAX_LENGTH),
+            lowercase=settings.get("lowercase", False) if lowercase is None else lowercase,
+            normalize_text=(
+                bool(getattr(model.config, NORMALIZE_TEXT_KEY, False))
+                if normalize_text is None
+                else normalize_text
+            ),
         )
         encoder.eval()
         if device is not None:
@@ -239,6 +260,10 @@ class Encoder(torch.nn.Module):
         never leaves a half-written model where a good one was.
         """
         target = Path(path)
+        if self.normalize_text:  # saved in config.json, which transformers keeps as an attribute
+            setattr(self.model.config, NORMALIZE_TEXT_KEY, True)
+        elif hasattr(self.model.config, NORMALIZE_TEXT_KEY):
+            delattr(self.model.config, NORMALIZE_TEXT_KEY)
         with atomic_folder(target) as staging:
             self.model.save_pretrained(staging, safe_serialization=True)
             self.tokenizer.save_pretrained(staging)
@@ -268,7 +293,7 @@ class Encoder(torch.nn.Module):
             }
             (staging / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config, indent=2))
             (staging / "sentence_bert_config.json").write_text(
-                json.dumps({"max_seq_length": self.max_length, "do_lower_case": False}, indent=2)
+                json.dumps({"max_seq_length": self.max_length, "do_lower_case": self.lowercase}, indent=2)
             )
             similarity = "cosine" if self.normalize else "dot"
             (staging / "config_sentence_transformers.json").write_text(
@@ -292,9 +317,14 @@ class Encoder(torch.nn.Module):
 
     # ----- inference -----------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
-        """Token ids with the model's special tokens, truncated, unpadded."""
+        """Token ids with the model's special tokens, truncated, unpadded (after the text options)."""
+        texts = list(texts)
+        if self.lowercase or self.normalize_text:
+            texts = [
+                transform_text(t, lowercase=self.lowercase, normalize=self.normalize_text) for t in texts
+            ]
         return self.tokenizer(
-            list(texts),
+            texts,
             add_special_tokens=True,
             truncation=True,
             max_length=max_length or self.max_length,

@@ -78,6 +78,8 @@ SETTING_KEYS = (
     "pooling",
     "normalize",
     "max_length",
+    "lowercase",
+    "normalize_text",
     "precision",
     "passages",
     "input_fingerprint",
@@ -195,6 +197,9 @@ def encoding_settings(
         "pooling": encoder.pooling,
         "normalize": bool(encoder.normalize),
         "max_length": int(encoder.max_length),
+        # the paper code's text options: queries must get them too (`encoder_for_index` reads them)
+        "lowercase": bool(encoder.lowercase),
+        "normalize_text": bool(encoder.normalize_text),
         "precision": precision,
         "passages": passages.as_dict(),
         "input_fingerprint": files["fingerprint"],

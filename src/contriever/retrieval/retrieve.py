@@ -45,7 +45,8 @@ def run_from_search(
 
 
 def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
-    """The encoder that made `index`: its recorded model (or `model`), pooling, normalization, length."""
+    """The encoder that made `index`: its recorded model (or `model`), pooling, normalization, length,
+    and text options (so queries get the lowercasing / `normalize_text` the passages got)."""
     from contriever.model.encoder import Encoder
 
     meta = index.metadata
@@ -56,6 +57,8 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
         normalize=meta.get("normalize"),
         max_length=meta.get("max_length"),
         device=device,
+        lowercase=meta.get("lowercase"),
+        normalize_text=meta.get("normalize_text"),
     )
 
 

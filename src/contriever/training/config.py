@@ -59,6 +59,11 @@ class ModelConfig:
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = False
     max_length: Count = 512  # evaluation truncation saved with the model
+    # Text options of the paper's code, applied to every text the encoder tokenizes (fine-tuning
+    # queries and documents, evaluation) and saved with the model; None: the model folder's own (off).
+    # The paper's code used both for mContriever. Pretraining text is transformed by `prepare`.
+    lowercase: bool | None = None
+    normalize_text: bool | None = None
     dropout: Fraction | None = None  # None: the model's own (BERT: 0.1); sets hidden and attention dropout
     # Attention dropout alone (overrides `dropout` there). 0 lets PyTorch use its fused attention
     # kernel in training; on a CPU that takes a third off the step time (benchmarks/README.md).
@@ -119,7 +124,10 @@ class LossConfig:
     label_smoothing: Fraction = 0.0
     queue_size: Count = 131072
     momentum: Probability = 0.9995
-    key_encoder_dropout: bool = False
+    key_encoder_dropout: bool = False  # the official code's key encoder always has dropout: true there
+    # "empty": the queue fills up, only filled slots are negatives; "random": unit vectors, all counted
+    # (the official code's start)
+    queue_init: Literal["empty", "random"] = "empty"
     gradcache_chunk: CountOrZero = 0  # >0: in-batch loss with gradient caching, chunks of this many texts
 
 
@@ -135,7 +143,9 @@ class OptimConfig:
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
     warmup_steps: CountOrZero = 20000
     final_lr_ratio: Probability = 0.0
-    clip_norm: NonNegative = 1.0  # 0 disables clipping
+    clip_norm: NonNegative = 1.0  # 0 disables clipping (the official code does not clip)
+    # Weight decay on biases and LayerNorm too (the official code decays every parameter); default: spared.
+    decay_biases_and_norms: bool = False
 
 
 @dataclass
@@ -198,6 +208,7 @@ APPLIES_TO: list[tuple[str, Callable[[Config], bool], str]] = [
     ("loss.queue_size", lambda c: c.loss.kind == "moco", "only MoCo keeps a queue"),
     ("loss.momentum", lambda c: c.loss.kind == "moco", "only MoCo has a momentum key encoder"),
     ("loss.key_encoder_dropout", lambda c: c.loss.kind == "moco", "only MoCo has a key encoder"),
+    ("loss.queue_init", lambda c: c.loss.kind == "moco", "only MoCo keeps a queue"),
     ("loss.gradcache_chunk", lambda c: c.loss.kind == "inbatch", "MoCo's keys carry no gradient to cache"),
     ("optim.rho", lambda c: c.optim.name in ("sam", "asam"), "only SAM and ASAM have a neighbourhood"),
     ("optim.eta", lambda c: c.optim.name == "asam", "only ASAM scales its neighbourhood by |w| + eta"),

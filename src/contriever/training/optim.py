@@ -1,4 +1,4 @@
-"""The optimizer (AdamW, no weight decay on biases and norms) and the learning-rate schedule.
+"""The optimizer (AdamW, no weight decay on biases and norms unless asked) and the learning-rate schedule.
 
 Paper settings: AdamW, lr 5e-5, betas (0.9, 0.98), eps 1e-6, weight decay 0.01, 20k warmup steps
 then linear decay to 0. The schedule is a factor on the base learning rate:
@@ -27,19 +27,24 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layernorm", "norm")
 
 
 def parameter_groups(
-    model: torch.nn.Module, weight_decay: float, no_decay: Iterable[str] = NO_DECAY
+    model: torch.nn.Module,
+    weight_decay: float,
+    no_decay: Iterable[str] = NO_DECAY,
+    decay_vectors: bool = False,
 ) -> list[dict]:
     """Two groups: decayed weight matrices, and undecayed biases, norms and other 1-d parameters.
 
-    A parameter escapes decay when its name contains one of `no_decay` (case-insensitive) or it has
-    fewer than 2 dimensions (biases, LayerNorm scales). Frozen parameters are left out.
+    A parameter escapes decay when its name contains one of `no_decay` (case-insensitive) or, unless
+    `decay_vectors`, it has fewer than 2 dimensions (biases, LayerNorm scales). With `no_decay=()`
+    and `decay_vectors=True` every parameter is decayed, as the paper's code does. Frozen
+    parameters are left out.
     """
     patterns = [p.lower() for p in no_decay]
     decay, plain = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim < 2 or any(p in name.lower() for p in patterns):
+        if (param.ndim < 2 and not decay_vectors) or any(p in name.lower() for p in patterns):
             plain.append(param)
         else:
             decay.append(param)
@@ -56,13 +61,14 @@ def build_optimizer(
     weight_decay: float = 0.01,
     no_decay: Iterable[str] = NO_DECAY,
     momentum: float = 0.0,
+    decay_vectors: bool = False,
 ) -> torch.optim.Optimizer:
     """AdamW (default), Adam or SGD over `model`'s trainable parameters, see `parameter_groups`.
 
     On CUDA the fused AdamW kernel is used (one kernel for all parameters); elsewhere torch's
     multi-tensor (foreach) implementation. `momentum` applies to SGD only.
     """
-    groups = parameter_groups(model, weight_decay, no_decay)
+    groups = parameter_groups(model, weight_decay, no_decay, decay_vectors)
     if not groups:
         raise ValueError("the model has no trainable parameters")
     params = [p for g in groups for p in g["params"]]

@@ -44,7 +44,7 @@ from contriever.training.distributed import (
 from contriever.training.losses.inbatch import InBatchLoss
 from contriever.training.losses.moco import MoCo
 from contriever.training.losses.objective import Objective
-from contriever.training.optim import build_optimizer, build_scheduler
+from contriever.training.optim import NO_DECAY, build_optimizer, build_scheduler
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -67,8 +67,14 @@ def build_encoder(config: Config) -> Encoder:
         )
     else:
         encoder = Encoder.load(
-            model.path, pooling=model.pooling, normalize=model.normalize, max_length=model.max_length
+            model.path,
+            pooling=model.pooling,
+            normalize=model.normalize,
+            max_length=model.max_length,
         )
+    for option in ("lowercase", "normalize_text"):  # None keeps the loaded model's own (scratch: off)
+        if getattr(model, option) is not None:
+            setattr(encoder, option, getattr(model, option))
     if model.dropout is not None or model.attention_dropout is not None:
         set_dropout(encoder, model.dropout, model.attention_dropout)
     return encoder
@@ -91,7 +97,8 @@ def set_dropout(encoder: Encoder, p: float | None, attention: float | None = Non
             setattr(encoder.model.config, name, value)
 
 
-def build_objective(loss: LossConfig, encoder: Encoder) -> Objective:
+def build_objective(loss: LossConfig, encoder: Encoder, seed: int = 0) -> Objective:
+    """MoCo or the in-batch loss; `seed` draws MoCo's random starting queue, the same on every process."""
     if loss.kind == "moco":
         return MoCo(
             encoder,
@@ -100,6 +107,8 @@ def build_objective(loss: LossConfig, encoder: Encoder) -> Objective:
             temperature=loss.temperature,
             label_smoothing=loss.label_smoothing,
             key_encoder_dropout=loss.key_encoder_dropout,
+            queue_init=loss.queue_init,
+            seed=seed,
         )
     return InBatchLoss(loss.temperature, loss.label_smoothing, gradcache_chunk=loss.gradcache_chunk)
 
@@ -112,7 +121,13 @@ def build_optimizer_and_scheduler(config: Config, encoder: Encoder):
     """
     optim, steps = config.optim, config.train.steps
     optimizer = build_optimizer(
-        encoder, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay
+        encoder,
+        lr=optim.lr,
+        betas=optim.betas,
+        eps=optim.eps,
+        weight_decay=optim.weight_decay,
+        no_decay=() if optim.decay_biases_and_norms else NO_DECAY,  # the official code decays everything
+        decay_vectors=optim.decay_biases_and_norms,
     )
     warmup = min(optim.warmup_steps, steps)
     scheduler = build_scheduler(optimizer, warmup, steps, optim.scheduler, optim.final_lr_ratio)
@@ -184,7 +199,7 @@ def train(config: Config, output: str | Path) -> Path:
     torch.manual_seed(cfg.seed + process.rank)
     encoder = build_encoder(config).to(process.device)
     encoder.train()
-    objective = build_objective(config.loss, encoder).to(process.device)
+    objective = build_objective(config.loss, encoder, cfg.seed).to(process.device)
     optimizer, scheduler = build_optimizer_and_scheduler(config, encoder)
     batches = build_batches(config, encoder, process, local_batch_size(cfg, process))
     evaluator = batches.evaluator() if cfg.eval_every else None

@@ -17,8 +17,10 @@ Decisions:
 
 * The queue starts **empty** and only filled slots are negatives (`queue_filled` counts them), so
   the first steps see fewer negatives instead of meaningless random vectors. (On the very first
-  step the loss is 0: the positive is the only candidate.) `queue_init="random"` gives the
-  reference's start instead: random unit vectors, all slots counted as filled.
+  step the loss is 0: the positive is the only candidate.) `queue_init="random"` (config
+  `loss.queue_init`) gives the reference's start instead: random unit vectors, all slots counted
+  as filled, drawn from a generator seeded by `seed` alone, so every process starts from the same
+  queue.
 * Keys enter the queue once per optimizer step, in `momentum_update` (or `flush`, `enqueue`,
   `state_dict`), not in `forward`: the backward pass still reads the queue the loss saw, and
   writing into it in place would corrupt it (autograd refuses; cloning a 131,072-key queue every
@@ -69,6 +71,7 @@ class MoCo(Objective):
         key_encoder_dropout: bool = False,
         dim: int | None = None,
         queue_init: str = "empty",
+        seed: int = 0,
     ):
         super().__init__()
         if queue_size < 1:
@@ -92,7 +95,8 @@ class MoCo(Objective):
 
         param = next(encoder.parameters())
         if queue_init == "random":
-            queue = F.normalize(torch.randn(queue_size, dim, device=param.device), dim=1)
+            generator = torch.Generator().manual_seed(seed)  # not the per-rank global seed
+            queue = F.normalize(torch.randn(queue_size, dim, generator=generator), dim=1).to(param.device)
             self.queue_filled = queue_size
         else:
             queue = torch.zeros(queue_size, dim, device=param.device)
