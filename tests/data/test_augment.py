@@ -154,29 +154,99 @@ def test_wrap_with_a_bert_tokenizer():
     assert wrapped.tolist() == tokenizer(text)["input_ids"]  # what the tokenizer itself would add
 
 
-def test_wrap_with_a_roberta_style_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+XLMR_WORDS = ["dense", "retrieval", "with", "contrastive", "learning", "hello", "world"]
 
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4, "hello": 5, "world": 6}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    common = {"pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>"}
-    only_bos_eos = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", **common
-    )
-    roberta_like = PreTrainedTokenizerFast(
+
+def tiny_xlmr_tokenizer():
+    """An XLM-R-style tokenizer built here: SentencePiece-like Unigram, <s> $A </s>, pad id 1."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import XLMRobertaTokenizerFast
+
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"\u2581{w}", -2.0) for w in XLMR_WORDS] + [
+        (c, -8.0) for c in "\u2581abcdefghijklmnopqrstuvwxyz"
+    ]
+    pieces += [("<mask>", 0.0)]
+    backend = Tokenizer(models.Unigram(pieces, unk_id=3))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return XLMRobertaTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
         eos_token="</s>",
         cls_token="<s>",
         sep_token="</s>",
-        **common,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
     )
-    for tokenizer in (only_bos_eos, roberta_like):
-        ids = special_ids_from_tokenizer(tokenizer)
-        assert (ids["bos_id"], ids["eos_id"], ids["mask_id"]) == (0, 2, 4)
-        assert wrap_special_tokens(np.array([5, 6]), ids["bos_id"], ids["eos_id"]).tolist() == [0, 5, 6, 2]
+
+
+def test_views_follow_an_xlmr_tokenizer():
+    tokenizer = tiny_xlmr_tokenizer()
+    mask = len(tokenizer) - 1
+    ids = special_ids_from_tokenizer(tokenizer)
+    assert (ids["bos_id"], ids["eos_id"], ids["mask_id"]) == (0, 2, mask)  # <s>, </s>, <mask>
+    assert set(ids["special_ids"]) == {0, 1, 2, 3, mask}
+    text = "dense retrieval with contrastive learning"
+    plain = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert 3 not in plain and len(plain) == 5  # whole-word pieces, no <unk>
+    wrapped = wrap_special_tokens(np.array(plain), ids["bos_id"], ids["eos_id"])
+    assert wrapped.tolist() == tokenizer(text)["input_ids"] == [0, *plain, 2]
+    settings = PairSettings(augmentation="none", vocab_size=len(tokenizer), **ids)
+    query, key = make_pair(np.array(plain * 4), np.random.default_rng(0), settings)
+    for view in (query, key):
+        assert view[0] == 0 and view[-1] == 2 and not {0, 2} & set(view[1:-1].tolist())
+
+
+def test_an_xlmr_encoder_end_to_end():
+    """A tiny random XLM-R model with that tokenizer: training views and encoded texts agree."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    from contriever.model.encoder import Encoder
+
+    tokenizer = tiny_xlmr_tokenizer()
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        pad_token_id=1,
+    )
+    torch.manual_seed(0)
+    encoder = Encoder(XLMRobertaModel(config, add_pooling_layer=False), tokenizer, max_length=32)
+    (sequence,) = encoder.tokenize(["hello world"])
+    assert sequence[0] == 0 and sequence[-1] == 2
+    ids, mask = encoder.collate([sequence, sequence[:2]])
+    assert ids[1, 2:].tolist() == [1] * (len(sequence) - 2)  # padded with <pad> (id 1)
+    vectors = encoder.encode(["hello world", "dense retrieval"], show_progress=False)
+    assert vectors.shape == (2, 16) and np.isfinite(vectors).all()
+
+
+def test_a_tokenizer_that_adds_nothing_gets_bare_views():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4, "hello": 5, "world": 6}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()  # no post-processor: encodes without specials
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
+    assert tokenizer("hello world")["input_ids"] == [5, 6]
+    ids = special_ids_from_tokenizer(tokenizer)
+    assert (ids["bos_id"], ids["eos_id"], ids["mask_id"]) == (None, None, 4)  # as it encodes at evaluation
     assert wrap_special_tokens(np.array([5]), None, 2).tolist() == [5, 2]
 
 

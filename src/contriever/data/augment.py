@@ -22,8 +22,10 @@ Token noise, applied to each view independently, each position selected with pro
              p = 1 is a full shuffle, small p a few local swaps, and the multiset never changes
     none     the view is unchanged
 
-Each view is finally wrapped as [CLS] ... [SEP] for BERT (<s> ... </s> for RoBERTa), truncated first
-to `max_view_length` tokens in all when that is set.
+Each view is finally wrapped in the special tokens the tokenizer itself adds when it encodes a text
+([CLS] ... [SEP] for BERT, <s> ... </s> for RoBERTa/XLM-R, none for a tokenizer that adds none), so
+training views look like what evaluation encodes; truncated first to `max_view_length` tokens in all
+when that is set. (The paper's code adds [CLS]/[SEP] only when the model id contains "bert-".)
 """
 
 from __future__ import annotations
@@ -175,15 +177,38 @@ def wrap_special_tokens(tokens: np.ndarray, bos_id: int | None, eos_id: int | No
     return np.concatenate(parts)
 
 
+TEMPLATE_PROBE = "retrieval"
+
+
+def template_ends(tokenizer) -> tuple[int | None, int | None]:
+    """The ids the tokenizer puts before and after a single text when it encodes one (None: nothing).
+
+    Read from the tokenizer's own output (its post-processor template), not from its attributes:
+    BERT gives ([CLS], [SEP]), RoBERTa and XLM-R (<s>, </s>), a tokenizer that adds nothing (None, None).
+    """
+    plain = tokenizer(TEMPLATE_PROBE, add_special_tokens=False)["input_ids"]
+    full = tokenizer(TEMPLATE_PROBE, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if plain and full[start : start + len(plain)] == plain:
+            before, after = full[:start], full[start + len(plain) :]
+            break
+    else:
+        raise ValueError(f"cannot find the text inside the tokenizer's own encoding {full}: unknown template")
+    if len(before) > 1 or len(after) > 1:
+        raise ValueError(
+            f"the tokenizer adds {before} before and {after} after a text; views support one id on each side"
+        )
+    return (int(before[0]) if before else None, int(after[0]) if after else None)
+
+
 def special_ids_from_tokenizer(tokenizer) -> dict:
     """`bos_id`, `eos_id`, `mask_id`, `special_ids` for PairSettings, from a Hugging Face tokenizer.
 
-    The view starts with cls_token_id (else bos_token_id) and ends with sep_token_id (else
-    eos_token_id): BERT [CLS]/[SEP], RoBERTa and XLM-R <s>/</s>. `special_ids` are all the
-    tokenizer's special ids (never produced by "replace").
+    The view is wrapped as the tokenizer wraps a text (`template_ends`): [CLS]/[SEP] for BERT,
+    <s>/</s> for RoBERTa and XLM-R. `special_ids` are all the tokenizer's special ids (never
+    produced by "replace").
     """
-    bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    bos, eos = template_ends(tokenizer)
     specials = {int(i) for i in tokenizer.all_special_ids if i is not None}
     return {
         "bos_id": bos,
