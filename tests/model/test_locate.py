@@ -190,3 +190,49 @@ def test_paper_presets_hand_their_hub_model_to_transformers(preset, monkeypatch,
     encoder = build_encoder(config)
     assert served == [config.model.path]  # from the (fake) cache, no network involved
     assert encoder.pooling == "mean" and not encoder.normalize
+
+
+def test_hub_models_bring_their_sentence_transformers_settings(monkeypatch, tmp_path, no_network):
+    """A Hub sentence-transformers model (normalized, cls pooling) keeps its settings; the files come
+    through the same cache-first rules as the model (here: from the fake cache)."""
+    import json
+
+    from contriever.model.encoder import hub_sentence_transformers_settings
+
+    snapshot = tmp_path / "snapshot"
+    (snapshot / "1_Pooling").mkdir(parents=True)
+    (snapshot / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {
+                    "idx": 2,
+                    "name": "2",
+                    "path": "2_Normalize",
+                    "type": "sentence_transformers.models.Normalize",
+                },
+            ]
+        )
+    )
+    (snapshot / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    (snapshot / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 128, "do_lower_case": True})
+    )
+    calls = []
+
+    def fake_snapshot_download(name, **kwargs):
+        calls.append((name, kwargs))
+        return str(snapshot)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot_download)
+    settings = hub_sentence_transformers_settings(FAKE_HUB_ID)
+    assert settings == {"pooling": "cls", "normalize": True, "max_length": 128, "lowercase": True}
+    assert calls[0][0] == FAKE_HUB_ID and calls[0][1]["local_files_only"] is True
+
+    def failing(name, **kwargs):
+        raise OSError("not cached")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.snapshot_download", failing)
+    assert hub_sentence_transformers_settings(FAKE_HUB_ID) == {}  # optional files: Contriever's recipe
