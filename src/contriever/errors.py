@@ -22,3 +22,8 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """A configuration that cannot be right: unknown key, wrong type, impossible value."""
+
+
+class UsageError(ValueError):
+    """A request that cannot be carried out as given: an option value or a combination of inputs that
+    cannot work (an unknown FAISS factory, a query model whose size differs from the index's)."""

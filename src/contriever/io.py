@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,8 +78,48 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 def open_text(path: str | os.PathLike) -> IO[str]:
-    """Open a text file for reading, gzip-compressed when its name ends in .gz."""
+    """Open a UTF-8 text file for reading, gzip-compressed when its name ends in .gz.
+
+    A byte-order mark at the start (Windows tools write one) is dropped.
+    """
     path = Path(path)
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
+
+
+def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """`(line number from 1, line)` of a UTF-8 text file (gzip when .gz), line ends kept.
+
+    A byte-order mark at the start is dropped. Each line is decoded on its own, so bytes that are not
+    UTF-8 raise a `DataError` naming their own line and column (a text-mode reader decodes ahead in
+    blocks and blames an earlier line); so does a truncated or corrupt gzip, at the line it cut.
+    """
+    from contriever.errors import DataError
+
+    path = Path(path)
+    try:
+        handle = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise DataError(path, "no such file") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, expected a file") from None
+    with handle:
+        number = 0
+        try:
+            for number, raw in enumerate(handle, start=1):
+                if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise DataError(
+                        path,
+                        f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+                        "save the file as UTF-8",
+                        number,
+                    ) from None
+                yield number, line
+        except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+            hint = ": is it a truncated or corrupt gzip?" if path.suffix == ".gz" else ""
+            raise DataError(path, f"cannot read the file ({error}){hint}", number + 1) from None

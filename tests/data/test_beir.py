@@ -180,3 +180,112 @@ def test_real_scifact(scifact_dir):
     assert (len(corpus), len(queries), sum(len(d) for d in qrels.values())) == (5183, 300, 339)
     assert all(set(doc) == {"title", "text"} for doc in corpus.values())
     assert set(queries) == set(qrels)
+
+
+# ----- bad inputs that used to pass silently or end in a traceback -----------------------------------------
+@pytest.mark.bad_input
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_byte_order_mark_is_accepted_everywhere(tmp_path, gz):
+    folder = make_folder(tmp_path, gz=gz)
+    bom = b"\xef\xbb\xbf"
+    for path in (folder / "queries.jsonl", folder / "qrels" / "test.tsv"):
+        path.write_bytes(bom + path.read_bytes())
+    corpus_path = folder / ("corpus.jsonl.gz" if gz else "corpus.jsonl")
+    raw = gzip.decompress(corpus_path.read_bytes()) if gz else corpus_path.read_bytes()
+    corpus_path.write_bytes(gzip.compress(bom + raw) if gz else bom + raw)
+    corpus, queries, qrels = load_beir(folder)  # the qrels header is still recognised as one
+    assert list(corpus) == ["d2", "d1", "7"] and set(queries) == {"q1", "q2"}
+    assert qrels == {"q2": {"d1": 2}, "q1": {"d2": 1, "7": 0}}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("which", ["corpus", "qrels"])
+def test_bytes_that_are_not_utf8_are_reported_on_their_own_line(tmp_path, which):
+    """Long lines before the bad byte: a block-decoding reader used to blame line 5 for line 7."""
+    folder = make_folder(tmp_path, gz=False)
+    if which == "corpus":
+        path = folder / "corpus.jsonl"
+        lines = [json.dumps({"_id": f"d{i}", "text": "x" * 3000}).encode() for i in range(10)]
+        lines[6] = b'{"_id": "d6", "text": "caf\xe9"}'
+        expected_column = 27
+    else:
+        path = folder / "qrels" / "test.tsv"
+        lines = [b"query-id\tcorpus-id\tscore"] + [f"q1\t{'d' * 3000}{i}\t1".encode() for i in range(9)]
+        lines[6] = b"q1\td\xff\t1"
+        expected_column = 5
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DataError) as error:
+        load_corpus(folder) if which == "corpus" else load_qrels(folder)
+    assert error.value.line == 7 and error.value.path == str(path)
+    assert "not UTF-8" in error.value.message and f"column {expected_column}" in error.value.message
+
+
+@pytest.mark.bad_input
+def test_a_truncated_gzip_qrels_file_is_a_data_error(tmp_path):
+    from contriever.data.beir import load_qrels_file
+
+    packed = tmp_path / "test.tsv.gz"
+    packed.write_bytes(gzip.compress("".join(f"q{i}\td{i}\t1\n" for i in range(5000)).encode())[:2000])
+    with pytest.raises(DataError, match="truncated or corrupt gzip") as error:
+        load_qrels_file(packed)
+    assert error.value.line > 1
+
+
+@pytest.mark.bad_input
+def test_qrels_without_rows_and_an_empty_corpus_are_errors(tmp_path):
+    folder = make_folder(tmp_path, gz=False, qrels="query-id\tcorpus-id\tscore\n\n")
+    assert "no judgments" in error_of(load_qrels, folder)
+    (folder / "corpus.jsonl").write_text("\n")
+    assert "no documents" in error_of(load_corpus, folder)
+    (folder / "queries.jsonl").write_text("")
+    assert "no queries" in error_of(load_queries, folder)
+
+
+@pytest.mark.bad_input
+def test_ids_with_whitespace_around_them_are_refused_with_a_count(tmp_path):
+    folder = make_folder(tmp_path, gz=False)
+    docs = [{"_id": "d2", "text": "a"}, {"_id": "d1 ", "text": "b"}, {"_id": "\t7", "text": "c"}]
+    write_jsonl(folder / "corpus.jsonl", docs)
+    with pytest.raises(DataError) as error:
+        load_corpus(folder)
+    assert error.value.line == 2 and "2 document id(s) have whitespace around them" in error.value.message
+    assert "'d1 '" in error.value.message
+    write_jsonl(folder / "queries.jsonl", [{"_id": "q1 ", "text": "x"}])
+    assert "1 query id(s) have whitespace around them" in error_of(load_queries, folder)
+
+
+@pytest.mark.bad_input
+def test_qrels_outside_the_corpus_warn_with_counts_and_refuse_when_none_match(tmp_path, caplog):
+    folder = make_folder(tmp_path, qrels="q1\td2\t1\nq1\tgone\t1\nq2\tgone-too\t1\n")
+    warnings: list[str] = []
+    load_beir(folder, warnings=warnings)
+    assert len(warnings) == 1 and "2 of 3 judged documents are not in the corpus" in warnings[0]
+    assert "2 of 3 judged documents" in caplog.text
+    folder = make_folder(tmp_path / "other", qrels="q1\tx\t1\nq2\ty\t1\n")
+    message = error_of(load_beir, folder)
+    assert "none of the 2 judged documents is in the corpus" in message and "test.tsv" in message
+
+
+@pytest.mark.bad_input
+def test_queries_with_empty_text_are_counted_in_a_warning(tmp_path):
+    folder = make_folder(tmp_path)
+    write_jsonl(folder / "queries.jsonl", [{"_id": "q1", "text": "  "}, {"_id": "q2", "text": "fine"}])
+    warnings: list[str] = []
+    load_beir(folder, warnings=warnings)
+    assert len(warnings) == 1 and "1 of 2 evaluated queries have empty text (first: 'q1')" in warnings[0]
+
+
+@pytest.mark.bad_input
+def test_ids_containing_whitespace_are_found_before_any_work_with_their_line(tmp_path):
+    from contriever.data.beir import refuse_ids_with_whitespace
+
+    folder = make_folder(tmp_path, gz=False)
+    write_jsonl(folder / "corpus.jsonl", [{"_id": "d2", "text": "a"}, {"_id": "d 1", "text": "b"}])
+    corpus, queries, _ = load_beir(make_folder(tmp_path / "ok"))
+    refuse_ids_with_whitespace(tmp_path / "ok", corpus, queries)  # fine
+    corpus = load_corpus(folder)
+    with pytest.raises(DataError) as error:
+        refuse_ids_with_whitespace(folder, corpus, queries)
+    assert (
+        error.value.line == 2 and "1 document id(s) contain whitespace (first: 'd 1')" in error.value.message
+    )

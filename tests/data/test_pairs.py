@@ -287,3 +287,46 @@ def test_write_ids_only_needs_the_corpus_to_read(tmp_path):
     assert load_training_data(path, corpus=corpus) == [example]
     with pytest.raises(DataError, match="pass a corpus"):
         load_training_data(path)
+
+
+# ----- bad inputs ---------------------------------------------------------------------------------------
+@pytest.mark.bad_input
+@pytest.mark.parametrize("record", [{"query": "q", "positive": ""}, {"query": "q", "positives": ["ok", " "]}])
+def test_an_empty_positive_is_an_error(tmp_path, record):
+    path = write_lines(tmp_path / "train.jsonl", [{"query": "fine", "positive": "text"}, record])
+    with pytest.raises(DataError, match="is empty") as error:
+        load_training_data(path)
+    assert error.value.line == 2
+
+
+@pytest.mark.bad_input
+def test_a_byte_order_mark_is_accepted_and_bad_bytes_are_found_on_their_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    rows = [json.dumps({"query": f"q{i}", "positive": "p" * 3000}).encode() for i in range(9)]
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(rows) + b"\n")
+    assert len(load_training_data(path)) == 9
+    rows[6] = b'{"query": "caf\xe9", "positive": "p"}'
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    with pytest.raises(DataError, match="not UTF-8") as error:
+        load_training_data(path)
+    assert error.value.line == 7
+    listed = tmp_path / "train.json"
+    listed.write_bytes(b"[\n" + b",\n".join(rows) + b"\n]\n")
+    with pytest.raises(DataError, match="not UTF-8") as error:
+        load_training_data(listed)
+    assert error.value.line == 8
+
+
+@pytest.mark.bad_input
+def test_a_truncated_gzip_training_file_is_a_data_error(tmp_path):
+    path = tmp_path / "train.jsonl.gz"
+    text = "".join(json.dumps({"query": f"q{i}", "positive": f"doc {i}"}) + "\n" for i in range(3000))
+    path.write_bytes(gzip.compress(text.encode())[:1500])
+    with pytest.raises(DataError, match="truncated or corrupt gzip"):
+        load_training_data(path)
+
+
+@pytest.mark.bad_input
+def test_a_single_query_cannot_give_a_dev_split():
+    with pytest.raises(ValueError, match="single query.*dev fraction to 0"):
+        split_dev([TrainingExample(query="only", positives=["p"])], fraction=0.1)

@@ -195,3 +195,30 @@ def test_token_dataset_checks_its_files(tmp_path, tokenizer_path):
         TokenDataset(out)
     with pytest.raises(FileNotFoundError, match="not a prepared token folder"):
         TokenDataset(tmp_path)
+
+
+@pytest.mark.bad_input
+def test_preparing_over_an_older_folder_keeps_the_users_other_files(tmp_path, tokenizer_path):
+    source = tmp_path / "t.txt"
+    source.write_text("one document\n")
+    out = prepare([source], tokenizer_path, tmp_path / "prepared", workers=1, show_progress=False)
+    (out / "NOTES.md").write_text("how I made this")
+    (out / "extra").mkdir()
+    source.write_text("first document\nsecond document\n")
+    prepare([source], tokenizer_path, out, workers=1, show_progress=False)
+    assert TokenDataset(out).n_docs == 2
+    assert (out / "NOTES.md").read_text() == "how I made this" and (out / "extra").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared", "t.txt"]  # no staging left over
+
+
+@pytest.mark.bad_input
+def test_a_byte_order_mark_and_bad_bytes_in_prepare_inputs(tmp_path, tokenizer_path, hf_tokenizer):
+    source = tmp_path / "bom.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "hello world"}).encode() + b"\n")
+    data = TokenDataset(prepare([source], tokenizer_path, tmp_path / "p", workers=1, show_progress=False))
+    assert data.document(0).tolist() == direct(hf_tokenizer, ["hello world"])[0]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"".join(b"x" * 3000 + b"\n" for _ in range(6)) + b"caf\xe9\n")
+    with pytest.raises(DataError) as error:
+        prepare([bad], tokenizer_path, tmp_path / "q", workers=1, show_progress=False)
+    assert error.value.line == 7 and "not UTF-8" in error.value.message

@@ -19,17 +19,29 @@ import json
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
+from contriever.cli.argtypes import (
+    non_negative_int,
+    output_file,
+    output_folder,
+    positive_int,
+    rank_range,
+)
+from contriever.errors import UsageError
+
 DEFAULT_DATA_ENV = "CONTRIEVER_DATA"
+DEBUG_ENV = "CONTRIEVER_DEBUG"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def _data_dir(value: str | None) -> Path:
     """--data, else $CONTRIEVER_DATA; a clear message when neither names a BEIR folder."""
     value = value or os.environ.get(DEFAULT_DATA_ENV)
     if not value:
-        raise SystemExit(
-            "error: no dataset named. Pass --data DIR, a BEIR folder with corpus.jsonl[.gz], queries.jsonl "
+        raise UsageError(
+            "no dataset named. Pass --data DIR, a BEIR folder with corpus.jsonl[.gz], queries.jsonl "
             f"and qrels/<split>.tsv (for example SciFact from the BEIR release), or set ${DEFAULT_DATA_ENV}."
         )
     return Path(value)
@@ -72,6 +84,19 @@ def _slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/")).strip("_")[-60:] or "model"
 
 
+def _output_names(models: list[str]) -> dict[str, str]:
+    """A distinct subfolder name per system: its slug, numbered when two slugs coincide (model paths
+    that end alike), so no system's metrics overwrite another's. A system named twice is an error."""
+    repeated = next((m for i, m in enumerate(models) if m in models[:i]), None)
+    if repeated is not None:
+        raise UsageError(f"--model {repeated} is given twice")
+    slugs = [_slug(model) for model in models]
+    names = {}
+    for i, (model, slug) in enumerate(zip(models, slugs)):
+        names[model] = f"{i + 1}-{slug}" if slugs.count(slug) > 1 else slug
+    return names
+
+
 # ----- evaluate ----------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from contriever.evaluation.beir_eval import evaluate_beir, format_table
@@ -79,6 +104,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = _data_dir(args.data)
     models = args.model or ["default"]
     _check_models(*models)
+    names = _output_names(models)
     results = {}
     for model in models:
         if args.output is None:
@@ -86,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         elif len(models) == 1:
             output = Path(args.output)
         else:
-            output = Path(args.output) / _slug(model)
+            output = Path(args.output) / names[model]
         results[model] = evaluate_beir(
             data,
             split=args.split,
@@ -104,7 +130,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     print(format_table(results, title=f"{data.name} ({args.split})"))
     if args.output:
-        print(f"wrote {args.output}")
+        folders = "" if len(models) == 1 else " (" + ", ".join(f"{m} -> {names[m]}" for m in models) + ")"
+        print(f"wrote {args.output}{folders}")
     return 0
 
 
@@ -114,11 +141,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     from contriever.data.passages import PassageSettings
     from contriever.model.encoder import Encoder
     from contriever.retrieval.encode import build_index, resolve_part
+    from contriever.retrieval.index import check_factory
 
     _check_models(args.model)
     if bool(args.data) == bool(args.corpus):
-        raise SystemExit(
-            "error: pass exactly one of --data DIR (a BEIR folder) or --corpus FILE... "
+        raise UsageError(
+            "pass exactly one of --data DIR (a BEIR folder) or --corpus FILE... "
             "(corpus.jsonl[.gz], DPR-style .tsv or plain text, one document a line)"
         )
     inputs = (
@@ -128,6 +156,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     encoder = Encoder.load(
         None if args.model == "default" else args.model, max_length=args.max_length, **_text_options(args)
     )
+    check_factory(encoder.dim, args.index_factory)  # an invalid string fails now, not after encoding
     summary = build_index(
         inputs,
         encoder,
@@ -180,7 +209,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     _check_models(args.model)
     queries = args.queries or [line.strip() for line in sys.stdin if line.strip()]
     if not queries:
-        raise SystemExit("error: no queries: pass them as arguments or one a line on standard input")
+        raise UsageError("no queries: pass them as arguments or one a line on standard input")
+    empty = [i for i, query in enumerate(queries, start=1) if not query.strip()]
+    if empty:
+        raise UsageError(
+            f"query {empty[0]} is empty ({len(empty)} empty in all): an empty query matches nothing"
+        )
     index, store = load_for_search(args.index)
     encoder = encoder_for_index(index, args.model)
     vectors = encoder.encode_queries(queries, show_progress=False)
@@ -331,12 +365,14 @@ def _add_passage_arguments(p: argparse.ArgumentParser, evaluate: bool = False) -
     what = "and score each document by its best passage (max over passages)" if evaluate else "(ids DOCID#N)"
     p.add_argument(
         "--words",
-        type=int,
+        type=non_negative_int,
         default=0,
         help=f"split documents into passages of this many words, the title carried on each, {what}; "
         "0 keeps documents whole, truncated by the model (the paper's Wikipedia setting: 100)",
     )
-    p.add_argument("--overlap", type=int, default=0, help="words shared by consecutive passages (default 0)")
+    p.add_argument(
+        "--overlap", type=non_negative_int, default=0, help="words shared by consecutive passages (default 0)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,14 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="model folder, 'default', 'bm25' or 'hybrid:PATH' (repeat to compare; default: the default model)",
     )
     p.add_argument(
-        "--output", help="folder for metrics.json and run.trec (one subfolder per model when several)"
+        "--output",
+        type=output_folder,
+        help="folder for metrics.json and run.trec (one subfolder per model when several)",
     )
-    p.add_argument("--k", type=int, default=1000, help="documents retrieved per query")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--k", type=positive_int, default=1000, help="documents retrieved per query")
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument(
         "--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32 or IVF1024,PQ32"
     )
-    p.add_argument("--max-length", type=int, help="token limit (default: the model's own, else 512)")
+    p.add_argument("--max-length", type=positive_int, help="token limit (default: the model's own, else 512)")
     p.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp16", "fp32"),
@@ -386,13 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="corpus files: .jsonl[.gz] (_id or id, title, text), DPR .tsv (id, text, title) or plain text",
     )
     p.add_argument("--model", default="default")
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", type=output_folder, required=True)
     p.add_argument("--index-factory", default="Flat")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--max-length", type=int)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--max-length", type=positive_int)
     _add_passage_arguments(p)
     p.add_argument(
-        "--shard-size", type=int, default=10_000, help="passages per shard (a kill loses at most one)"
+        "--shard-size",
+        type=positive_int,
+        default=10_000,
+        help="passages per shard (a kill loses at most one)",
     )
     p.add_argument(
         "--shard", metavar="I/N", help="encode only part I of N (job arrays); torchrun sets it itself"
@@ -416,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search an index")
     p.add_argument("--index", required=True)
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=positive_int, default=10)
     p.add_argument("--model", help="override the model recorded in the index")
     p.add_argument("--json", action="store_true", help="one JSON object per query")
     p.add_argument("queries", nargs="*")
@@ -438,7 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="override the model recorded in the index")
     p.add_argument(
-        "--k", type=int, action="append", help="accuracy at this depth (repeat; default: 1, 5, 20, 100)"
+        "--k",
+        type=positive_int,
+        action="append",
+        help="accuracy at this depth (repeat; default: 1, 5, 20, 100)",
     )
     p.add_argument(
         "--match",
@@ -446,19 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="string",
         help="DPR's answer matching: token sequences (string) or answers as regexes (CuratedTREC)",
     )
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
-    p.add_argument("--output", help="folder for metrics.json and results.jsonl")
+    p.add_argument("--output", type=output_folder, help="folder for metrics.json and results.jsonl")
     p.set_defaults(func=cmd_evaluate_qa)
 
     p = sub.add_parser("prepare", help="tokenize raw text into memory-mapped token streams")
     p.add_argument("--input", nargs="+", required=True, help="jsonl / txt files, gzip allowed")
     p.add_argument("--model", default="default", help="model folder whose tokenizer to use")
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", type=output_folder, required=True)
     p.add_argument("--text-field", default="text")
     p.add_argument("--title-field", default="title")
     p.add_argument("--include-title", action="store_true", help="prefix each document with its title")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
+    p.add_argument("--workers", type=positive_int, default=max(1, (os.cpu_count() or 1)))
     p.add_argument("--lowercase", action="store_true", help="lowercase the text before tokenizing")
     p.add_argument(
         "--normalize-text",
@@ -476,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100"
         )
-        p.add_argument("--output", required=True)
+        p.add_argument("--output", type=output_folder, required=True)
         if name == "finetune":
             p.add_argument(
                 "--rounds",
@@ -490,15 +534,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mine", help="mine hard negatives for training queries")
     p.add_argument("--data", required=True, help="BEIR folder with train qrels")
     p.add_argument("--model", required=True, help="model folder, 'default' or 'bm25'")
-    p.add_argument("--output", required=True, help="training file to write (.jsonl)")
+    p.add_argument("--output", type=output_file, required=True, help="training file to write (.jsonl)")
     p.add_argument("--split", default="train")
-    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--k", type=positive_int, default=100)
     p.add_argument(
-        "--skip-top", type=int, default=0, help="skip this many top-ranked non-positive candidates"
+        "--skip-top",
+        type=non_negative_int,
+        default=0,
+        help="skip this many top-ranked non-positive candidates",
     )
-    p.add_argument("--n-keep", type=int, default=30, help="hard negatives kept per query")
+    p.add_argument("--n-keep", type=positive_int, default=30, help="hard negatives kept per query")
     p.add_argument(
-        "--range", help="draw from the ranking slice START-END only, e.g. 10-100 (0-based, end excluded)"
+        "--range",
+        type=rank_range,
+        help="draw from the ranking slice START-END only, e.g. 10-100 (0-based, end excluded)",
     )
     p.add_argument(
         "--sample", action="store_true", help="keep a random n-keep of the candidates instead of the top ones"
@@ -510,18 +559,66 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="search and embeddings over HTTP, with a page comparing retrievers")
     add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
+
+    debug_help = f"show the traceback of an internal error (also ${DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    for subparser in sub.choices.values():  # accepted after the subcommand too
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _one_line(error: BaseException) -> str:
+    """The error as one line: `FILE: reason` for an OS error, else its message with lines joined."""
+    if isinstance(error, OSError) and error.strerror:
+        where = " -> ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
+        text = f"{where}: {error.strerror}" if where else error.strerror
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _user_facing(error: BaseException) -> bool:
+    """Whether `error` reports a problem the user can fix rather than a bug of ours.
+
+    Our own error types and OS errors (a missing file, a full disk, no permission) are; so is a
+    ValueError raised by contriever's own code, which raises it only on purpose, to refuse an argument
+    ("temperature must be positive"). A ValueError from deep inside numpy or torch is not.
+    """
     from contriever.errors import ConfigError, DataError
     from contriever.retrieval.shards import FolderLockedError
 
+    if isinstance(error, (DataError, ConfigError, UsageError, OSError, FolderLockedError)):
+        return True
+    if type(error) is ValueError and error.__traceback__ is not None:
+        frames = traceback.extract_tb(error.__traceback__)
+        return Path(frames[-1].filename).resolve().is_relative_to(PACKAGE_DIR)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Bad input, a bad option or a file problem is one line on stderr and exit
+    code 2; a bug of ours is one line and exit code 1, with the traceback under `--debug` (or
+    $CONTRIEVER_DEBUG=1); Ctrl-C is exit code 130."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.func(args)
-    except (DataError, ConfigError, FileNotFoundError, FolderLockedError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if not _user_facing(error):
+            if debug:
+                raise
+            print(
+                f"error: internal error ({type(error).__name__}: {_one_line(error)}). This is a bug in "
+                "contriever: run the command again with --debug to see the traceback, and report it.",
+                file=sys.stderr,
+            )
+            return 1
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
 
 

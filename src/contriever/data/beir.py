@@ -15,15 +15,18 @@ Every problem raises `contriever.errors.DataError` naming the file and line.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from contriever.errors import DataError
-from contriever.io import open_text
+from contriever.io import numbered_lines
 
 CORPUS_NAMES = ("corpus.jsonl", "corpus.jsonl.gz")
 QUERIES_NAMES = ("queries.jsonl", "queries.jsonl.gz")
+logger = logging.getLogger(__name__)
+
 BEIR_LAYOUT = "corpus.jsonl (or corpus.jsonl.gz), queries.jsonl and qrels/<split>.tsv"
 
 
@@ -31,30 +34,22 @@ def iter_jsonl(path: str | os.PathLike, *, with_line_numbers: bool = False) -> I
     """Stream the JSON objects of a `.jsonl` (or `.jsonl.gz`) file, skipping blank lines.
 
     Yields dicts, or `(line_number, dict)` pairs with `with_line_numbers=True` (lines count from 1).
-    A line that is not a JSON object raises `DataError` with its line number.
+    A line that is not a JSON object raises `DataError` with its line number; so do bytes that are not
+    UTF-8 and a truncated gzip (`contriever.io.numbered_lines`). A leading byte-order mark is fine.
     """
     path = Path(path)
-    try:
-        handle = open_text(path)
-    except FileNotFoundError as error:
-        raise DataError(path, "no such file") from error
-    with handle:
-        line_number = 0
+    for line_number, line in numbered_lines(path):
+        if not line.strip():
+            continue
         try:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(
-                        path, f"not valid JSON ({error.msg} at column {error.colno})", line_number
-                    ) from None
-                if not isinstance(obj, dict):
-                    raise DataError(path, f"expected a JSON object, found {type(obj).__name__}", line_number)
-                yield (line_number, obj) if with_line_numbers else obj
-        except (OSError, EOFError, UnicodeDecodeError) as error:  # truncated gzip, bad bytes
-            raise DataError(path, f"cannot read the file: {error}", line_number + 1) from error
+            obj = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(
+                path, f"not valid JSON ({error.msg} at column {error.colno})", line_number
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataError(path, f"expected a JSON object, found {type(obj).__name__}", line_number)
+        yield (line_number, obj) if with_line_numbers else obj
 
 
 def _describe_folder(folder: Path) -> str:
@@ -97,6 +92,34 @@ def _string_id(path: Path, line: int, obj: dict, field: str = "_id") -> str:
     return str(value)
 
 
+class _PaddedIds:
+    """Counts ids with spaces or tabs around them (`"14717500 "`), to refuse them all in one message.
+
+    The qrels reader trims its columns, so such an id would never match its judgments: every metric
+    would quietly drop.
+    """
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = path, what
+        self.count, self.first = 0, None
+
+    def check(self, ident: str, line: int) -> str:
+        if ident != ident.strip():
+            self.count += 1
+            self.first = self.first or (ident, line)
+        return ident
+
+    def refuse(self) -> None:
+        if self.count:
+            ident, line = self.first
+            raise DataError(
+                self.path,
+                f"{self.count} {self.what} id(s) have whitespace around them (first: {ident!r}); qrels "
+                f"and run files name ids without it, so they would never match: remove it",
+                line,
+            )
+
+
 def _text_field(path: Path, line: int, obj: dict, field: str, required: bool) -> str:
     value = obj.get(field)
     if value is None:
@@ -116,8 +139,9 @@ def load_corpus_file(path: str | os.PathLike) -> dict[str, dict]:
     path = Path(path)
     corpus: dict[str, dict] = {}
     first_line: dict[str, int] = {}
+    padded = _PaddedIds(path, "document")
     for line, obj in iter_jsonl(path, with_line_numbers=True):
-        doc_id = _string_id(path, line, obj)
+        doc_id = padded.check(_string_id(path, line, obj), line)
         if doc_id in corpus:
             raise DataError(
                 path, f"duplicate document id {doc_id!r} (first seen on line {first_line[doc_id]})", line
@@ -127,6 +151,9 @@ def load_corpus_file(path: str | os.PathLike) -> dict[str, dict]:
             "title": _text_field(path, line, obj, "title", required=False),
             "text": _text_field(path, line, obj, "text", required=True),
         }
+    padded.refuse()
+    if not corpus:
+        raise DataError(path, "no documents: the corpus is empty")
     return corpus
 
 
@@ -141,14 +168,18 @@ def load_queries_file(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
+    padded = _PaddedIds(path, "query")
     for line, obj in iter_jsonl(path, with_line_numbers=True):
-        query_id = _string_id(path, line, obj)
+        query_id = padded.check(_string_id(path, line, obj), line)
         if query_id in queries:
             raise DataError(
                 path, f"duplicate query id {query_id!r} (first seen on line {first_line[query_id]})", line
             )
         first_line[query_id] = line
         queries[query_id] = _text_field(path, line, obj, "text", required=True)
+    padded.refuse()
+    if not queries:
+        raise DataError(path, "no queries: the file is empty")
     return queries
 
 
@@ -172,39 +203,36 @@ def load_qrels_file(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """
     path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
-    try:
-        handle = open_text(path)
-    except FileNotFoundError as error:
-        raise DataError(path, "no such file") from error
-    with handle:
-        for line_number, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            columns = line.split("\t")
-            if line_number == 1 and columns[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(columns) != 3:
-                raise DataError(
-                    path,
-                    f"expected 3 tab-separated columns (query-id, corpus-id, score), found {len(columns)}: {line[:80]!r}",
-                    line_number,
-                )
-            query_id, doc_id, score_text = (c.strip() for c in columns)
-            if not query_id or not doc_id:
-                raise DataError(path, f"empty query-id or corpus-id: {line[:80]!r}", line_number)
-            try:
-                score = int(score_text)
-            except ValueError:
-                raise DataError(path, f"score {score_text!r} is not an integer", line_number) from None
-            judged = qrels.setdefault(query_id, {})
-            if doc_id in judged and judged[doc_id] != score:
-                raise DataError(
-                    path,
-                    f"pair ({query_id}, {doc_id}) is listed again with score {score} (before: {judged[doc_id]})",
-                    line_number,
-                )
-            judged[doc_id] = score
+    for line_number, raw in numbered_lines(path):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if line_number == 1 and columns[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(columns) != 3:
+            raise DataError(
+                path,
+                f"expected 3 tab-separated columns (query-id, corpus-id, score), found {len(columns)}: {line[:80]!r}",
+                line_number,
+            )
+        query_id, doc_id, score_text = (c.strip() for c in columns)
+        if not query_id or not doc_id:
+            raise DataError(path, f"empty query-id or corpus-id: {line[:80]!r}", line_number)
+        try:
+            score = int(score_text)
+        except ValueError:
+            raise DataError(path, f"score {score_text!r} is not an integer", line_number) from None
+        judged = qrels.setdefault(query_id, {})
+        if doc_id in judged and judged[doc_id] != score:
+            raise DataError(
+                path,
+                f"pair ({query_id}, {doc_id}) is listed again with score {score} (before: {judged[doc_id]})",
+                line_number,
+            )
+        judged[doc_id] = score
+    if not qrels:
+        raise DataError(path, "no judgments: the file has no query-id, corpus-id, score rows")
     return qrels
 
 
@@ -240,22 +268,79 @@ def check_beir_folder(folder: str | os.PathLike, split: str = "test") -> Path:
     return folder
 
 
-def load_beir(folder: str | os.PathLike, split: str = "test") -> tuple[dict, dict, dict]:
+def load_beir(
+    folder: str | os.PathLike, split: str = "test", *, warnings: list[str] | None = None
+) -> tuple[dict, dict, dict]:
     """`(corpus, queries, qrels)` of one split; queries are restricted to those with qrels.
 
     A qrels query missing from `queries.jsonl` is an error (it could not be evaluated); qrels documents
-    missing from the corpus are kept (they count as relevant documents that cannot be retrieved).
+    missing from the corpus are kept (they count as relevant documents that cannot be retrieved), with
+    a warning that counts them, and an error when none of the judged documents is in the corpus (the
+    wrong corpus: every metric would be 0). Queries with empty text are counted in a warning too.
+    Warnings are logged and, when `warnings` is a list, appended to it.
     """
     folder = check_beir_folder(folder, split)
+    qrels_path = folder / "qrels" / f"{split}.tsv"
     qrels = load_qrels(folder, split)
-    all_queries = load_queries(folder)
+    queries_path = _find_file(folder, QUERIES_NAMES, "queries")
+    all_queries = load_queries_file(queries_path)
     missing = [qid for qid in qrels if qid not in all_queries]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise DataError(
-            folder / "qrels" / f"{split}.tsv",
-            f"{len(missing)} query ids have qrels but are not in queries.jsonl: {shown}",
+            qrels_path, f"{len(missing)} query ids have qrels but are not in queries.jsonl: {shown}"
         )
     queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
     corpus = load_corpus(folder)
+    found = []
+    judged = [(qid, doc) for qid, docs in qrels.items() for doc in docs]
+    outside = [(qid, doc) for qid, doc in judged if doc not in corpus]
+    if len(outside) == len(judged):
+        raise DataError(
+            qrels_path,
+            f"none of the {len(judged)} judged documents is in the corpus (first: {outside[0][1]!r} of query "
+            f"{outside[0][0]!r}); every metric would be 0. Are these the qrels of this corpus?",
+        )
+    if outside:
+        found.append(
+            f"{qrels_path}: {len(outside)} of {len(judged)} judged documents are not in the corpus (first: "
+            f"{outside[0][1]!r} of query {outside[0][0]!r}); they count as relevant but cannot be retrieved"
+        )
+    empty = [qid for qid, text in queries.items() if not text.strip()]
+    if empty:
+        found.append(
+            f"{queries_path}: {len(empty)} of {len(queries)} evaluated queries have empty text (first: "
+            f"{empty[0]!r}); they count in every average but can retrieve nothing meaningful"
+        )
+    for message in found:
+        logger.warning("warning: %s", message)
+    if warnings is not None:
+        warnings.extend(found)
     return corpus, queries, qrels
+
+
+def refuse_ids_with_whitespace(folder: str | os.PathLike, corpus: dict, queries: dict) -> None:
+    """Raise a `DataError` (file, line, count) if a document or query id contains whitespace.
+
+    TREC run files are whitespace-separated, so such an id cannot be written to one: checked when the
+    data is loaded, before minutes of encoding rather than after.
+    """
+    folder = Path(folder)
+    for ids, names, what in ((queries, QUERIES_NAMES, "query"), (corpus, CORPUS_NAMES, "document")):
+        spaced = [ident for ident in ids if any(c.isspace() for c in ident)]
+        if spaced:
+            path = _find_file(folder, names, what)
+            line = next(
+                (
+                    n
+                    for n, obj in iter_jsonl(path, with_line_numbers=True)
+                    if str(obj.get("_id")) == spaced[0]
+                ),
+                None,
+            )
+            raise DataError(
+                path,
+                f"{len(spaced)} {what} id(s) contain whitespace (first: {spaced[0]!r}), which a TREC run file "
+                "cannot hold: rename them, or evaluate without --output",
+                line,
+            )

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from contriever.errors import DataError
-from contriever.io import atomic_write, open_text
+from contriever.io import atomic_write, numbered_lines
 from contriever.model.encoder import document_text
 
 logger = logging.getLogger(__name__)
@@ -181,22 +181,22 @@ def example_from_record(
             raise DataError(path, "no positive: give 'positive' (a document) or 'positives' (a list)", line)
         negatives = _doc_list(record, "negatives", path, line, corpus, single="negative")
         hard = _doc_list(record, "hard_negatives", path, line, corpus)
+    empty = next((i for i, doc in enumerate(positives) if not document_text(doc).strip()), None)
+    if empty is not None:
+        raise DataError(path, f"positive {empty} is empty (no title, no text): it cannot be trained on", line)
     return TrainingExample(
         query=query, positives=positives, negatives=negatives, hard_negatives=hard, qid=qid
     )
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, object]]:
-    with open_text(path) as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield number, json.loads(raw)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    path, f"not valid JSON ({error.msg}, column {error.colno})", number
-                ) from error
+    for number, raw in numbered_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            yield number, json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise DataError(path, f"not valid JSON ({error.msg}, column {error.colno})", number) from error
 
 
 _SPACE = re.compile(r"\s*")
@@ -204,8 +204,7 @@ _SPACE = re.compile(r"\s*")
 
 def _iter_json_array(path: Path) -> Iterator[tuple[int, object]]:
     """The records of a JSON list, each with the line it starts on."""
-    with open_text(path) as handle:
-        text = handle.read()
+    text = "".join(line for _, line in numbered_lines(path))
     decoder = json.JSONDecoder()
     counted_to, line = 0, 1
 
@@ -241,14 +240,11 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, object]]:
 
 
 def _first_char(path: Path) -> str:
-    with open_text(path) as handle:
-        while True:
-            chunk = handle.read(4096)
-            if not chunk:
-                return ""
-            stripped = chunk.lstrip()
-            if stripped:
-                return stripped[0]
+    for _, line in numbered_lines(path):
+        stripped = line.lstrip()
+        if stripped:
+            return stripped[0]
+    return ""
 
 
 def read_examples_file(
@@ -416,7 +412,10 @@ def split_dev(
     if fraction == 0.0 or not keys:
         return list(examples), []
     if len(keys) < 2:
-        raise ValueError("cannot hold out a dev split from a single query")
+        raise ValueError(
+            "cannot hold out a dev split from a single query: give more training queries, or set the dev "
+            "fraction to 0 (no early stopping)"
+        )
     n_dev = min(max(1, round(fraction * len(keys))), len(keys) - 1)
     chosen = np.random.default_rng(seed).permutation(len(keys))[:n_dev]
     dev_keys = {keys[i] for i in chosen}

@@ -43,11 +43,12 @@ from tqdm.auto import tqdm
 
 from contriever.data.normalize import transform_text
 from contriever.errors import DataError
-from contriever.io import open_text, swap_into_place
+from contriever.io import numbered_lines, swap_into_place
 
 TOKENS_FILE = "tokens.bin"
 OFFSETS_FILE = "doc_offsets.npy"
 META_FILE = "meta.json"
+PREPARED_FILES = (TOKENS_FILE, OFFSETS_FILE, META_FILE)  # all we write, meta.json last
 FORMAT_VERSION = 1
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -174,21 +175,15 @@ def _tokenize_lines(kind: str, first_line: int, lines: list[str]) -> dict:
 def _line_batches(path: Path, batch_docs: int, batch_chars: int):
     """(first line number, lines) for consecutive batches of a text file (gzip when .gz)."""
     lines: list[str] = []
-    first, size, line_no = 1, 0, 0
-    try:
-        with open_text(path) as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not lines:
-                    first = line_no
-                lines.append(line)
-                size += len(line)
-                if len(lines) >= batch_docs or size >= batch_chars:
-                    yield first, lines
-                    lines, size = [], 0
-    except UnicodeDecodeError as error:
-        raise DataError(path, f"not UTF-8 text ({error.reason})", line_no + 1) from None
-    except (OSError, EOFError) as error:  # truncated or corrupt gzip
-        raise DataError(path, f"cannot be read ({error})", line_no + 1) from None
+    first, size = 1, 0
+    for line_no, line in numbered_lines(path):  # bad bytes, truncated gzip: DataError at their line
+        if not lines:
+            first = line_no
+        lines.append(line)
+        size += len(line)
+        if len(lines) >= batch_docs or size >= batch_chars:
+            yield first, lines
+            lines, size = [], 0
     if lines:
         yield first, lines
 
@@ -257,14 +252,32 @@ def _special_ids(tokenizer) -> dict:
 
 
 def _prepare_target(output: Path) -> None:
-    """Refuse to replace a folder that is not a prepared token folder (or empty)."""
+    """Refuse to write into a folder that is neither empty nor a prepared token folder."""
     if output.exists():
         if not output.is_dir():
             raise FileExistsError(f"{output}: exists and is not a folder")
-        if any(output.iterdir()) and not (output / META_FILE).exists():
+        entries = sorted(p.name for p in output.iterdir())
+        if entries and not (output / META_FILE).exists():
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
             raise FileExistsError(
-                f"{output}: exists, is not empty and is not a prepared token folder; not replacing it"
+                f"{output}: exists, is not empty ({shown}) and is not a prepared token folder; not "
+                "writing into it: name a new or empty folder"
             )
+
+
+def _install(staging: Path, output: Path) -> None:
+    """Move the finished folder into place without touching anything of the user's.
+
+    A new or empty `output` is replaced by `staging` in one rename. An older prepared folder gets only
+    our files replaced, `meta.json` last (it is what makes the folder readable, and its counts are
+    checked against the other files on load); any other file kept there stays.
+    """
+    if not output.exists() or not any(output.iterdir()):
+        swap_into_place(staging, output)
+        return
+    for name in PREPARED_FILES:
+        os.replace(staging / name, output / name)
+    shutil.rmtree(staging)
 
 
 def prepare(
@@ -286,7 +299,8 @@ def prepare(
 
     Settings: no special tokens; no truncation; empty documents skipped; `workers` processes
     (<= 1: tokenize in this process); batches of `batch_docs` lines or `batch_chars` characters.
-    An existing prepared folder at `output` is replaced, atomically. Returns `output`.
+    An older prepared folder at `output` gets its files replaced (others kept there stay); a folder
+    that is neither empty nor prepared is refused. Returns `output`.
     Raises DataError (file and line) for unreadable input, invalid JSON or a missing text field.
     """
     from contriever.model.locate import load_tokenizer
@@ -387,7 +401,7 @@ def prepare(
             "seconds": round(seconds, 3),
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        swap_into_place(staging, output)
+        _install(staging, output)
     except BaseException:
         if pool is not None:
             pool.terminate()

@@ -129,14 +129,17 @@ def evaluate_beir(
     (`overlap` shared) and scores each document by its best passage among the top
     `k * PASSAGE_DEPTH` passages; `words=0` encodes whole documents, truncated at `max_length`.
     """
-    from contriever.data.beir import load_beir
+    from contriever.data.beir import load_beir, refuse_ids_with_whitespace
     from contriever.retrieval.retrieve import bm25_retrieve, dense_retrieve, hybrid_retrieve
 
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     system, model_path = parse_model(model)
     started = time.perf_counter()
-    corpus, queries, qrels = load_beir(data_dir, split)
+    warnings: list[str] = []
+    corpus, queries, qrels = load_beir(data_dir, split, warnings=warnings)
+    if output_dir is not None:
+        refuse_ids_with_whitespace(data_dir, corpus, queries)
     timings: dict[str, float] = {"load_data_s": time.perf_counter() - started}
     meta: dict = {
         "model": str(model),
@@ -148,6 +151,7 @@ def evaluate_beir(
         "queries": len(queries),
         "qrels": sum(len(docs) for docs in qrels.values()),
         "k": k,
+        "warnings": warnings,
     }
     if system == "bm25":
         from contriever.retrieval.bm25 import DEFAULTS

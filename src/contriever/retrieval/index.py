@@ -105,6 +105,33 @@ def _as_float32_rows(vectors, dim: int | None, what: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def _check_enough_vectors(factory: str, n: int) -> None:
+    lists = _ivf_lists(factory)
+    if lists is not None and n < lists:
+        raise ValueError(
+            f"index {factory!r} has {lists} IVF lists but only {n} vectors to train on: "
+            f"use at most IVF{max(1, n // 39)} (FAISS wants ~39 vectors per list) or 'Flat'"
+        )
+
+
+def check_factory(dim: int, factory: str, n_vectors: int | None = None) -> None:
+    """Raise the ValueError that building `factory` over `n_vectors` vectors of size `dim` would
+    raise, before a corpus is encoded for it (an invalid string otherwise fails only at the end)."""
+    DenseIndex(dim, factory)
+    if n_vectors is not None:
+        _check_enough_vectors(factory, n_vectors)
+
+
+def check_index_target(folder: str | os.PathLike) -> Path:
+    """`folder` as a Path, if an index may be saved there (absent, empty, or an index folder)."""
+    target = Path(folder)
+    if target.exists() and (
+        not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).exists())
+    ):
+        raise FileExistsError(f"{target} exists and is not an index folder; refusing to replace it")
+    return target
+
+
 class DenseIndex:
     """Document vectors plus their ids, searchable by inner product. See the module docstring."""
 
@@ -175,12 +202,7 @@ class DenseIndex:
     def train(self, embeddings, *, max_train: int = 1_000_000, seed: int = 0) -> None:
         """Train a non-flat index (IVF centroids, PQ codebooks) on at most `max_train` of the rows."""
         n = len(embeddings)
-        lists = _ivf_lists(self.factory)
-        if lists is not None and n < lists:
-            raise ValueError(
-                f"index {self.factory!r} has {lists} IVF lists but only {n} vectors to train on: "
-                f"use at most IVF{max(1, n // 39)} (FAISS wants ~39 vectors per list) or 'Flat'"
-            )
+        _check_enough_vectors(self.factory, n)
         if n > max_train:
             rows = np.sort(np.random.default_rng(seed).choice(n, size=max_train, replace=False))
             sample = self._round(np.asarray(embeddings)[rows])
@@ -318,11 +340,7 @@ class DenseIndex:
 
     def save(self, folder: str | os.PathLike, *, shard_rows: int = 1_000_000) -> Path:
         """Write the index folder (see the module docstring); an existing index there is replaced."""
-        target = Path(folder)
-        if target.exists() and (
-            not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).exists())
-        ):
-            raise FileExistsError(f"{target} exists and is not an index folder; refusing to replace it")
+        target = check_index_target(folder)
         with atomic_folder(target) as staging:
             vectors = self.embeddings()
             records = [

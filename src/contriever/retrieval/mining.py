@@ -149,6 +149,13 @@ def mine_hard_negatives(
     depth = max(k, window[1]) if window is not None else k
     if depth < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    ranked = window[1] - window[0] if window is not None else depth
+    if skip_top >= ranked:
+        where = f"the range {window[0]}-{window[1]}" if window is not None else f"k={k}"
+        raise ValueError(
+            f"skip_top={skip_top} skips every one of the {ranked} candidates per query ({where}): no hard "
+            f"negative could be kept; retrieve more (k of at least skip_top + n_keep) or skip fewer"
+        )
 
     # Query keys for the retriever: the real id where it is unique (so a retriever's own
     # "drop the document whose id is the query id" rule still applies), else a private one.
@@ -181,6 +188,11 @@ def mine_hard_negatives(
     logger.info(
         "mined %d queries in %.1fs (retrieval %.1fs)", len(mined), time.perf_counter() - started, retrieved
     )
+    if mined and not any(e.hard_negatives for e in mined):
+        raise ValueError(
+            f"no hard negative was found for any of the {len(mined)} queries (every candidate was a "
+            "positive, skipped or outside the corpus); nothing written. Retrieve more (k) or skip fewer"
+        )
     if output is not None:
         write_jsonl_examples(mined, output)
     return mined

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from contriever.data.passages import doc_id_of
-from contriever.retrieval.index import DenseIndex
+from contriever.errors import UsageError
+from contriever.retrieval.index import DenseIndex, check_factory
 
 Run = dict[str, dict[str, float]]
 
@@ -51,7 +52,7 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
 
     meta = index.metadata
     model = model or meta.get("model", "default")
-    return Encoder.load(
+    encoder = Encoder.load(
         None if model == "default" else model,
         pooling=meta.get("pooling"),
         normalize=meta.get("normalize"),
@@ -60,6 +61,12 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
         lowercase=meta.get("lowercase"),
         normalize_text=meta.get("normalize_text"),
     )
+    if encoder.dim != index.dim:
+        raise UsageError(
+            f"the model {model} makes {encoder.dim}-dim vectors but the index holds {index.dim}-dim ones "
+            f"(built with {meta.get('model', 'an unrecorded model')}): search with the model the index was built with"
+        )
+    return encoder
 
 
 def max_over_passages(
@@ -102,6 +109,7 @@ def build_dense_index(
     """
     if not corpus:
         raise ValueError("cannot index an empty corpus")
+    check_factory(encoder.dim, index_factory, len(corpus))
     embeddings = encoder.encode_corpus(
         list(corpus.values()), batch_size=batch_size, show_progress=show_progress, precision=precision
     )
