@@ -85,6 +85,7 @@ def test_single_model_writes_into_output_directly(beir_folder, tiny_model, tmp_p
     assert (tmp_path / "o" / "metrics.json").exists() and (tmp_path / "o" / "run.trec").exists()
 
 
+@pytest.mark.bad_input
 def test_missing_dataset_gives_a_clear_error(tmp_path, capsys):
     code = main(["evaluate", "--data", str(tmp_path / "nowhere"), "--model", "bm25"])
     assert code == 2
@@ -118,6 +119,7 @@ def test_index_passages_and_search_shows_title_and_snippet(beir_folder, tiny_mod
     assert "d1#0  Scurvy" in out and "     Scurvy is a disease" in out and "d1#2" in out
 
 
+@pytest.mark.bad_input
 def test_unknown_config_key_is_reported(tmp_path, capsys):
     code = main(["pretrain", "--set", "loss.queue_szie=10", "--output", str(tmp_path / "run")])
     assert code == 2

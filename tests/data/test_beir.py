@@ -87,6 +87,7 @@ def error_of(call, *args) -> str:
     return str(info.value)
 
 
+@pytest.mark.bad_input
 def test_invalid_json_names_file_and_line(tmp_path):
     folder = make_folder(tmp_path, gz=False)
     write_jsonl(folder / "corpus.jsonl", [DOCS[0], '{"_id": "d9", "text": oops}'])
@@ -94,6 +95,7 @@ def test_invalid_json_names_file_and_line(tmp_path):
     assert f"{folder / 'corpus.jsonl'}:2:" in message and "not valid JSON" in message
 
 
+@pytest.mark.bad_input
 def test_missing_fields(tmp_path):
     folder = make_folder(tmp_path, gz=False)
     write_jsonl(folder / "corpus.jsonl", [DOCS[0], {"title": "t", "text": "x"}])
@@ -107,6 +109,7 @@ def test_missing_fields(tmp_path):
     assert "must be a string" in error_of(load_queries, folder)
 
 
+@pytest.mark.bad_input
 def test_duplicate_ids(tmp_path):
     folder = make_folder(tmp_path, gz=False)
     write_jsonl(folder / "corpus.jsonl", [DOCS[0], DOCS[1], {"_id": "d2", "text": "again"}])
@@ -127,6 +130,7 @@ def test_duplicate_ids(tmp_path):
         ("q1\td1\t1\nq1\td1\t2\n", 2, "listed again"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_qrels_rows(tmp_path, qrels, line, expected):
     folder = make_folder(tmp_path, qrels=qrels)
     message = error_of(load_qrels, folder, "test")
@@ -134,12 +138,14 @@ def test_bad_qrels_rows(tmp_path, qrels, line, expected):
     assert expected in message
 
 
+@pytest.mark.bad_input
 def test_missing_folder_says_what_a_beir_folder_needs(tmp_path):
     message = error_of(load_beir, tmp_path / "nowhere")
     assert "nowhere" in message and "corpus.jsonl" in message and "queries.jsonl" in message
     assert "qrels/<split>.tsv" in message and "does not exist" in message
 
 
+@pytest.mark.bad_input
 def test_folder_without_corpus_lists_what_it_found(tmp_path):
     folder = make_folder(tmp_path)
     (folder / "corpus.jsonl.gz").rename(folder / "docs.jsonl")
@@ -148,6 +154,7 @@ def test_folder_without_corpus_lists_what_it_found(tmp_path):
     assert "no corpus file" in error_of(load_corpus, folder)
 
 
+@pytest.mark.bad_input
 def test_load_beir_reports_every_missing_piece(tmp_path):
     folder = make_folder(tmp_path)
     (folder / "queries.jsonl").unlink()
@@ -155,6 +162,7 @@ def test_load_beir_reports_every_missing_piece(tmp_path):
     assert "missing queries.jsonl, qrels/dev.tsv" in message and "qrels exist for: test" in message
 
 
+@pytest.mark.bad_input
 def test_missing_split_lists_available_splits(tmp_path):
     folder = make_folder(tmp_path)
     message = error_of(load_qrels, folder, "dev")
@@ -163,11 +171,13 @@ def test_missing_split_lists_available_splits(tmp_path):
     )
 
 
+@pytest.mark.bad_input
 def test_qrels_query_missing_from_queries(tmp_path):
     folder = make_folder(tmp_path, qrels="q1\td1\t1\nq404\td1\t1\n")
     assert "q404" in error_of(load_beir, folder)
 
 
+@pytest.mark.bad_input
 def test_truncated_gzip_is_a_data_error(tmp_path):
     folder = make_folder(tmp_path)
     data = (folder / "corpus.jsonl.gz").read_bytes()

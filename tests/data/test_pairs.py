@@ -50,12 +50,14 @@ def test_from_beir_positives_have_score_above_zero(tmp_path):
     assert load_training_data(folder) == examples  # a folder dispatches to from_beir
 
 
+@pytest.mark.bad_input
 def test_from_beir_missing_query_names_qrels_line(tmp_path):
     folder = make_beir(tmp_path / "beir", ["q1\td0\t1", "q9\td1\t1"])
     with pytest.raises(DataError, match=r"train\.tsv:3: query 'q9'"):
         from_beir(folder)
 
 
+@pytest.mark.bad_input
 def test_from_beir_bad_score_names_line(tmp_path):
     folder = make_beir(tmp_path / "beir", ["q1\td0\t1", "q2\td1\tyes"])
     with pytest.raises(DataError, match=r"train\.tsv:3"):
@@ -69,12 +71,14 @@ def test_from_beir_positive_missing_from_corpus_is_left_out(tmp_path, caplog):
     assert "train.tsv:3" in caplog.text and "2 positive documents" in caplog.text
 
 
+@pytest.mark.bad_input
 def test_from_beir_without_positives_is_an_error(tmp_path):
     folder = make_beir(tmp_path / "beir", ["q1\td0\t0"])
     with pytest.raises(DataError, match="no query has a document with score > 0"):
         from_beir(folder)
 
 
+@pytest.mark.bad_input
 def test_folder_that_is_not_beir(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="BEIR"):
@@ -117,6 +121,7 @@ def test_dpr_jsonl_gz(tmp_path):
     assert [e.query for e in load_training_data(path)] == ["who wrote hamlet", "capital of france"]
 
 
+@pytest.mark.bad_input
 def test_dpr_json_list_broken_record_names_its_line(tmp_path):
     records = [DPR_RECORDS[0], {"question": "q", "positive_ctxs": [{"title": "no text"}]}]
     path = tmp_path / "train.json"
@@ -128,6 +133,7 @@ def test_dpr_json_list_broken_record_names_its_line(tmp_path):
         load_training_data(path)
 
 
+@pytest.mark.bad_input
 def test_dpr_json_syntax_error_names_its_line(tmp_path):
     path = tmp_path / "train.json"
     path.write_text('[\n  {"question": "a", "positive_ctxs": []},\n  {"question": "b",, }\n]\n')
@@ -180,6 +186,7 @@ def test_plain_jsonl_forms(tmp_path):
         ('{"query": "q", "positive": {"_id": "d1"}}', "has no text; pass a corpus"),
     ],
 )
+@pytest.mark.bad_input
 def test_plain_jsonl_broken_line(tmp_path, line, message):
     path = tmp_path / "train.jsonl"
     path.write_text('{"query": "fine", "positive": "p"}\n\n' + line + "\n")
@@ -201,6 +208,7 @@ def test_id_references_resolve_against_corpus(tmp_path):
         load_training_data(path, corpus=corpus)
 
 
+@pytest.mark.bad_input
 def test_empty_file_is_an_error(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text("\n")

@@ -127,6 +127,7 @@ def test_custom_text_field(tmp_path, tokenizer_path, hf_tokenizer):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.bad_input
 def test_bad_json_line_names_file_and_line(tmp_path, tokenizer_path, workers):
     source = tmp_path / "bad.jsonl"
     source.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": broken\n{"text": "never read"}\n')
@@ -139,6 +140,7 @@ def test_bad_json_line_names_file_and_line(tmp_path, tokenizer_path, workers):
     assert [p.name for p in tmp_path.iterdir()] == ["bad.jsonl"]  # the staging folder is gone
 
 
+@pytest.mark.bad_input
 def test_missing_text_field_and_wrong_types(tmp_path, tokenizer_path):
     source = write_jsonl(tmp_path / "x.jsonl", [{"text": "ok"}, {"body": "no text field"}])
     with pytest.raises(DataError, match=r"x\.jsonl:2: no 'text' field \(fields: 'body'\)"):
@@ -152,6 +154,7 @@ def test_missing_text_field_and_wrong_types(tmp_path, tokenizer_path):
         prepare([source], tokenizer_path, tmp_path / "out", workers=1, show_progress=False)
 
 
+@pytest.mark.bad_input
 def test_unknown_format_and_empty_corpus(tmp_path, tokenizer_path):
     other = tmp_path / "data.csv"
     other.write_text("a,b\n")
@@ -163,6 +166,7 @@ def test_unknown_format_and_empty_corpus(tmp_path, tokenizer_path):
         prepare([empty], tokenizer_path, tmp_path / "out", workers=1, show_progress=False)
 
 
+@pytest.mark.bad_input
 def test_replaces_a_prepared_folder_but_nothing_else(tmp_path, tokenizer_path):
     first = tmp_path / "first.txt"
     first.write_text("one document\n")
@@ -180,6 +184,7 @@ def test_replaces_a_prepared_folder_but_nothing_else(tmp_path, tokenizer_path):
     assert (precious / "notes.md").read_text() == "keep me"
 
 
+@pytest.mark.bad_input
 def test_token_dataset_checks_its_files(tmp_path, tokenizer_path):
     source = tmp_path / "t.txt"
     source.write_text("some words here\nmore words\n")

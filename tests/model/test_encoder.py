@@ -167,3 +167,25 @@ def test_auto_precision_uses_bf16_only_where_the_hardware_runs_it(monkeypatch):
     assert isinstance(encoder_module.autocast_context(cpu, "bf16"), torch.autocast)  # asked for: obeyed
     with pytest.raises(ValueError, match="unknown precision"):
         encoder_module.autocast_context(cpu, "int4")
+
+
+@pytest.mark.bad_input
+def test_a_model_folder_that_cannot_load_says_why(tiny_encoder, tmp_path):
+    from contriever.errors import DataError
+
+    folder = tiny_encoder.save(tmp_path / "model")
+    weights = folder / "model.safetensors"
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[: len(intact) - 100])
+    with pytest.raises(DataError, match="truncated: .* bytes where its header needs"):
+        Encoder.load(folder)
+    weights.write_bytes(intact[:5])
+    with pytest.raises(DataError, match="truncated or not a safetensors file"):
+        Encoder.load(folder)
+    weights.unlink()
+    with pytest.raises(DataError, match="no model weights"):
+        Encoder.load(folder)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(DataError, match="names no model_type") as error:
+        Encoder.load(folder)
+    assert error.value.path.endswith("config.json")

@@ -216,3 +216,27 @@ def test_loss_trajectory_is_pinned(token_folder, tmp_path, extra, expected_losse
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in records] == pytest.approx(expected_losses, rel=1e-4, abs=1e-5)
     assert [r["accuracy"] for r in records] == expected_accuracy
+
+
+@pytest.mark.bad_input
+def test_a_token_folder_from_another_tokenizer_is_refused_before_training(tmp_path):
+    """Ids from a 250k vocabulary fed to a 30k BERT used to die in "index out of range in self"."""
+    import numpy as np
+
+    from contriever.errors import DataError
+
+    folder = tmp_path / "xlmr-tokens"
+    folder.mkdir()
+    tokens = np.arange(200_000, 200_640, dtype=np.uint32)
+    tokens.tofile(folder / "tokens.bin")
+    np.save(folder / "doc_offsets.npy", np.array([0, 320, 640], dtype=np.int64))
+    meta = {
+        "dtype": "uint32",
+        "n_tokens": 640,
+        "n_docs": 2,
+        "tokenizer": {"path": "xlm-roberta-base", "vocab_size": 250002, "special_ids": {"cls": 0, "pad": 1}},
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="prepared with another tokenizer .*xlm-roberta-base, 250002 tokens"):
+        train(pretrain_config(folder), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

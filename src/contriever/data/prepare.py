@@ -485,5 +485,25 @@ class TokenDataset:
     def doc_lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def check_tokenizer(self, tokenizer) -> None:
+        """Refuse a tokenizer other than the one this folder was prepared with: its ids would pick the
+        wrong embeddings, or none ("index out of range in self" deep inside torch)."""
+        recorded = self.meta.get("tokenizer", {})
+        vocab_size = recorded.get("vocab_size")
+        current = _special_ids(tokenizer)
+        differ = [
+            name
+            for name, ident in (recorded.get("special_ids") or {}).items()
+            if ident is not None and current.get(name) is not None and current[name] != ident
+        ]
+        if (vocab_size is not None and vocab_size > len(tokenizer)) or differ:
+            why = f"special token ids differ: {', '.join(differ)}" if differ else "a larger vocabulary"
+            raise DataError(
+                self.folder / META_FILE,
+                f"this token folder was prepared with another tokenizer ({recorded.get('path')}, "
+                f"{vocab_size} tokens; the model's has {len(tokenizer)}; {why}): prepare it again with "
+                "`contriever prepare --model MODEL`",
+            )
+
     def __repr__(self) -> str:
         return f"TokenDataset({str(self.folder)!r}, n_docs={self.n_docs:,}, n_tokens={self.n_tokens:,}, dtype={self.dtype})"

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from contriever.data.normalize import transform_text
+from contriever.errors import DataError
 from contriever.io import atomic_folder
 from contriever.model.locate import from_pretrained, load_tokenizer, locate_model
 from contriever.model.pooling import POOLINGS, pool
@@ -133,6 +134,77 @@ def hub_sentence_transformers_settings(hub_id: str) -> dict:
         return {}
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse a model folder that cannot load, saying why, before `transformers` fails obscurely:
+    a config.json that is not a model config (`{}`), no weights, a safetensors file cut short."""
+    config_path = folder / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(config_path, f"not valid JSON ({error.msg})", error.lineno) from None
+    except UnicodeDecodeError:
+        raise DataError(config_path, "not UTF-8 text: not a model config") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise DataError(
+            config_path,
+            'not a transformers model config: it names no model_type (such as "bert"); save the model '
+            "again with `Encoder.save` or `save_pretrained`",
+        )
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        present = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise DataError(
+            folder, f"no model weights (model.safetensors or pytorch_model.bin); it holds: {present}"
+        )
+    for path in weights:
+        if path.name == "model.safetensors.index.json":
+            try:
+                shards = set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values())
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise DataError(path, "not a safetensors shard index (no weight_map)") from None
+            for name in sorted(shards):
+                if not (folder / name).is_file():
+                    raise DataError(folder / name, f"missing: {path.name} lists it")
+                _check_safetensors(folder / name)
+        elif path.suffix == ".safetensors":
+            _check_safetensors(path)
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header of tensor offsets, then the data:
+    a file shorter than its header says was cut short (an interrupted copy or download)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        header_length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if header_length < 0 or 8 + header_length > size:
+            raise DataError(
+                path, f"truncated or not a safetensors file ({size} bytes); copy or save the model again"
+            )
+        try:
+            header = json.loads(handle.read(header_length))
+            data_end = max(
+                (int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0
+            )
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            raise DataError(
+                path, "not a safetensors file (unreadable header); copy or save the model again"
+            ) from None
+    needed = 8 + header_length + data_end
+    if size < needed:
+        raise DataError(
+            path, f"truncated: {size} bytes where its header needs {needed}; copy or save the model again"
+        )
+
+
 class Encoder(torch.nn.Module):
     """A transformer plus pooling: `encoder(input_ids, attention_mask) -> [batch, dim]` vectors."""
 
@@ -191,6 +263,8 @@ class Encoder(torch.nn.Module):
                 f"{source}: not a model folder (no config.json). Pass a folder saved by "
                 "`contriever`, `transformers` or sentence-transformers."
             )
+        if isinstance(source, Path):
+            check_model_folder(source)
         from transformers.utils import logging as hf_logging
 
         verbosity = hf_logging.get_verbosity()

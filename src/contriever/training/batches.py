@@ -38,6 +38,8 @@ class PretrainBatches:
             min_doc_length=data.min_doc_length,
             mix_unit=data.mix_unit,
         )
+        for source in self.sampler.sources:
+            source.dataset.check_tokenizer(tokenizer)
         ids = special_ids_from_tokenizer(tokenizer)
         self.settings = PairSettings(
             method=data.method,
