@@ -254,7 +254,7 @@ def test_qrels_without_rows_and_an_empty_corpus_are_errors(tmp_path):
 @pytest.mark.bad_input
 def test_ids_with_whitespace_around_them_are_refused_with_a_count(tmp_path):
     folder = make_folder(tmp_path, gz=False)
-    docs = [{"_id": "d2", "text": "a"}, {"_id": "d1 ", "text": "b"}, {"_id": "\t7", "text": "c"}]
+    docs = [{"_id": "d2", "text": "a"}, {"_id": "d1 ", "text": "b"}, {"_id": " 7", "text": "c"}]
     write_jsonl(folder / "corpus.jsonl", docs)
     with pytest.raises(DataError) as error:
         load_corpus(folder)
@@ -299,3 +299,12 @@ def test_ids_containing_whitespace_are_found_before_any_work_with_their_line(tmp
     assert (
         error.value.line == 2 and "1 document id(s) contain whitespace (first: 'd 1')" in error.value.message
     )
+
+
+@pytest.mark.bad_input
+def test_an_id_with_a_tab_or_line_break_is_refused_at_its_line(tmp_path):
+    folder = make_folder(tmp_path, gz=False)
+    write_jsonl(folder / "corpus.jsonl", [{"_id": "d1", "text": "a"}, {"_id": "d\n2", "text": "b"}])
+    with pytest.raises(DataError, match="tab or line break") as error:
+        load_corpus(folder)
+    assert error.value.line == 2

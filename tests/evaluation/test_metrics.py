@@ -102,6 +102,7 @@ def test_identical_ids_are_dropped():
     assert evaluate_run(qrels, run, ignore_identical_ids=False)["mrr@10"] == 0.5
 
 
+@pytest.mark.bad_input
 def test_bad_inputs():
     with pytest.raises(ValueError, match="empty"):
         evaluate_run({}, RUN)
@@ -120,6 +121,7 @@ def test_trec_run_round_trip(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["run.trec"]  # no temporary left behind
 
 
+@pytest.mark.bad_input
 def test_trec_run_errors(tmp_path):
     with pytest.raises(ValueError, match="whitespace"):
         write_trec_run({"q 1": {"a": 1.0}}, tmp_path / "r.trec")

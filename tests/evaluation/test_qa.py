@@ -103,6 +103,7 @@ def test_top_k_accuracy():
     }
 
 
+@pytest.mark.bad_input
 def test_top_k_accuracy_bad_inputs():
     with pytest.raises(ValueError, match="answer lists"):
         top_k_accuracy([["a"]], [])

@@ -90,6 +90,7 @@ def test_evaluate_qa_command(qa_setup, capsys):
     assert "top-1" in printed and "top-5" in printed and "60.0" in printed
 
 
+@pytest.mark.bad_input
 def test_index_without_corpus_and_wrong_corpus(qa_setup, tmp_path):
     with pytest.raises(DataError, match="does not record its corpus"):
         evaluate_qa(qa_setup / "qa.csv", qa_setup / "index", show_progress=False)

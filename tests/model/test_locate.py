@@ -125,6 +125,7 @@ def test_offline_never_waits_on_the_network(monkeypatch, tiny_encoder, no_networ
     assert all(kw.get("local_files_only") for _, kw in model_loader.calls)
 
 
+@pytest.mark.bad_input
 def test_unreachable_hub_is_a_clear_error(monkeypatch, tiny_encoder):
     for name in locate.OFFLINE_ENV:
         monkeypatch.delenv(name, raising=False)
@@ -135,6 +136,7 @@ def test_unreachable_hub_is_a_clear_error(monkeypatch, tiny_encoder):
     assert all(kw.get("local_files_only") for _, kw in model_loader.calls)  # never the slow download
 
 
+@pytest.mark.bad_input
 def test_unknown_hub_id_keeps_a_clear_error(monkeypatch):
     for name in locate.OFFLINE_ENV:
         monkeypatch.delenv(name, raising=False)

@@ -82,6 +82,7 @@ def test_float32_storage(vectors, ids, tmp_path):
     assert scores[0, 0] == pytest.approx(float(vectors[0] @ vectors[0]), rel=1e-6)
 
 
+@pytest.mark.bad_input
 def test_fp16_overflow_is_refused(ids):
     big = np.full((3, DIM), 1e5, dtype=np.float32)
     with pytest.raises(ValueError, match="fp16 range"):
@@ -117,6 +118,7 @@ def test_training_needs_enough_vectors(vectors, ids):
         DenseIndex.build(vectors[:100], ids[:100], "IVF4,PQ4", show_progress=False)
 
 
+@pytest.mark.bad_input
 def test_bad_factory_string():
     with pytest.raises(ValueError, match="FAISS cannot make index 'Bogus'"):
         DenseIndex(DIM, "Bogus")
@@ -172,6 +174,7 @@ def test_input_checks(vectors, ids, tmp_path):
     assert (tmp_path / "precious" / "notes.txt").exists()
 
 
+@pytest.mark.bad_input
 def test_load_errors(vectors, ids, tmp_path):
     with pytest.raises(DataError, match="not an index folder"):
         DenseIndex.load(tmp_path / "missing")

@@ -135,6 +135,7 @@ def test_a_ready_run_and_the_output_file(tmp_path):
     }
 
 
+@pytest.mark.bad_input
 def test_bad_arguments():
     with pytest.raises(ValueError):
         mine_hard_negatives((QUERIES, QRELS), CORPUS, PositivesFirst(QRELS), skip_top=-1)

@@ -89,7 +89,14 @@ def _string_id(path: Path, line: int, obj: dict, field: str = "_id") -> str:
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         found = "missing" if value is None else f"{value!r} is not a non-empty string"
         raise DataError(path, f"field {field!r} {found} (fields present: {sorted(obj)})", line)
-    return str(value)
+    value = str(value)
+    if any(c in value for c in "\t\r\n"):
+        raise DataError(
+            path,
+            f"field {field!r} {value!r} contains a tab or line break, which no qrels or run file can hold",
+            line,
+        )
+    return value
 
 
 class _PaddedIds:
