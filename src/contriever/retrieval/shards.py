@@ -358,6 +358,13 @@ class ShardedIndex:
         for number, shard in enumerate(self._shards):
             for start in range(0, len(shard), chunk_rows):
                 chunk = np.asarray(shard[start : start + chunk_rows], dtype=np.float32)
+                finite = np.isfinite(chunk).all(axis=1)
+                if not finite.all():  # a NaN would silently drop out of every ranking
+                    row = start + int(np.argmin(finite))
+                    raise DataError(
+                        self.folder / vectors_name(number),
+                        f"row {row} holds NaN or infinite values: a damaged shard; rebuild the index",
+                    )
                 first_row = int(self.offsets[number]) + start
                 for q in range(0, n, query_batch):
                     scores = queries[q : q + query_batch] @ chunk.T
