@@ -243,6 +243,16 @@ def test_evaluate_refuses_bad_data_before_any_work(
     assert not output.exists()
 
 
+def test_evaluate_checks_the_index_factory_before_encoding(tmp_path, capsys, tiny_model, no_encoding):
+    capsys.readouterr()  # what the fixtures printed
+    folder = write_beir(tmp_path / "data")
+    argv = ["evaluate", "--data", str(folder), "--model", str(tiny_model)]
+    assert main([*argv, "--index-factory", "HNSW32,Nonsense"]) == 2
+    assert "FAISS cannot make index 'HNSW32,Nonsense'" in one_line_error(capsys)
+    assert main([*argv, "--index-factory", "IVF64,Flat"]) == 2
+    assert "64 IVF lists but only 2 vectors" in one_line_error(capsys)
+
+
 def test_evaluate_gives_each_system_its_own_folder_when_paths_end_alike(tiny_encoder, tmp_path, capsys):
     folder = write_beir(tmp_path / "data")
     tail = "experiment/checkpoints/final-model-after-fine-tuning-on-the-whole-set"  # > 60 characters

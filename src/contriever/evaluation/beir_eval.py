@@ -176,6 +176,9 @@ def evaluate_beir(
             device=str(encoder.device),
             precision=_resolved_precision(precision, encoder.device),
         )
+        from contriever.retrieval.index import check_factory
+
+        check_factory(encoder.dim, index_factory, None if words else len(corpus))  # before encoding
         encoding = time.perf_counter()
         index, meta["encoding"], temporary = _encoded_corpus(
             data_dir, encoder, model_path, words, overlap, batch_size, precision, use_cache, show_progress
