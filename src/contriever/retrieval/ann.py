@@ -1,0 +1,499 @@
+"""Compressed and approximate FAISS indexes built from the vector shards of an index folder.
+
+An index folder (`contriever index --output IDX`) holds every passage vector exactly, as fp16 shards.
+`build_ann(IDX, "IVF4096,PQ48")` makes an approximate index beside them, in `IDX/ann/<name>/`:
+
+- `ann.json`: the factory string, dim, count, training sample size and seed, build time, search
+  defaults, and the shards it was built from (so a stale one is refused, never searched);
+- `index.faiss`: the FAISS index; for IVF indexes only its header (quantizer, PQ/OPQ tables);
+- `lists.ivfdata` (IVF only): the inverted lists, FAISS's `OnDiskInvertedLists` format, which
+  search reads memory-mapped: the index answers on a machine with less RAM than the lists, the
+  operating system keeping the lists that queries touch in its page cache.
+
+Any `faiss.index_factory` string works, always with inner-product scores: `HNSW32`, `HNSW32,SQ8`,
+`IVF4096,Flat`, `IVF4096,PQ48`, `OPQ48,IVF4096,PQ48`, `IVF65536_HNSW32,PQ64`, ...
+
+Building never holds all vectors in memory: the index is trained on a seeded random sample of rows
+(`train_size`, read shard by shard), then the shards are added one after another. For IVF indexes
+each shard becomes a block of inverted lists written to disk, and the blocks are merged into the one
+`lists.ivfdata` file (the recipe of `faiss.contrib.ondisk.merge_ondisk`), so peak memory is one shard
+plus the trained header. HNSW has no on-disk form: its graph and vectors live in RAM (which is why
+`HNSW32,SQ8` or `HNSW32,PQ48` exist). Equivalences: with `on_disk=False` an IVF index is built the
+ordinary in-memory way; both return identical results (tested). Loaded with `mmap=True` (the default),
+flat code storage is memory-mapped as well (`IO_FLAG_MMAP_IFC`: HNSW's vectors, SQ and PQ codes), so
+only HNSW's graph links are read into RAM.
+
+Vectors come from any object with `dim`, `len()`, `iter_shards()` yielding `(ids, fp16 [rows, dim])`
+in row order, and `ids()` giving every id in row order (`ShardSource`); `open_shards(folder)` gives one
+for an index folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from contriever.errors import DataError
+from contriever.io import atomic_folder, write_json
+from contriever.retrieval.index import _as_float32_rows, _ensure_threads, _faiss_reason
+
+ANN_DIR = "ann"
+ANN_MANIFEST = "ann.json"
+INDEX_FILE = "index.faiss"
+LISTS_FILE = "lists.ivfdata"
+FORMAT_VERSION = 1
+DEFAULT_NPROBE = 32
+DEFAULT_EF_SEARCH = 128
+
+
+class ShardSource(Protocol):
+    """The vectors of an index folder, one shard at a time (see the module docstring); the reader of
+    `contriever.retrieval.shards` has this shape."""
+
+    dim: int
+    manifest: dict
+    metadata: dict
+
+    def __len__(self) -> int: ...
+
+    def iter_shards(self) -> Iterator[tuple[Sequence[str], np.ndarray]]: ...
+
+    def ids_for(self, rows) -> list[str]: ...
+
+
+class FolderShards:
+    """A `ShardSource` over an index folder: `index.json` (dim, count, shard file names), the shards
+    `embeddings-NNNNN.npy` (read memory-mapped, one at a time) and `ids.txt`."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        info_path = self.folder / "index.json"
+        if not info_path.is_file():
+            what = "no such folder" if not self.folder.exists() else "no index.json in it"
+            raise DataError(self.folder, f"not an index folder ({what}); build one with `contriever index`")
+        try:
+            self.manifest = json.loads(info_path.read_text())
+            self.dim, self.count = int(self.manifest["dim"]), int(self.manifest["count"])
+            self.shard_names = [str(name) for name in self.manifest["shards"]]
+        except json.JSONDecodeError as error:
+            raise DataError(info_path, f"not valid JSON ({error.msg})", error.lineno) from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(info_path, f"missing or bad field: {error}") from None
+        self.metadata = dict(self.manifest.get("metadata") or {})
+        self._ids: list[str] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def iter_shards(self) -> Iterator[tuple[Sequence[str], np.ndarray]]:
+        ids, start = self._all_ids(), 0
+        for name in self.shard_names:
+            path = self.folder / name
+            try:
+                shard = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as error:
+                raise DataError(path, f"cannot read vector shard: {error}") from None
+            if shard.ndim != 2 or shard.shape[1] != self.dim:
+                raise DataError(path, f"shard has shape {shard.shape}, expected [rows, {self.dim}]")
+            yield ids[start : start + len(shard)], shard
+            start += len(shard)
+        if start != self.count:
+            raise DataError(self.folder / "index.json", f"shards hold {start} vectors, count is {self.count}")
+
+    def _all_ids(self) -> list[str]:
+        if self._ids is None:
+            path = self.folder / "ids.txt"
+            ids = path.read_text(encoding="utf-8").splitlines() if path.is_file() else None
+            if ids is None or len(ids) != self.count:
+                found = "missing" if ids is None else f"{len(ids)} lines"
+                raise DataError(path, f"expected {self.count} ids (index.json count), found {found}")
+            self._ids = ids
+        return self._ids
+
+    def ids_for(self, rows) -> list[str]:
+        ids = self._all_ids()
+        return [ids[int(r)] for r in np.asarray(rows, dtype=np.int64).ravel()]
+
+
+def open_shards(folder: str | os.PathLike) -> ShardSource:
+    """The vector shards of the index folder `folder`."""
+    return FolderShards(folder)
+
+
+def source_fingerprint(source: ShardSource) -> dict:
+    """What an ANN index must match to be searched with a folder's ids: count, dim and the shards
+    as the folder's manifest lists them (file names, and rows and sizes where recorded)."""
+    shards = json.dumps(source.manifest.get("shards"), sort_keys=True).encode()
+    return {"count": len(source), "dim": source.dim, "shards_sha256": hashlib.sha256(shards).hexdigest()[:16]}
+
+
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence FAISS's C-level printf messages ("resizing ...", "IO_FLAG_ONDISK_SAME_DIR: updating
+    ...") which would otherwise land in `contriever search --json` output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+# ----- names and factories -----------------------------------------------------------------------------
+def ann_name(factory: str) -> str:
+    """A folder name for a factory string: `"OPQ48,IVF4096,PQ48"` -> `"OPQ48_IVF4096_PQ48"`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", factory.strip()).strip("_") or "ann"
+
+
+def ivf_lists(factory: str) -> int | None:
+    match = re.search(r"IVF(\d+)", factory)
+    return int(match.group(1)) if match else None
+
+
+def is_hnsw(factory: str) -> bool:
+    """An HNSW index (`HNSW32`, `HNSW32,SQ8`), not an IVF whose coarse quantizer is HNSW."""
+    return re.match(r"\s*(\w+\s*,\s*)?HNSW", factory) is not None and ivf_lists(factory) is None
+
+
+def default_search_params(factory: str) -> dict[str, int]:
+    params: dict[str, int] = {}
+    lists = ivf_lists(factory)
+    if lists is not None:
+        params["nprobe"] = min(lists, DEFAULT_NPROBE)
+    if is_hnsw(factory):
+        params["efSearch"] = DEFAULT_EF_SEARCH
+    return params
+
+
+def make_faiss_index(factory: str, dim: int) -> faiss.Index:
+    """An empty index for `factory`, inner-product metric. IVF-PQ's polysemous training (codebooks
+    ordered for Hamming pre-filtering, which search does not use here) is switched off: on this
+    machine it took 99% of the training time of a small IVF-PQ."""
+    try:
+        index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise ValueError(
+            f"FAISS cannot make index {factory!r} for {dim}-dim vectors: {_faiss_reason(error)}. "
+            "Examples: HNSW32, IVF4096,Flat, IVF4096,PQ48, OPQ48,IVF4096,PQ48 (PQ needs dim % M == 0)."
+        ) from None
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQ):
+        faiss.downcast_index(ivf).do_polysemous_training = False
+    return index
+
+
+def default_train_size(factory: str, count: int) -> int:
+    """Rows to train on: ~64 per IVF list (FAISS warns under 39), between 50,000 and 500,000 rows
+    (PQ codebooks want ~10,000 per 256 centroids), never more than the corpus."""
+    lists = ivf_lists(factory) or 0
+    return min(count, max(50_000, min(500_000, 64 * lists)))
+
+
+# ----- building ----------------------------------------------------------------------------------------
+def sample_rows(source: ShardSource, size: int, seed: int) -> np.ndarray:
+    """`size` rows of `source` drawn without replacement with `seed`, as fp32, read shard by shard."""
+    count = len(source)
+    rows = np.sort(np.random.default_rng(seed).choice(count, size=min(size, count), replace=False))
+    out = np.empty((len(rows), source.dim), dtype=np.float32)
+    start = filled = 0
+    for _, shard in source.iter_shards():
+        stop = start + len(shard)
+        take = rows[(rows >= start) & (rows < stop)] - start
+        out[filled : filled + len(take)] = shard[take]
+        filled += len(take)
+        start = stop
+    return out
+
+
+def _check_trainable(factory: str, count: int, sample: int) -> None:
+    lists = ivf_lists(factory)
+    if lists is not None and min(count, sample) < lists:
+        raise ValueError(
+            f"index {factory!r} has {lists} IVF lists but only {min(count, sample)} vectors to train on: "
+            f"use at most IVF{max(1, min(count, sample) // 39)} (FAISS wants ~39 vectors per list)"
+        )
+
+
+def build_ann(
+    folder: str | os.PathLike,
+    factory: str,
+    *,
+    name: str | None = None,
+    source: ShardSource | None = None,
+    train_size: int | None = None,
+    seed: int = 0,
+    on_disk: bool = True,
+    show_progress: bool = True,
+) -> Path:
+    """Build the approximate index `factory` from the shards of `folder` into `folder/ann/<name>/`.
+
+    Trained on `train_size` rows drawn with `seed` (default: `default_train_size`); IVF indexes keep
+    their inverted lists in `lists.ivfdata` unless `on_disk=False`. Returns the ANN folder; an
+    existing one of the same name is replaced only once the new one is complete.
+    """
+    source = source if source is not None else open_shards(folder)
+    started = time.perf_counter()
+    _ensure_threads()
+    index = make_faiss_index(factory, source.dim)
+    count = len(source)
+    train_size = int(train_size or default_train_size(factory, count))
+    trained_on = 0
+    if not index.is_trained:
+        _check_trainable(factory, count, train_size)
+        sample = sample_rows(source, train_size, seed)
+        trained_on = len(sample)
+        try:
+            index.train(sample)
+        except RuntimeError as error:
+            raise ValueError(
+                f"cannot train index {factory!r} on {len(sample)} vectors: {_faiss_reason(error)}"
+            ) from None
+        del sample
+    train_s = time.perf_counter() - started
+    target = Path(folder) / ANN_DIR / (name or ann_name(factory))
+    ivf = faiss.try_extract_index_ivf(index)
+    lists_on_disk = on_disk and ivf is not None
+    progress = tqdm(total=count, desc=f"adding to {factory}", unit="vec", disable=not show_progress)
+    with atomic_folder(target) as staging:
+        try:
+            if lists_on_disk:
+                _add_on_disk(index, source, staging, progress)
+            else:
+                for _, shard in source.iter_shards():
+                    index.add(np.ascontiguousarray(shard, dtype=np.float32))
+                    progress.update(len(shard))
+        finally:
+            progress.close()
+        faiss.write_index(index, str(staging / INDEX_FILE))
+        write_json(
+            staging / ANN_MANIFEST,
+            {
+                "format_version": FORMAT_VERSION,
+                "name": target.name,
+                "factory": factory,
+                "metric": "inner_product",
+                "dim": source.dim,
+                "count": count,
+                "index_file": INDEX_FILE,
+                "lists_file": LISTS_FILE if lists_on_disk else None,
+                "train_rows": trained_on,
+                "seed": seed,
+                "train_s": round(train_s, 3),
+                "build_s": round(time.perf_counter() - started, 3),
+                "search_params": default_search_params(factory),
+                "source": source_fingerprint(source),
+            },
+        )
+    return target
+
+
+def _add_on_disk(index: faiss.Index, source: ShardSource, staging: Path, progress) -> None:
+    """Add every shard as its own block of inverted lists, then merge the blocks into one
+    `OnDiskInvertedLists` file in `staging` (as `faiss.contrib.ondisk.merge_ondisk`, which would
+    keep the blocks mapped until exit); `index` (trained, empty) ends up pointing at it."""
+    blocks_dir = staging / "blocks"
+    blocks_dir.mkdir()
+    blocks, start = [], 0
+    for number, (_, shard) in enumerate(source.iter_shards()):
+        block = faiss.clone_index(index)
+        block.add_with_ids(
+            np.ascontiguousarray(shard, dtype=np.float32),
+            np.arange(start, start + len(shard), dtype=np.int64),
+        )
+        path = blocks_dir / f"block-{number:05d}.index"
+        faiss.write_index(block, str(path))
+        blocks.append(path)
+        start += len(shard)
+        del block
+        progress.update(len(shard))
+    opened = [faiss.read_index(str(path), faiss.IO_FLAG_MMAP) for path in blocks]
+    ivf = faiss.extract_index_ivf(index)
+    lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(staging / LISTS_FILE))
+    pointers = faiss.InvertedListsPtrVector()
+    for block in opened:
+        pointers.push_back(faiss.extract_index_ivf(block).invlists)
+    with _quiet_stdout():
+        total = lists.merge_from_multiple(pointers.data(), pointers.size(), False)
+    ivf.replace_invlists(lists, True)
+    lists.this.disown()  # owned by the index from now on
+    index.ntotal = ivf.ntotal = total
+    del pointers, opened  # unmaps the blocks before their files are removed
+    if total != start:
+        raise RuntimeError(f"merged {total} vectors into {LISTS_FILE}, expected {start}")
+    shutil.rmtree(blocks_dir)
+
+
+# ----- loading and searching ---------------------------------------------------------------------------
+def list_ann(folder: str | os.PathLike) -> list[str]:
+    """The names of the ANN indexes built in the index folder `folder`."""
+    root = Path(folder) / ANN_DIR
+    return sorted(p.parent.name for p in root.glob(f"*/{ANN_MANIFEST}")) if root.is_dir() else []
+
+
+class AnnIndex:
+    """An approximate index of an index folder, searchable like `DenseIndex` (same `search`)."""
+
+    def __init__(self, index: faiss.Index, info: dict, source: ShardSource, path: Path):
+        self.index, self.info, self.source, self.path = index, info, source, path
+        self.metadata = source.metadata
+        self.dim = int(info["dim"])
+        self.factory = str(info["factory"])
+        self.search_params = {k: int(v) for k, v in (info.get("search_params") or {}).items()}
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | os.PathLike,
+        name: str,
+        *,
+        source: ShardSource | None = None,
+        mmap: bool = True,
+    ) -> AnnIndex:
+        """Open `folder/ann/<name>`; IVF lists are memory-mapped from disk (`mmap=False` reads an
+        on-disk index's lists into RAM)."""
+        folder = Path(folder)
+        path = folder / ANN_DIR / name
+        manifest = path / ANN_MANIFEST
+        if not manifest.is_file():
+            built = list_ann(folder)
+            hint = f"built: {', '.join(built)}" if built else "none is built"
+            raise DataError(
+                path,
+                f"no ANN index named {name!r} in {folder} ({hint}); "
+                f"build it with `contriever ann-build --index {folder} --factory FACTORY --name {name}`",
+            )
+        try:
+            info = json.loads(manifest.read_text())
+            int(info["dim"]), int(info["count"]), str(info["factory"]), info["index_file"]
+        except json.JSONDecodeError as error:
+            raise DataError(manifest, f"not valid JSON ({error.msg})", error.lineno) from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(manifest, f"missing or bad field: {error}") from None
+        source = source if source is not None else open_shards(folder)
+        if info.get("source") != source_fingerprint(source):
+            raise DataError(
+                manifest,
+                f"built from other vectors ({info.get('source')}) than the folder now holds "
+                f"({source_fingerprint(source)}); rebuild it with `contriever ann-build`",
+            )
+        for key in ("index_file", "lists_file"):
+            if info.get(key) and not (path / info[key]).is_file():
+                raise DataError(
+                    path / info[key], f"missing: the ANN index {name!r} is incomplete; rebuild it"
+                )
+        # the lists file is found beside index.faiss wherever the folder now is; with `mmap`, flat
+        # code storage (HNSW's vectors, SQ/PQ codes) is memory-mapped (FAISS allows one or the other)
+        if info.get("lists_file"):
+            flags = faiss.IO_FLAG_ONDISK_SAME_DIR
+        else:
+            flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0
+        try:
+            with _quiet_stdout():
+                index = faiss.read_index(str(path / info["index_file"]), flags)
+        except RuntimeError as error:
+            raise DataError(
+                path / info["index_file"], f"cannot read FAISS index: {_faiss_reason(error)}"
+            ) from None
+        if index.ntotal != int(info["count"]) or index.d != int(info["dim"]):
+            raise DataError(
+                path / info["index_file"],
+                f"holds {index.ntotal} x {index.d} vectors, {ANN_MANIFEST} says {info['count']} x {info['dim']}",
+            )
+        if info.get("lists_file") and not mmap:
+            _lists_to_memory(index)
+        return cls(index, info, source, path)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def set_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """IVF lists searched per query (`nprobe`), HNSW candidate list size (`ef_search`)."""
+        for key, value in (("nprobe", nprobe), ("efSearch", ef_search)):
+            if value is None:
+                continue
+            if value < 1:
+                raise ValueError(f"{key} must be at least 1, got {value}")
+            if key not in default_search_params(self.factory):
+                kind = "IVF" if key == "nprobe" else "HNSW"
+                raise ValueError(f"{key} applies to {kind} indexes; {self.factory!r} is not one")
+            self.search_params[key] = int(value)
+
+    def search(
+        self, query_vectors, k: int, *, batch_size: int = 4096, show_progress: bool = True
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """As `DenseIndex.search`: `(scores [n, k'], doc_ids)`, best first, missing scores -inf."""
+        scores, rows = self.search_rows(query_vectors, k, batch_size=batch_size, show_progress=show_progress)
+        flat = self.ids_for(rows[rows >= 0])
+        doc_ids, position = [], 0
+        for found in (rows >= 0).sum(axis=1).tolist():
+            doc_ids.append(flat[position : position + found])
+            position += found
+        return scores, doc_ids
+
+    def ids_for(self, rows) -> list[str]:
+        """The ids of rows (numbered across the folder's shards, as `search_rows` returns them)."""
+        return self.source.ids_for(rows)
+
+    def search_rows(
+        self, queries: np.ndarray, k: int, *, batch_size: int = 4096, show_progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and row numbers `[n, k']` (-1 where fewer than k' were found)."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        queries = _as_float32_rows(queries, self.dim, "query vectors")
+        _ensure_threads()
+        k = min(k, len(self))
+        space = faiss.ParameterSpace()
+        for key, value in self.search_params.items():
+            value = max(value, k) if key == "efSearch" else value  # HNSW returns at most efSearch
+            space.set_index_parameter(self.index, key, float(value))
+        scores = np.empty((len(queries), k), dtype=np.float32)
+        labels = np.empty((len(queries), k), dtype=np.int64)
+        progress = tqdm(total=len(queries), desc="searching", unit="query", disable=not show_progress)
+        try:
+            for start in range(0, len(queries), batch_size):
+                batch_scores, batch_labels = self.index.search(queries[start : start + batch_size], k)
+                scores[start : start + len(batch_labels)] = batch_scores
+                labels[start : start + len(batch_labels)] = batch_labels
+                progress.update(len(batch_labels))
+        finally:
+            progress.close()
+        scores[labels < 0] = -np.inf
+        return scores, labels
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes on disk: `header` (read into RAM when loaded) and `lists` (memory-mapped, if any)."""
+        lists = self.info.get("lists_file")
+        return {
+            "header": (self.path / self.info["index_file"]).stat().st_size,
+            "lists": (self.path / lists).stat().st_size if lists else 0,
+        }
+
+
+def _lists_to_memory(index: faiss.Index) -> None:
+    """Replace an IVF index's on-disk lists by an in-RAM copy."""
+    ivf = faiss.extract_index_ivf(index)
+    on_disk = ivf.invlists
+    in_memory = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+    for number in range(ivf.nlist):
+        size = on_disk.list_size(number)
+        if size:
+            in_memory.add_entries(number, size, on_disk.get_ids(number), on_disk.get_codes(number))
+    ivf.replace_invlists(in_memory, True)
+    in_memory.this.disown()
