@@ -107,6 +107,32 @@ def test_index_then_search(beir_folder, tiny_model, tmp_path, capsys):
     assert (top["title"], top["text"]) == DOCS[top["id"]]  # read from the index's passage store
 
 
+def test_ann_build_then_search_with_ann(beir_folder, tiny_model, tmp_path, capsys):
+    index = tmp_path / "index"
+    main(["index", "--data", str(beir_folder), "--model", str(tiny_model), "--output", str(index)])
+    assert main(["search", "--index", str(index), "--ann", "IVF2_Flat", "q"]) == 2
+    assert "no ANN index named 'IVF2_Flat'" in capsys.readouterr().err
+    assert main(["ann-build", "--index", str(index), "--factory", "IVF2,Flat"]) == 0
+    assert "--ann IVF2_Flat" in capsys.readouterr().out
+    queries = ["scurvy", "vitamin D"]
+    assert main(["search", "--index", str(index), "--k", "3", "--json", *queries]) == 0
+    exact = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    command = ["search", "--index", str(index), "--k", "3", "--json", "--ann", "IVF2_Flat", "--nprobe", "2"]
+    assert main([*command, *queries]) == 0
+    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for ann_row, exact_row in zip(found, exact, strict=True):  # every list probed: exact results
+        assert [(r["id"], r["title"]) for r in ann_row["results"]] == [
+            (r["id"], r["title"]) for r in exact_row["results"]
+        ]
+        assert [r["score"] for r in ann_row["results"]] == pytest.approx(
+            [r["score"] for r in exact_row["results"]]
+        )
+    with pytest.raises(SystemExit, match="efSearch applies to HNSW"):
+        main([*command, "--ef-search", "8", "q"])
+    with pytest.raises(SystemExit, match="add --ann NAME"):
+        main(["search", "--index", str(index), "--nprobe", "2", "q"])
+
+
 def test_index_passages_and_search_shows_title_and_snippet(beir_folder, tiny_model, tmp_path, capsys):
     index = tmp_path / "index"
     args = ["index", "--data", str(beir_folder), "--model", str(tiny_model), "--output", str(index)]

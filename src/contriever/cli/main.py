@@ -2,7 +2,8 @@
 
 contriever evaluate --data DIR [--split test] [--model PATH|default|bm25|hybrid:PATH ...] [--output DIR]
 contriever index    --data DIR | --corpus FILE... [--model M] --output IDX [--words 100] [--shard I/N]
-contriever search   --index IDX [--k 10] "query" ...          (or one query a line on stdin)
+contriever search   --index IDX [--k 10] [--ann NAME --nprobe N --ef-search N] "query" ...  (or stdin)
+contriever ann-build --index IDX --factory "IVF4096,PQ48" [--name NAME] [--train-size N] [--in-memory]
 contriever evaluate-qa --questions FILE --index IDX [--corpus FILE]   (top-1/5/20/100 accuracy, DPR matching)
 contriever cache    [--clear]                                  (the encode cache)
 contriever prepare  --input FILE... [--model M] --output DIR
@@ -216,6 +217,16 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"query {empty[0]} is empty ({len(empty)} empty in all): an empty query matches nothing"
         )
     index, store = load_for_search(args.index)
+    if args.ann:
+        from contriever.retrieval.ann import AnnIndex
+
+        index = AnnIndex.load(args.index, args.ann)
+        try:
+            index.set_params(nprobe=args.nprobe, ef_search=args.ef_search)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+    elif args.nprobe or args.ef_search:
+        raise SystemExit("error: --nprobe and --ef-search apply to an approximate index: add --ann NAME")
     encoder = encoder_for_index(index, args.model)
     vectors = encoder.encode_queries(queries, show_progress=False)
     scores, rows = index.search_rows(vectors, args.k)
@@ -238,6 +249,29 @@ def cmd_search(args: argparse.Namespace) -> int:
             )
             if "text" in result:
                 print(f"     {_snippet(result['text'])}")
+    return 0
+
+
+def cmd_ann_build(args: argparse.Namespace) -> int:
+    from contriever.retrieval.ann import AnnIndex, build_ann
+
+    try:
+        path = build_ann(
+            args.index,
+            args.factory,
+            name=args.name,
+            train_size=args.train_size,
+            seed=args.seed,
+            on_disk=not args.in_memory,
+        )
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    info, sizes = (index := AnnIndex.load(args.index, path.name)).info, index.sizes()
+    print(
+        f"built {args.factory} over {info['count']} vectors in {info['build_s']:.1f} s: {path} "
+        f"(in RAM: {sizes['header'] / 2**20:.1f} MiB; lists on disk: {sizes['lists'] / 2**20:.1f} MiB). "
+        f"Search it with `contriever search --index {args.index} --ann {path.name}`"
+    )
     return 0
 
 
@@ -460,8 +494,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=positive_int, default=10)
     p.add_argument("--model", help="override the model recorded in the index")
     p.add_argument("--json", action="store_true", help="one JSON object per query")
+    p.add_argument("--ann", metavar="NAME", help="search the approximate index IDX/ann/NAME (see ann-build)")
+    p.add_argument("--nprobe", type=int, help="IVF lists searched per query (with --ann; default 32)")
+    p.add_argument("--ef-search", type=int, help="HNSW candidate list size (with --ann; default 128)")
     p.add_argument("queries", nargs="*")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "ann-build",
+        help="build an approximate FAISS index (HNSW, IVF, IVF-PQ, OPQ) from an index folder's shards",
+    )
+    p.add_argument("--index", required=True, help="index folder made by `contriever index`")
+    p.add_argument(
+        "--factory", required=True, help='FAISS index_factory string, e.g. "HNSW32", "OPQ48,IVF4096,PQ48"'
+    )
+    p.add_argument("--name", help="folder name under IDX/ann/ (default: from the factory, e.g. IVF4096_PQ48)")
+    p.add_argument("--train-size", type=int, help="rows sampled for training (default: ~64 per IVF list)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training sample")
+    p.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="IVF lists inside index.faiss, read into RAM (default: on disk)",
+    )
+    p.set_defaults(func=cmd_ann_build)
 
     p = sub.add_parser(
         "evaluate-qa", help="top-k accuracy of an index on open-domain QA questions (DPR's answer matching)"

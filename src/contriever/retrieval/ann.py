@@ -17,15 +17,15 @@ Building never holds all vectors in memory: the index is trained on a seeded ran
 (`train_size`, read shard by shard), then the shards are added one after another. For IVF indexes
 each shard becomes a block of inverted lists written to disk, and the blocks are merged into the one
 `lists.ivfdata` file (the recipe of `faiss.contrib.ondisk.merge_ondisk`), so peak memory is one shard
-plus the trained header. HNSW has no on-disk form: its graph and vectors live in RAM (which is why
-`HNSW32,SQ8` or `HNSW32,PQ48` exist). Equivalences: with `on_disk=False` an IVF index is built the
+plus the trained header. HNSW has no on-disk lists: it is built in RAM (graph and vectors; hence
+`HNSW32,SQ8`, a quarter of the vectors' fp32 size). Equivalences: with `on_disk=False` an IVF index is built the
 ordinary in-memory way; both return identical results (tested). Loaded with `mmap=True` (the default),
 flat code storage is memory-mapped as well (`IO_FLAG_MMAP_IFC`: HNSW's vectors, SQ and PQ codes), so
 only HNSW's graph links are read into RAM.
 
 Vectors come from any object with `dim`, `len()`, `iter_shards()` yielding `(ids, fp16 [rows, dim])`
-in row order, and `ids()` giving every id in row order (`ShardSource`); `open_shards(folder)` gives one
-for an index folder.
+in row order, `ids_for(rows)` and the folder's `manifest` and `metadata` (`ShardSource`: the shape of
+`contriever.retrieval.shards.open_index(folder)`).
 """
 
 from __future__ import annotations
@@ -74,63 +74,11 @@ class ShardSource(Protocol):
     def ids_for(self, rows) -> list[str]: ...
 
 
-class FolderShards:
-    """A `ShardSource` over an index folder: `index.json` (dim, count, shard file names), the shards
-    `embeddings-NNNNN.npy` (read memory-mapped, one at a time) and `ids.txt`."""
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        info_path = self.folder / "index.json"
-        if not info_path.is_file():
-            what = "no such folder" if not self.folder.exists() else "no index.json in it"
-            raise DataError(self.folder, f"not an index folder ({what}); build one with `contriever index`")
-        try:
-            self.manifest = json.loads(info_path.read_text())
-            self.dim, self.count = int(self.manifest["dim"]), int(self.manifest["count"])
-            self.shard_names = [str(name) for name in self.manifest["shards"]]
-        except json.JSONDecodeError as error:
-            raise DataError(info_path, f"not valid JSON ({error.msg})", error.lineno) from None
-        except (KeyError, TypeError, ValueError) as error:
-            raise DataError(info_path, f"missing or bad field: {error}") from None
-        self.metadata = dict(self.manifest.get("metadata") or {})
-        self._ids: list[str] | None = None
-
-    def __len__(self) -> int:
-        return self.count
-
-    def iter_shards(self) -> Iterator[tuple[Sequence[str], np.ndarray]]:
-        ids, start = self._all_ids(), 0
-        for name in self.shard_names:
-            path = self.folder / name
-            try:
-                shard = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as error:
-                raise DataError(path, f"cannot read vector shard: {error}") from None
-            if shard.ndim != 2 or shard.shape[1] != self.dim:
-                raise DataError(path, f"shard has shape {shard.shape}, expected [rows, {self.dim}]")
-            yield ids[start : start + len(shard)], shard
-            start += len(shard)
-        if start != self.count:
-            raise DataError(self.folder / "index.json", f"shards hold {start} vectors, count is {self.count}")
-
-    def _all_ids(self) -> list[str]:
-        if self._ids is None:
-            path = self.folder / "ids.txt"
-            ids = path.read_text(encoding="utf-8").splitlines() if path.is_file() else None
-            if ids is None or len(ids) != self.count:
-                found = "missing" if ids is None else f"{len(ids)} lines"
-                raise DataError(path, f"expected {self.count} ids (index.json count), found {found}")
-            self._ids = ids
-        return self._ids
-
-    def ids_for(self, rows) -> list[str]:
-        ids = self._all_ids()
-        return [ids[int(r)] for r in np.asarray(rows, dtype=np.int64).ravel()]
-
-
 def open_shards(folder: str | os.PathLike) -> ShardSource:
-    """The vector shards of the index folder `folder`."""
-    return FolderShards(folder)
+    """The vector shards of the index folder `folder` (`contriever.retrieval.shards.open_index`)."""
+    from contriever.retrieval.shards import open_index
+
+    return open_index(folder)
 
 
 def source_fingerprint(source: ShardSource) -> dict:
@@ -199,10 +147,11 @@ def make_faiss_index(factory: str, dim: int) -> faiss.Index:
 
 
 def default_train_size(factory: str, count: int) -> int:
-    """Rows to train on: ~64 per IVF list (FAISS warns under 39), between 50,000 and 500,000 rows
-    (PQ codebooks want ~10,000 per 256 centroids), never more than the corpus."""
+    """Rows to train on: 64 per IVF list (FAISS warns under 39), at least 50,000 (PQ codebooks want
+    ~10,000 rows per 256 centroids), at most 2,000,000 (6 GiB of fp32 at 768 dims), never more than
+    the corpus."""
     lists = ivf_lists(factory) or 0
-    return min(count, max(50_000, min(500_000, 64 * lists)))
+    return min(count, max(50_000, min(2_000_000, 64 * lists)))
 
 
 # ----- building ----------------------------------------------------------------------------------------
