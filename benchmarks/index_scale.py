@@ -9,11 +9,11 @@ seconds, peak RSS), and writes its numbers to `benchmarks/results/index_scale/ST
     python benchmarks/index_scale.py encode --passages 10000 --tiny   # a tiny random model (memory only)
     python benchmarks/index_scale.py kill --passages 1000 --shard-size 100
     python benchmarks/index_scale.py torchrun --passages 300
-    python benchmarks/index_scale.py distractors --index IDX      # SciFact test + IDX's passages
+    python benchmarks/index_scale.py subset --docs 500            # SciFact test on judged + random docs
+    python benchmarks/index_scale.py distractors --index IDX [--data DIR]   # SciFact test + IDX's passages
 
-`SHARED_DATA` names the data folder when it is not `../shared/data`. Inputs are the first documents of `../shared/data/enwiki-2015-sample` (in file order) up to the
-passage count asked for (the last document is kept whole, so the count is reached or passed by < 1
-document's passages); the exact count is reported.
+`SHARED_DATA` names the data folder when it is not `../shared/data`. Inputs are the first documents of `../shared/data/enwiki-2015-sample` (in file order) making
+exactly the passage count asked for (the last document cut short).
 """
 
 from __future__ import annotations
@@ -66,18 +66,21 @@ def timed(command: list[str], env: dict | None = None) -> dict:
 
 
 def corpus_prefix(passages: int, words: int = 100) -> tuple[Path, int, int]:
-    """A jsonl of the first enwiki documents holding at least `passages` passages of `words` words."""
-    from contriever.data.passages import iter_documents, split_words
+    """A jsonl of the first enwiki documents making exactly `passages` passages of `words` words
+    (the last document is cut short where the count is reached)."""
+    from contriever.data.passages import iter_documents
 
     path = WORK / f"enwiki-first-{passages}.jsonl"
     count = documents = 0
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as handle:
         for doc in iter_documents(ENWIKI):
-            pieces = len(split_words(doc.text, words))
+            tokens = doc.text.split()
+            pieces = min(-(-len(tokens) // words), passages - count)
             if not pieces:
                 continue
-            handle.write(json.dumps({"_id": doc.id, "title": doc.title, "text": doc.text}) + "\n")
+            text = " ".join(tokens[: pieces * words])
+            handle.write(json.dumps({"_id": doc.id, "title": doc.title, "text": text}) + "\n")
             count += pieces
             documents += 1
             if count >= passages:
@@ -160,17 +163,21 @@ def step_encode(args) -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     corpus, documents, passages = corpus_prefix(args.passages)
     model = str(tiny_model()) if args.tiny else "default"
-    output = WORK / f"enwiki-{args.passages}-{'tiny' if args.tiny else 'default'}"
+    output = (
+        WORK
+        / f"enwiki-{args.passages}-{'tiny' if args.tiny else 'default'}-{args.shard_size}-{args.batch_size}"
+    )
     subprocess.run(["rm", "-rf", str(output)], check=True)
-    run = timed(index_command(corpus, output, model, args.shard_size))
+    run = timed(index_command(corpus, output, model, args.shard_size, "--batch-size", str(args.batch_size)))
     sizes = folder_bytes(output)
     save(
-        f"encode-{args.passages}-{'tiny' if args.tiny else 'default'}",
+        f"encode-{args.passages}-{'tiny' if args.tiny else 'default'}-{args.shard_size}-{args.batch_size}",
         {
             "model": "tiny random BERT (2 layers, 32 wide)" if args.tiny else "default (all-MiniLM-L6-v2)",
             "documents": documents,
             "passages": passages,
             "shard_size": args.shard_size,
+            "batch_size": args.batch_size,
             **run,
             **encoding_rate(output),
             "bytes": sizes,
@@ -256,21 +263,49 @@ def step_torchrun(args) -> None:
     )
 
 
+def step_subset(args) -> None:
+    """A BEIR folder: SciFact's test queries and qrels, and a corpus of every document judged for them
+    plus random others (seed 0) up to `--docs`, in corpus order."""
+    import random
+
+    from contriever.data.beir import load_qrels
+    from contriever.data.passages import iter_documents
+
+    scifact = DATA / "scifact"
+    qrels = load_qrels(scifact, "test")
+    judged = {d for docs in qrels.values() for d in docs}
+    ids = [doc.id for doc in iter_documents([scifact / "corpus.jsonl.gz"])]
+    others = sorted(set(ids) - judged)
+    keep = judged | set(random.Random(0).sample(others, max(0, args.docs - len(judged))))
+    folder = WORK / f"scifact-{args.docs}"
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(folder / "corpus.jsonl", "w") as handle:
+        for doc in iter_documents([scifact / "corpus.jsonl.gz"]):
+            if doc.id in keep:
+                handle.write(json.dumps({"_id": doc.id, "title": doc.title, "text": doc.text}) + "\n")
+    (folder / "queries.jsonl").write_bytes((scifact / "queries.jsonl").read_bytes())
+    (folder / "qrels" / "test.tsv").write_bytes((scifact / "qrels" / "test.tsv").read_bytes())
+    save(
+        f"subset-{args.docs}",
+        {"folder": str(folder), "documents": len(keep), "judged": len(judged & set(ids))},
+    )
+
+
 def step_distractors(args) -> None:
     """SciFact test queries over SciFact's corpus plus the passages of `--index` (exact search over
     both folders, top k merged), against SciFact alone."""
     import numpy as np
 
-    from contriever.data.beir import load_qrels, load_queries
+    from contriever.data.beir import CORPUS_NAMES, _find_file, load_qrels, load_queries
     from contriever.evaluation.metrics import evaluate_run
     from contriever.model.encoder import Encoder
     from contriever.retrieval.encode import cached_index
     from contriever.retrieval.retrieve import run_from_search
     from contriever.retrieval.shards import open_index
 
-    scifact = DATA / "scifact"
+    scifact = Path(args.data)
     encoder = Encoder.load()
-    folder, _, _ = cached_index([scifact / "corpus.jsonl.gz"], encoder, model="default")
+    folder, _, _ = cached_index([_find_file(scifact, CORPUS_NAMES, "corpus")], encoder, model="default")
     indexes = [open_index(folder), open_index(args.index)]
     qrels = load_qrels(scifact, "test")
     queries = {q: t for q, t in load_queries(scifact).items() if q in qrels}
@@ -311,6 +346,7 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--passages", type=int, default=1000)
         p.add_argument("--shard-size", type=int, default=250)
+        p.add_argument("--batch-size", type=int, default=128)
         p.set_defaults(func=func)
         if name == "encode":
             p.add_argument(
@@ -322,7 +358,11 @@ def main() -> None:
             )
     p = sub.add_parser("distractors")
     p.add_argument("--index", required=True, help="an index folder of distractor passages")
+    p.add_argument("--data", default=str(DATA / "scifact"), help="the BEIR folder (SciFact or a subset)")
     p.set_defaults(func=step_distractors)
+    p = sub.add_parser("subset")
+    p.add_argument("--docs", type=int, default=500)
+    p.set_defaults(func=step_subset)
     args = parser.parse_args()
     args.func(args)
 

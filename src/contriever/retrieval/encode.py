@@ -14,9 +14,10 @@
 3. **Shards.** Process `I` of `N` encodes the shards `s` with `s % N == I` that are not complete
    yet, reading their texts from the store by row range, and writes each (ids, fp16 vectors, record)
    atomically. Every shard is encoded exactly once whatever `N` and the passage count, and a shard's
-   vectors do not depend on which process made them (its batches are cut from the shard alone). A
-   kill loses at most the shard being encoded. `N` comes from `--shard I/N` or from torchrun's
-   `RANK`/`WORLD_SIZE` (both together: part `I * WORLD_SIZE + RANK` of `N * WORLD_SIZE`).
+   vectors do not depend on which process made them (its batches are cut from the shard alone,
+   sorted by length within blocks of 8 batches). A kill loses at most the shard being encoded. `N`
+   comes from `--shard I/N` or from torchrun's `RANK`/`WORLD_SIZE` (both together: part
+   `I * WORLD_SIZE + RANK` of `N * WORLD_SIZE`).
 4. **Manifest.** The process that finds every shard complete writes `index.json`: the folder is a
    searchable index from then on (`open_index`). Re-running a finished command does nothing.
 
@@ -362,14 +363,18 @@ def _encode_shards(
             started = time.perf_counter()
             batch = store.range(number * shard_rows, (number + 1) * shard_rows)
             texts = [document_text({"title": title, "text": text}) for _, title, text in batch]
-            vectors = encoder.encode(
-                texts, batch_size, precision=settings["precision"], show_progress=False, desc="encoding"
-            )
+            blocks = []
+            for start in range(0, len(texts), 8 * batch_size):  # 8 batches at a time: the bar moves
+                block = texts[start : start + 8 * batch_size]
+                blocks.append(
+                    encoder.encode(block, batch_size, precision=settings["precision"], show_progress=False)
+                )
+                progress.update(len(block))
+            vectors = np.concatenate(blocks)
             vectors = _fp16(vectors) if settings["dtype"] == "float16" else vectors.astype(np.float32)
             write_shard(folder, number, [pid for pid, _, _ in batch], vectors)
             seconds = time.perf_counter() - started
             counts["encoded"] += 1
-            progress.update(len(batch))
             _log(
                 folder,
                 {"shard": number, "rows": len(batch), "seconds": round(seconds, 3), "part": list(part)},
