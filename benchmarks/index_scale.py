@@ -305,7 +305,10 @@ def step_distractors(args) -> None:
 
     scifact = Path(args.data)
     encoder = Encoder.load()
-    folder, _, _ = cached_index([_find_file(scifact, CORPUS_NAMES, "corpus")], encoder, model="default")
+    if args.base_index:  # SciFact's own index folder, e.g. the encode cache entry `evaluate` made
+        folder = Path(args.base_index)
+    else:
+        folder, _, _ = cached_index([_find_file(scifact, CORPUS_NAMES, "corpus")], encoder, model="default")
     indexes = [open_index(folder), open_index(args.index)]
     qrels = load_qrels(scifact, "test")
     queries = {q: t for q, t in load_queries(scifact).items() if q in qrels}
@@ -359,6 +362,7 @@ def main() -> None:
     p = sub.add_parser("distractors")
     p.add_argument("--index", required=True, help="an index folder of distractor passages")
     p.add_argument("--data", default=str(DATA / "scifact"), help="the BEIR folder (SciFact or a subset)")
+    p.add_argument("--base-index", help="the BEIR folder's index (default: encode it through the cache)")
     p.set_defaults(func=step_distractors)
     p = sub.add_parser("subset")
     p.add_argument("--docs", type=int, default=500)
