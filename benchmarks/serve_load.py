@@ -4,7 +4,7 @@
         --clients 32 --queries 5000
 
 For each setting it starts `contriever serve` on 127.0.0.1 (a free port) as a child process, sends
-100 warm-up requests, then `--queries` requests from `--clients` concurrent keep-alive connections
+`--warmup` requests at full concurrency, then `--queries` requests from `--clients` concurrent keep-alive connections
 (the dataset's queries in turn, `GET /search?mode=...&k=10`, or `POST /v1/embeddings` with
 `--mode embeddings`), and stops by itself. It reports queries/s, p50/p95/p99 latency, errors (any
 status but 200 or no answer), the server's resident memory at the start and end of the run (and its
@@ -49,7 +49,9 @@ def measure(args, batching: bool, requests: list[Request]) -> dict:
     started = time.perf_counter()
     with ServerProcess(server_args) as server:
         startup = time.perf_counter() - started
-        warm = run_load(server.url, requests[-100:], clients=min(8, args.clients), total=100)
+        # warm-up at full concurrency, so the largest batches (and their memory) are reached before
+        # the measured run starts and "memory flat" compares like with like
+        warm = run_load(server.url, requests[-500:], clients=args.clients, total=args.warmup)
         if warm.errors:
             raise SystemExit(f"warm-up failed: {warm.failures[:3]}")
         batches0 = _metric(server.url, "contriever_encode_batch_size_count")
@@ -74,6 +76,9 @@ def measure(args, batching: bool, requests: list[Request]) -> dict:
         exit_status=status,
         startup_s=round(startup, 1),
         failures=result.failures[:5],
+        rss_by_tenth_mb=[round(result.rss_mb[int(i * (len(result.rss_mb) - 1) / 10)], 1) for i in range(11)]
+        if result.rss_mb
+        else [],
     )
     return summary
 
@@ -90,7 +95,8 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--queries", type=int, default=5000)
-    parser.add_argument("--max-seconds", type=float, default=900)
+    parser.add_argument("--max-seconds", type=float, default=900, help="stop sending after this long")
+    parser.add_argument("--warmup", type=int, default=320, help="requests sent before the measured run")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1)

@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--query", default="vitamin D deficiency and bone fractures")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=820)
+    parser.add_argument("--height", type=int, default=760)
     parser.add_argument("--output", default="docs/serve-page.png")
     parser.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"))
     args = parser.parse_args()
@@ -46,6 +46,10 @@ def main() -> int:
         page.keyboard.press("ArrowDown")  # show the keyboard focus on the first result
         page.screenshot(path=args.output)
         browser.close()
+    from PIL import Image
+
+    # a 64-colour palette keeps the text sharp and the file small enough to commit
+    Image.open(args.output).convert("RGB").quantize(colors=64).save(args.output, optimize=True)
     print(f"wrote {args.output}")
     return 0
 

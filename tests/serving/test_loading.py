@@ -96,3 +96,11 @@ def test_a_large_flat_index_is_searched_from_its_shards_with_the_same_results(ti
     for a, b in zip(in_memory.encode_batch(jobs), mapped.encode_batch(jobs)):
         assert [i for i, _ in a.hits] == [i for i, _ in b.hits]
         assert [s for _, s in a.hits] == pytest.approx([s for _, s in b.hits], rel=1e-5)
+
+
+def test_model_names_reported_by_the_api():
+    from contriever.serving.server import model_name
+
+    assert model_name(None) == model_name("default") == "all-MiniLM-L6-v2"
+    assert model_name("runs/scifact-ft/best") == "scifact-ft/best"
+    assert model_name("/models/my-retriever") == "my-retriever"

