@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -53,3 +54,30 @@ def default_encoder():
     from contriever.model.encoder import Encoder
 
     return Encoder.load()
+
+
+@pytest.fixture(scope="session")
+def token_folder(tmp_path_factory) -> Path:
+    """A prepared token stream from a few hundred synthetic documents."""
+    from contriever.data.prepare import prepare
+    from contriever.model.encoder import default_model_path
+
+    root = tmp_path_factory.mktemp("tokens")
+    words = [
+        "retrieval",
+        "dense",
+        "contrastive",
+        "learning",
+        "query",
+        "document",
+        "passage",
+        "negative",
+        "queue",
+        "momentum",
+    ]
+    lines = []
+    for i in range(300):
+        text = " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(40 + i % 30))
+        lines.append(json.dumps({"id": str(i), "text": f"document {i} {text}"}))
+    (root / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    return prepare([root / "docs.jsonl"], str(default_model_path()), root / "prepared", workers=1)

@@ -6,16 +6,13 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from contriever.data.augment import (
     PairSettings,
     apply_augmentation,
     inverse_cloze,
     make_pair,
-    pad_batch,
     random_crop,
-    sample_pair_batch,
     special_ids_from_tokenizer,
     wrap_special_tokens,
 )
@@ -283,32 +280,3 @@ def test_pair_settings_are_checked():
         PairSettings(augmentation="mask")
     with pytest.raises(ValueError, match="vocab_size"):
         PairSettings(augmentation="replace")
-
-
-def test_pad_batch():
-    ids, mask = pad_batch([[101, 5, 102], np.array([101, 102])], pad_id=0)
-    assert ids.dtype == mask.dtype == torch.int64
-    assert ids.tolist() == [[101, 5, 102], [101, 102, 0]]
-    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
-
-
-class ListSampler:
-    """Stands in for ChunkSampler: hands out fixed chunks."""
-
-    def sample(self, n):
-        return [CHUNK[i : i + 64] for i in range(n)]
-
-
-def test_sample_pair_batch_shapes_and_resume():
-    settings = PairSettings(**BERT)
-    rng = np.random.default_rng(11)
-    sample_pair_batch(ListSampler(), rng, settings, 4, pad_id=0)
-    state = rng.bit_generator.state
-    batch = sample_pair_batch(ListSampler(), rng, settings, 4, pad_id=0)
-    assert set(batch) == {"q_ids", "q_mask", "k_ids", "k_mask"}
-    assert batch["q_ids"].shape[0] == batch["k_ids"].shape[0] == 4
-    assert torch.equal(batch["q_mask"].sum(1), (batch["q_ids"] != 0).sum(1))
-    rng2 = np.random.default_rng(0)
-    rng2.bit_generator.state = state
-    again = sample_pair_batch(ListSampler(), rng2, settings, 4, pad_id=0)
-    assert all(torch.equal(batch[key], again[key]) for key in batch)

@@ -189,3 +189,12 @@ def test_a_model_folder_that_cannot_load_says_why(tiny_encoder, tmp_path):
     with pytest.raises(DataError, match="names no model_type") as error:
         Encoder.load(folder)
     assert error.value.path.endswith("config.json")
+
+
+def test_pad_batch():
+    from contriever.model.encoder import pad_batch
+
+    ids, mask = pad_batch([[101, 5, 102], np.array([101, 102])], pad_id=0)
+    assert ids.dtype == mask.dtype == torch.int64
+    assert ids.tolist() == [[101, 5, 102], [101, 102, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from tiny import TINY_MODEL
 
+from contriever.errors import ConfigError
 from contriever.model.encoder import Encoder
 from contriever.training.batches import FinetuneBatches, sample_dev_corpus
 from contriever.training.config import load_config
@@ -173,3 +174,26 @@ def test_finetuning_trajectory_is_pinned(beir_folder, tmp_path):
     assert [r["eval/ndcg@10"] for r in rows if "eval/ndcg@10" in r] == pytest.approx(
         [0.5640995184095701, 0.5184818934934552], abs=1e-4
     )
+
+
+@pytest.mark.parametrize(("chosen", "round2"), [(None, 0.1), (0.0, 0.0), (0.3, 0.3)])
+def test_round_two_honours_the_hard_negative_share_set(beir_folder, tmp_path, monkeypatch, chosen, round2):
+    """Unset: the paper's 0.1 in round 2; a value that is set (0 included) is used as it is."""
+    from contriever.retrieval import mining
+    from contriever.training import finetune
+
+    configs = []
+    monkeypatch.setattr(finetune, "train", lambda config, out: configs.append(config) or Path(out) / "model")
+    monkeypatch.setattr(mining, "mine_beir", lambda *args, **kwargs: None)
+    extra = [] if chosen is None else [f"finetune.hard_negative_prob={chosen}"]
+    run_finetune(finetune_config(beir_folder, *extra), tmp_path / "ft")
+    assert [c.finetune.hard_negative_prob for c in configs] == [0.0, round2]
+
+
+def test_two_rounds_on_a_file_of_examples_fail_before_round_one(tmp_path):
+    examples = tmp_path / "mined.jsonl"
+    examples.write_text(json.dumps({"query": "q", "positive": "a document"}) + "\n")
+    config = load_config(None, ["task=finetune", f'finetune.train="{examples}"'])
+    with pytest.raises(ConfigError, match="two rounds mine hard negatives from a BEIR folder"):
+        run_finetune(config, tmp_path / "ft")
+    assert not (tmp_path / "ft").exists()

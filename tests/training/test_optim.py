@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from contriever.errors import ConfigError
-from contriever.training.optim import build_optimizer, build_scheduler, clip_gradients, lr_factor
+from contriever.training.optim import build_optimizer, build_scheduler, lr_factor
 
 
 def test_no_weight_decay_on_biases_and_norms(tiny_encoder):
@@ -37,7 +37,7 @@ def test_decay_on_every_parameter_as_the_official_code(tiny_encoder):
     assert len(group["params"]) == len(list(tiny_encoder.parameters()))  # biases and LayerNorm included
 
 
-def test_paper_defaults_and_other_optimizers():
+def test_paper_defaults():
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
     group = build_optimizer(model).param_groups[0]
     assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (
@@ -46,9 +46,6 @@ def test_paper_defaults_and_other_optimizers():
         1e-6,
         0.01,
     )
-    assert isinstance(build_optimizer(model, name="sgd", lr=0.1, momentum=0.9), torch.optim.SGD)
-    with pytest.raises(ConfigError, match="adamw"):
-        build_optimizer(model, name="adamm")
 
 
 def test_frozen_parameters_are_left_out():
@@ -136,15 +133,3 @@ def test_bad_schedules():
         build_scheduler(optimizer, 1, 10, kind="cosinus")
     with pytest.raises(ConfigError):
         build_scheduler(optimizer, 1, 10, final_lr_ratio=2.0)
-
-
-def test_clip_gradients():
-    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
-    a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([4.0])
-    assert clip_gradients([a, b], 0) == pytest.approx(5.0)  # measure only
-    assert a.grad.tolist() == [3.0, 0.0]
-    assert clip_gradients([a, b], 1.0) == pytest.approx(5.0)  # the norm before clipping
-    torch.testing.assert_close(
-        torch.cat([a.grad, b.grad]), torch.tensor([0.6, 0.0, 0.8]), rtol=1e-5, atol=1e-6
-    )
-    assert clip_gradients(torch.nn.Linear(2, 2), 1.0) == 0.0  # no gradients yet

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 METHODS = ("crop", "ict")
 
@@ -281,31 +280,3 @@ def make_pair(
             chunk, rng, settings.ratio_min, settings.ratio_max, settings.ict_keep_span_prob
         )
     return finish_view(query, rng, settings), finish_view(key, rng, settings)
-
-
-def pad_batch(
-    sequences: Sequence[Sequence[int] | np.ndarray], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest sequence: (input_ids, attention_mask), both int64 [batch, longest]."""
-    if len(sequences) == 0:
-        raise ValueError("cannot pad an empty batch")
-    longest = max(len(s) for s in sequences)
-    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(sequences), longest), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return torch.from_numpy(ids), torch.from_numpy(mask)
-
-
-def sample_pair_batch(
-    sampler, rng: np.random.Generator, settings: PairSettings, batch_size: int, pad_id: int
-) -> dict:
-    """`batch_size` chunks from `sampler` -> {"q_ids", "q_mask", "k_ids", "k_mask"} (key i is query i's positive).
-
-    The randomness is the sampler's generator (chunks) and `rng` (views and noise): checkpoint both.
-    """
-    pairs = [make_pair(chunk, rng, settings) for chunk in sampler.sample(batch_size)]
-    q_ids, q_mask = pad_batch([q for q, _ in pairs], pad_id)
-    k_ids, k_mask = pad_batch([k for _, k in pairs], pad_id)
-    return {"q_ids": q_ids, "q_mask": q_mask, "k_ids": k_ids, "k_mask": k_mask}

@@ -223,10 +223,6 @@ class FinetuneBatcher:
     def local_batch_size(self) -> int:
         return self.batch_size // self.world_size
 
-    @property
-    def batches_per_epoch(self) -> float:
-        return len(self.examples) / self.batch_size
-
     def _next_indices(self) -> list[int]:
         taken: list[int] = []
         while len(taken) < self.batch_size:
@@ -257,10 +253,6 @@ class FinetuneBatcher:
         n_slots = min((len(n) for n in per_example), default=0)
         negatives = [document_text(per_example[i][slot]) for slot in range(n_slots) for i in range(lo, hi)]
         return FinetuneBatch(queries[lo:hi], positives[lo:hi], negatives)
-
-    def __iter__(self):
-        while True:
-            yield self.next_batch()
 
     def state_dict(self) -> dict:
         """JSON-serialisable: epoch, position, the current order and every generator's state."""

@@ -54,6 +54,21 @@ def document_text(doc: dict | str) -> str:
     return f"{title} {text}" if title else text
 
 
+def pad_batch(
+    sequences: Sequence[Sequence[int] | np.ndarray], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence: (input_ids, attention_mask), both int64 [batch, longest]."""
+    if len(sequences) == 0:
+        raise ValueError("cannot pad an empty batch")
+    longest = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), longest), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 autocast is fast here: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX."""
     if device.type == "cuda":
@@ -407,14 +422,8 @@ class Encoder(torch.nn.Module):
         )["input_ids"]
 
     def collate(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad token id lists to the longest one: (input_ids, attention_mask)."""
-        longest = max(len(s) for s in sequences)
-        ids = np.full((len(sequences), longest), self.tokenizer.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(sequences), longest), dtype=np.int64)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        return torch.from_numpy(ids), torch.from_numpy(mask)
+        """Right-pad token id lists to the longest one with this tokenizer's pad id: (input_ids, attention_mask)."""
+        return pad_batch(sequences, self.tokenizer.pad_token_id)
 
     @torch.inference_mode()
     def encode(

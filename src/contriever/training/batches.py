@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from contriever.data.augment import PairSettings, make_pair, pad_batch, special_ids_from_tokenizer
+from contriever.data.augment import PairSettings, make_pair, special_ids_from_tokenizer
 from contriever.data.sampling import ChunkSampler
+from contriever.model.encoder import pad_batch
 from contriever.training.config import Config
 
 
@@ -124,7 +125,7 @@ class FinetuneBatches:
         pool = self.corpus if self.corpus is not None else corpus_from_examples(examples)
         sampler = NegativeSampler(
             pool,
-            hard_negative_prob=data.hard_negative_prob,
+            hard_negative_prob=data.hard_negative_prob or 0.0,
             n_negatives=data.n_negatives,
             seed=config.train.seed,
             hard_negative_min_index=data.hard_negative_min_index,

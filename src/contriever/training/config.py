@@ -109,7 +109,9 @@ class FinetuneDataConfig:
     # 0: the whole corpus. Cheaper evaluations for early stopping; the test split is always full.
     dev_corpus_size: CountOrZero = 0
     n_negatives: CountOrZero = 1  # extra negatives per query besides the in-batch ones
-    hard_negative_prob: Probability = 0.0  # chance each extra negative is a mined one (paper round 2: 0.1)
+    # Chance each extra negative is a mined one. None: 0, except in round 2 of `contriever finetune`
+    # (--rounds 2), where it is the paper's 0.1; a value set here is used as it is, 0 included.
+    hard_negative_prob: Probability | None = None
     # Mined hard negatives are drawn after skipping this many from the top of each query's mined list
     # (the official code's negative_hard_min_idx): top-ranked "negatives" are often unlabelled positives.
     hard_negative_min_index: CountOrZero = 0

@@ -94,11 +94,6 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 # ----- gathering tensors ------------------------------------------------------------------------------
 class _AllGatherWithGrad(torch.autograd.Function):
     """Concatenate every process's tensor along dim 0; gradients go back to their owners, summed."""

@@ -22,7 +22,6 @@ import torch
 from contriever.errors import ConfigError
 
 SCHEDULES = ("linear", "cosine", "constant")
-OPTIMIZERS = ("adamw", "adam", "sgd")
 NO_DECAY = ("bias", "LayerNorm.weight", "layernorm", "norm")
 
 
@@ -54,36 +53,25 @@ def parameter_groups(
 
 def build_optimizer(
     model: torch.nn.Module,
-    name: str = "adamw",
     lr: float = 5e-5,
     betas: tuple[float, float] = (0.9, 0.98),
     eps: float = 1e-6,
     weight_decay: float = 0.01,
     no_decay: Iterable[str] = NO_DECAY,
-    momentum: float = 0.0,
     decay_vectors: bool = False,
-) -> torch.optim.Optimizer:
-    """AdamW (default), Adam or SGD over `model`'s trainable parameters, see `parameter_groups`.
+) -> torch.optim.AdamW:
+    """AdamW over `model`'s trainable parameters, see `parameter_groups` (SAM/ASAM wrap it: `asam.py`).
 
     On CUDA the fused AdamW kernel is used (one kernel for all parameters); elsewhere torch's
-    multi-tensor (foreach) implementation. `momentum` applies to SGD only.
+    multi-tensor (foreach) implementation.
     """
     groups = parameter_groups(model, weight_decay, no_decay, decay_vectors)
     if not groups:
         raise ValueError("the model has no trainable parameters")
     params = [p for g in groups for p in g["params"]]
     all_cuda = all(p.device.type == "cuda" and p.is_floating_point() for p in params)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **_fast(all_cuda))
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, **_fast(all_cuda))
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    raise ConfigError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
-
-
-def _fast(all_cuda: bool) -> dict:
-    return {"fused": True} if all_cuda else {"foreach": True}
+    fast = {"fused": True} if all_cuda else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **fast)
 
 
 def lr_factor(
@@ -124,20 +112,3 @@ def build_scheduler(
         return lr_factor(step, warmup_steps, total_steps, kind, final_lr_ratio)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def clip_gradients(parameters: torch.nn.Module | Iterable[torch.Tensor], max_norm: float) -> float:
-    """Scale gradients so their global L2 norm is at most `max_norm`; returns the norm before clipping.
-
-    `max_norm <= 0` only measures the norm.
-    """
-    if isinstance(parameters, torch.nn.Module):
-        parameters = parameters.parameters()
-    params = [p for p in parameters if p.grad is not None]
-    if not params:
-        return 0.0
-    if max_norm <= 0:
-        return float(
-            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-        )
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
