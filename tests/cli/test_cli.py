@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 from pathlib import Path
@@ -211,3 +212,27 @@ def test_text_options_are_recorded_in_the_index_and_reach_the_queries(beir_folde
     assert main([*evaluate, "--normalize-text"]) == 0
     meta = json.loads((out / "metrics.json").read_text())["meta"]
     assert (meta["lowercase"], meta["normalize_text"]) == (False, True)
+
+
+def test_every_subcommand_has_a_description_an_example_and_help_on_every_argument():
+    from contriever.cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"evaluate", "index", "search", "prepare", "pretrain", "finetune", "mine"} <= set(commands)
+    for name, command in commands.items():
+        assert command.description and "\n" not in command.description, name
+        assert command.epilog.startswith(f"example:\n  contriever {name} "), name
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help"
+        text = command.format_help()
+        assert "(default:" in text, name
+
+
+def test_index_takes_data_or_corpus_not_both(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["index", "--data", "a", "--corpus", "b", "--output", str(tmp_path)])
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["index", "--output", str(tmp_path)])
+    assert "one of the arguments --data --corpus is required" in capsys.readouterr().err

@@ -145,11 +145,6 @@ def cmd_index(args: argparse.Namespace) -> int:
     from contriever.retrieval.index import check_factory
 
     _check_models(args.model)
-    if bool(args.data) == bool(args.corpus):
-        raise UsageError(
-            "pass exactly one of --data DIR (a BEIR folder) or --corpus FILE... "
-            "(corpus.jsonl[.gz], DPR-style .tsv or plain text, one document a line)"
-        )
     inputs = (
         [_find_file(Path(args.data), CORPUS_NAMES, "corpus")] if args.data else [Path(p) for p in args.corpus]
     )
@@ -395,6 +390,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # ----- parser ------------------------------------------------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every argument's help shows its default; descriptions and examples keep their line breaks."""
+
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISION_HELP = "encoding precision (auto: bf16 autocast where the hardware runs it fast, else fp32)"
+
+
+def _subcommand(sub, name: str, summary: str, example: str, func) -> argparse.ArgumentParser:
+    """A subcommand with a one-line description, an example, and defaults shown in its help."""
+    parser = sub.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=f"example:\n  {example}",
+        formatter_class=HelpFormatter,
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
 def _add_passage_arguments(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
     what = "and score each document by its best passage (max over passages)" if evaluate else "(ids DOCID#N)"
     p.add_argument(
@@ -404,24 +420,42 @@ def _add_passage_arguments(p: argparse.ArgumentParser, evaluate: bool = False) -
         help=f"split documents into passages of this many words, the title carried on each, {what}; "
         "0 keeps documents whole, truncated by the model (the paper's Wikipedia setting: 100)",
     )
-    p.add_argument(
-        "--overlap", type=non_negative_int, default=0, help="words shared by consecutive passages (default 0)"
-    )
+    p.add_argument("--overlap", type=non_negative_int, default=0, help="words shared by consecutive passages")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="contriever", description="Contriever: dense retrieval with contrastive learning."
+        prog="contriever",
+        description="Contriever: dense retrieval with contrastive learning. `contriever COMMAND -h` for each.",
+        formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_evaluate(sub)
+    _add_index_and_search(sub)
+    _add_evaluate_qa(sub)
+    _add_training(sub)
+    _add_serve(sub)
+    debug_help = f"show the traceback of an internal error (also ${DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    for subparser in sub.choices.values():  # accepted after the subcommand too
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+    return parser
 
-    p = sub.add_parser("evaluate", help="evaluate models and BM25 on a BEIR dataset")
-    p.add_argument("--data", help=f"BEIR folder (default: ${DEFAULT_DATA_ENV})")
-    p.add_argument("--split", default="test")
+
+def _add_evaluate(sub) -> None:
+    p = _subcommand(
+        sub,
+        "evaluate",
+        "evaluate models and BM25 on a BEIR dataset (nDCG@10, R@100, MRR@10, R@1000)",
+        "contriever evaluate --data ../shared/data/scifact --model default --model bm25 --output out/scifact",
+        cmd_evaluate,
+    )
+    p.add_argument("--data", help=f"BEIR folder; None: ${DEFAULT_DATA_ENV}")
+    p.add_argument("--split", default="test", help="qrels split to evaluate (qrels/SPLIT.tsv)")
     p.add_argument(
         "--model",
         action="append",
-        help="model folder, 'default', 'bm25' or 'hybrid:PATH' (repeat to compare; default: the default model)",
+        help="model folder, 'default', 'bm25' or 'hybrid:PATH' (repeat to compare); None: the default model",
     )
     p.add_argument(
         "--output",
@@ -429,39 +463,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for metrics.json and run.trec (one subfolder per model when several)",
     )
     p.add_argument("--k", type=positive_int, default=1000, help="documents retrieved per query")
-    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=128, help="texts encoded at a time")
     p.add_argument(
         "--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32 or IVF1024,PQ32"
     )
-    p.add_argument("--max-length", type=positive_int, help="token limit (default: the model's own, else 512)")
-    p.add_argument(
-        "--precision",
-        choices=("auto", "bf16", "fp16", "fp32"),
-        default="auto",
-        help="encoding precision (auto: bf16 autocast where the hardware runs it fast)",
-    )
+    p.add_argument("--max-length", type=positive_int, help="token limit; None: the model's own, else 512")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     _add_passage_arguments(p, evaluate=True)
     p.add_argument(
         "--no-cache", action="store_true", help="encode the corpus again (do not use the encode cache)"
     )
     _add_text_options(p, "queries and documents")
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
+
+def _add_index_and_search(sub) -> None:
+    p = _subcommand(
+        sub,
         "index",
-        help="encode a corpus into an index folder, shard by shard (resumable; torchrun or --shard I/N for many processes)",
+        "encode a corpus into an index folder, shard by shard (resumable; torchrun or --shard I/N for many processes)",
+        "contriever index --data ../shared/data/scifact --output indexes/scifact",
+        cmd_index,
     )
-    p.add_argument("--data", help="BEIR folder")
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="BEIR folder whose corpus to index")
+    source.add_argument(
         "--corpus",
         nargs="+",
         help="corpus files: .jsonl[.gz] (_id or id, title, text), DPR .tsv (id, text, title) or plain text",
     )
-    p.add_argument("--model", default="default")
-    p.add_argument("--output", type=output_folder, required=True)
-    p.add_argument("--index-factory", default="Flat")
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--max-length", type=positive_int)
+    p.add_argument("--model", default="default", help="model folder, 'default' or a Hub id")
+    p.add_argument("--output", type=output_folder, required=True, help="index folder to write")
+    p.add_argument("--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="texts encoded at a time")
+    p.add_argument("--max-length", type=positive_int, help="token limit; None: the model's own, else 512")
     _add_passage_arguments(p)
     p.add_argument(
         "--shard-size",
@@ -475,51 +509,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-bad", action="store_true", help="skip and count bad corpus lines instead of stopping"
     )
-    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument(
         "--no-cache", action="store_true", help="neither reuse nor keep vectors in the encode cache"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_text_options(p, "documents (and, when searching, queries)")
-    p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser(
-        "cache", help="list (or --clear) the encode cache ($CONTRIEVER_CACHE, ~/.cache/contriever)"
+    p = _subcommand(
+        sub,
+        "cache",
+        "list (or --clear) the encode cache ($CONTRIEVER_CACHE, ~/.cache/contriever)",
+        "contriever cache --clear",
+        cmd_cache,
     )
     p.add_argument("--clear", action="store_true", help="delete every cached encoding")
-    p.set_defaults(func=cmd_cache)
 
-    p = sub.add_parser("search", help="search an index")
-    p.add_argument("--index", required=True)
-    p.add_argument("--k", type=positive_int, default=10)
-    p.add_argument("--model", help="override the model recorded in the index")
-    p.add_argument("--json", action="store_true", help="one JSON object per query")
+    p = _subcommand(
+        sub,
+        "search",
+        "search an index with queries given as arguments or one a line on standard input",
+        'contriever search --index indexes/scifact --k 5 "does vitamin D prevent fractures"',
+        cmd_search,
+    )
+    p.add_argument("--index", required=True, help="index folder written by `contriever index`")
+    p.add_argument("--k", type=positive_int, default=10, help="results per query")
+    p.add_argument("--model", help="model to encode the queries; None: the one the index records")
+    p.add_argument("--json", action="store_true", help="one JSON object per query instead of a table")
     p.add_argument("--ann", metavar="NAME", help="search the approximate index IDX/ann/NAME (see ann-build)")
-    p.add_argument("--nprobe", type=int, help="IVF lists searched per query (with --ann; default 32)")
-    p.add_argument("--ef-search", type=int, help="HNSW candidate list size (with --ann; default 128)")
-    p.add_argument("queries", nargs="*")
-    p.set_defaults(func=cmd_search)
+    p.add_argument("--nprobe", type=int, help="IVF lists searched per query (with --ann); None: 32")
+    p.add_argument("--ef-search", type=int, help="HNSW candidate list size (with --ann); None: 128")
+    p.add_argument("queries", nargs="*", help="query texts; none: read them from standard input")
 
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "ann-build",
-        help="build an approximate FAISS index (HNSW, IVF, IVF-PQ, OPQ) from an index folder's shards",
+        "build an approximate FAISS index (HNSW, IVF, IVF-PQ, OPQ) from an index folder's shards",
+        'contriever ann-build --index indexes/scifact --factory "IVF256,PQ48"',
+        cmd_ann_build,
     )
     p.add_argument("--index", required=True, help="index folder made by `contriever index`")
     p.add_argument(
         "--factory", required=True, help='FAISS index_factory string, e.g. "HNSW32", "OPQ48,IVF4096,PQ48"'
     )
-    p.add_argument("--name", help="folder name under IDX/ann/ (default: from the factory, e.g. IVF4096_PQ48)")
-    p.add_argument("--train-size", type=int, help="rows sampled for training (default: ~64 per IVF list)")
+    p.add_argument("--name", help="folder name under IDX/ann/; None: from the factory, e.g. IVF4096_PQ48")
+    p.add_argument("--train-size", type=int, help="rows sampled for training; None: ~64 per IVF list")
     p.add_argument("--seed", type=int, default=0, help="seed of the training sample")
     p.add_argument(
-        "--in-memory",
-        action="store_true",
-        help="IVF lists inside index.faiss, read into RAM (default: on disk)",
+        "--in-memory", action="store_true", help="IVF lists inside index.faiss, read into RAM (else on disk)"
     )
-    p.set_defaults(func=cmd_ann_build)
 
-    p = sub.add_parser(
-        "evaluate-qa", help="top-k accuracy of an index on open-domain QA questions (DPR's answer matching)"
+
+def _add_evaluate_qa(sub) -> None:
+    p = _subcommand(
+        sub,
+        "evaluate-qa",
+        "top-k accuracy of an index on open-domain QA questions (DPR's answer matching)",
+        "contriever evaluate-qa --questions nq-test.csv --index indexes/wiki --output out/nq",
+        cmd_evaluate_qa,
     )
     p.add_argument(
         "--questions",
@@ -530,14 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--corpus",
         help="the corpus the index was built from (BEIR folder, corpus.jsonl[.gz] or DPR psgs_w100.tsv[.gz]); "
-        "default: the one the index records",
+        "None: the one the index records",
     )
-    p.add_argument("--model", help="override the model recorded in the index")
+    p.add_argument("--model", help="model to encode the questions; None: the one the index records")
     p.add_argument(
-        "--k",
-        type=positive_int,
-        action="append",
-        help="accuracy at this depth (repeat; default: 1, 5, 20, 100)",
+        "--k", type=positive_int, action="append", help="accuracy at this depth (repeat); None: 1, 5, 20, 100"
     )
     p.add_argument(
         "--match",
@@ -545,53 +589,86 @@ def build_parser() -> argparse.ArgumentParser:
         default="string",
         help="DPR's answer matching: token sequences (string) or answers as regexes (CuratedTREC)",
     )
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="questions encoded at a time")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--output", type=output_folder, help="folder for metrics.json and results.jsonl")
-    p.set_defaults(func=cmd_evaluate_qa)
 
-    p = sub.add_parser("prepare", help="tokenize raw text into memory-mapped token streams")
+
+def _add_training(sub) -> None:
+    p = _subcommand(
+        sub,
+        "prepare",
+        "tokenize raw text into memory-mapped token streams for pretraining",
+        "contriever prepare --input ../shared/data/enwiki-2015-sample/part-00.jsonl.gz --output data/enwiki",
+        cmd_prepare,
+    )
     p.add_argument("--input", nargs="+", required=True, help="jsonl / txt files, gzip allowed")
-    p.add_argument("--model", default="default", help="model folder whose tokenizer to use")
-    p.add_argument("--output", type=output_folder, required=True)
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--title-field", default="title")
+    p.add_argument("--model", default="default", help="model folder whose tokenizer to use, or 'default'")
+    p.add_argument(
+        "--output",
+        type=output_folder,
+        required=True,
+        help="folder to write (tokens.bin, doc_offsets.npy, meta.json)",
+    )
+    p.add_argument("--text-field", default="text", help="JSON field holding a document's text")
+    p.add_argument("--title-field", default="title", help="JSON field holding a document's title")
     p.add_argument("--include-title", action="store_true", help="prefix each document with its title")
-    p.add_argument("--workers", type=positive_int, default=max(1, (os.cpu_count() or 1)))
+    p.add_argument(
+        "--workers", type=positive_int, default=max(1, (os.cpu_count() or 1)), help="tokenizing processes"
+    )
     p.add_argument("--lowercase", action="store_true", help="lowercase the text before tokenizing")
     p.add_argument(
         "--normalize-text",
         action="store_true",
         help="apply the paper code's normalize_text table first (as for mContriever's training data)",
     )
-    p.set_defaults(func=cmd_prepare)
 
-    for name, func, text in (
-        ("pretrain", cmd_pretrain, "unsupervised contrastive pretraining"),
-        ("finetune", cmd_finetune, "supervised / few-shot fine-tuning"),
+    for name, func, summary, example in (
+        (
+            "pretrain",
+            cmd_pretrain,
+            "unsupervised contrastive pretraining on prepared token streams",
+            "contriever pretrain --config configs/cpu-small.toml --output runs/cpu-small",
+        ),
+        (
+            "finetune",
+            cmd_finetune,
+            "supervised / few-shot fine-tuning on labelled queries (two rounds: random, then mined negatives)",
+            "contriever finetune --config configs/fewshot-scifact.toml --rounds 1 --output runs/fewshot",
+        ),
     ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--config", help="TOML config (see configs/)")
+        p = _subcommand(sub, name, summary, example, func)
+        p.add_argument("--config", help="TOML config (see configs/); None: the task's defaults")
         p.add_argument(
             "--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100"
         )
-        p.add_argument("--output", type=output_folder, required=True)
+        p.add_argument(
+            "--output",
+            type=output_folder,
+            required=True,
+            help="training folder (rerun the command to resume)",
+        )
         if name == "finetune":
             p.add_argument(
                 "--rounds",
                 type=int,
                 choices=(1, 2),
                 default=2,
-                help="2: random negatives, mine, hard negatives",
+                help="1: train once; 2: random negatives, mine with that model, train again with hard ones",
             )
-        p.set_defaults(func=func)
 
-    p = sub.add_parser("mine", help="mine hard negatives for training queries")
-    p.add_argument("--data", required=True, help="BEIR folder with train qrels")
+    p = _subcommand(
+        sub,
+        "mine",
+        "mine hard negatives for training queries into a training file",
+        "contriever mine --data ../shared/data/scifact --model bm25 --output hard_negatives.jsonl",
+        cmd_mine,
+    )
+    p.add_argument("--data", required=True, help="BEIR folder with the qrels of SPLIT")
     p.add_argument("--model", required=True, help="model folder, 'default' or 'bm25'")
     p.add_argument("--output", type=output_file, required=True, help="training file to write (.jsonl)")
-    p.add_argument("--split", default="train")
-    p.add_argument("--k", type=positive_int, default=100)
+    p.add_argument("--split", default="train", help="qrels split whose queries to mine for")
+    p.add_argument("--k", type=positive_int, default=100, help="documents retrieved per query")
     p.add_argument(
         "--skip-top",
         type=non_negative_int,
@@ -607,19 +684,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sample", action="store_true", help="keep a random n-keep of the candidates instead of the top ones"
     )
-    p.set_defaults(func=cmd_mine)
 
+
+def _add_serve(sub) -> None:
     from contriever.serving.server import add_arguments as add_serve_arguments
 
-    p = sub.add_parser("serve", help="search and embeddings over HTTP, with a page comparing retrievers")
+    p = _subcommand(
+        sub,
+        "serve",
+        "search and embeddings over HTTP, with a page comparing retrievers",
+        "contriever serve --index indexes/scifact --port 8000",
+        cmd_serve,
+    )
     add_serve_arguments(p)
-    p.set_defaults(func=cmd_serve)
-
-    debug_help = f"show the traceback of an internal error (also ${DEBUG_ENV}=1)"
-    parser.add_argument("--debug", action="store_true", help=debug_help)
-    for subparser in sub.choices.values():  # accepted after the subcommand too
-        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
-    return parser
 
 
 def _one_line(error: BaseException) -> str:
