@@ -94,10 +94,10 @@ def test_dense_model_folder_and_hybrid(beir_folder, tiny_model, tmp_path):
 def test_parse_model():
     assert parse_model("bm25") == ("bm25", None)
     assert parse_model("BM25") == ("bm25", None)
-    assert parse_model("default") == ("dense", None)
+    assert parse_model("default") == ("dense", "default")
     assert parse_model("runs/model") == ("dense", "runs/model")
-    assert parse_model("hybrid") == ("hybrid", None)
-    assert parse_model("hybrid:default") == ("hybrid", None)
+    assert parse_model("hybrid") == ("hybrid", "default")
+    assert parse_model("hybrid:default") == ("hybrid", "default")
     assert parse_model("hybrid:/x/y") == ("hybrid", "/x/y")
     with pytest.raises(ValueError):
         parse_model("  ")

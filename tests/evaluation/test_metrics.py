@@ -10,13 +10,13 @@ import pytrec_eval
 
 from contriever.errors import DataError
 from contriever.evaluation.metrics import (
-    drop_identical_ids,
     evaluate_per_query,
     evaluate_run,
     read_trec_run,
     truncate_run,
     write_trec_run,
 )
+from contriever.retrieval.runs import drop_identical_ids
 
 QRELS = {
     "q1": {"d1": 2, "d2": 1, "d3": 0, "d4": 3},

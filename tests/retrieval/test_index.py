@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from contriever.errors import DataError
-from contriever.retrieval.index import DenseIndex, available_cpus, set_faiss_threads
+from contriever.machine import available_cpus
+from contriever.retrieval.index import DenseIndex, set_faiss_threads
 
 DIM = 16
 

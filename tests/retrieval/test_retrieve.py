@@ -88,12 +88,13 @@ def test_hybrid_retrieve_is_the_fusion_of_both_runs(tiny_encoder):
 
 def test_max_over_passages_hand_made():
     """Documents ranked by their best passage: a (0.9) > b (0.8, its best of 0.8 and 0.7) > c (0.5)."""
-    from contriever.retrieval.retrieve import max_over_passages
+    from contriever.data.passages import doc_id_of
+    from contriever.retrieval.runs import run_from_search
 
     scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5], [0.9, 0.8, 0.7, 0.6, 0.5]], dtype=np.float32)
     passages = [["a#1", "b#0", "b#3", "a#0", "c#0"], ["q#0", "x#y#0", "q#1", "x#y#2", "z#0"]]
-    run = max_over_passages(["q"], scores[1:], passages[1:], k=10)
+    run = run_from_search(["q"], scores[1:], passages[1:], k=10, doc_of=doc_id_of)
     assert run["q"] == pytest.approx({"x#y": 0.8, "z": 0.5})  # the query's own document skipped
-    run = max_over_passages(["q1", "q2"], scores, passages, k=2)
+    run = run_from_search(["q1", "q2"], scores, passages, k=2, doc_of=doc_id_of)
     assert run["q1"] == pytest.approx({"a": 0.9, "b": 0.8})  # k documents, not k passages
     assert list(run["q2"]) == ["q", "x#y"] and run["q2"]["x#y"] == pytest.approx(0.8)

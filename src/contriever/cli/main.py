@@ -149,9 +149,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         [_find_file(Path(args.data), CORPUS_NAMES, "corpus")] if args.data else [Path(p) for p in args.corpus]
     )
     part = resolve_part(args.shard)
-    encoder = Encoder.load(
-        None if args.model == "default" else args.model, max_length=args.max_length, **_text_options(args)
-    )
+    encoder = Encoder.load(args.model, max_length=args.max_length, **_text_options(args))
     check_factory(encoder.dim, args.index_factory)  # an invalid string fails now, not after encoding
     summary = build_index(
         inputs,
@@ -322,9 +320,9 @@ def cmd_evaluate_qa(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     _check_models(args.model)
     from contriever.data.prepare import prepare
-    from contriever.model.encoder import default_model_path
+    from contriever.model.locate import locate_model
 
-    tokenizer = args.model if args.model not in (None, "default") else str(default_model_path())
+    tokenizer = str(locate_model(args.model))
     prepare(
         [Path(p) for p in args.input],
         tokenizer,

@@ -29,28 +29,28 @@ COLUMNS = {"ndcg@10": "nDCG@10", "recall@100": "R@100", "mrr@10": "MRR@10", "rec
 
 
 def parse_model(model: str) -> tuple[str, str | None]:
-    """`(system, model_path)`: system is "bm25", "dense" or "hybrid"; path None means the default model."""
+    """`(system, model)`: system is "bm25", "dense" or "hybrid"; model the name `Encoder.load` takes."""
     model = str(model).strip()
     if model.lower() == "bm25":
         return "bm25", None
     if model.lower() == "hybrid" or model.lower().startswith("hybrid:"):
         path = model.split(":", 1)[1].strip() if ":" in model else ""
-        return "hybrid", None if path in ("", "default") else path
+        return "hybrid", path or "default"
     if not model:
         raise ValueError("empty model name; pass 'default', 'bm25', 'hybrid:PATH' or a model folder")
-    return "dense", None if model == "default" else model
+    return "dense", model
 
 
 def _tag(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._:-]+", "_", str(model).strip("/")).strip("_")[-60:] or "contriever"
 
 
-def _describe_model_path(path: str | None) -> str:
-    if path is None:
-        from contriever.model.encoder import default_model_path
+def _describe_model_path(name: str) -> str:
+    """Where the model comes from: its resolved folder, or its Hub id."""
+    from contriever.model.locate import locate_model
 
-        return str(default_model_path())
-    return str(Path(path).resolve()) if Path(path).exists() else path
+    source = locate_model(name)
+    return str(source.resolve()) if isinstance(source, Path) else source
 
 
 def _resolved_precision(precision: str, device) -> str:

@@ -33,22 +33,17 @@ import pytrec_eval
 
 from contriever.errors import DataError
 from contriever.io import atomic_write, open_text
+from contriever.retrieval.runs import Run, drop_identical_ids
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10", "recall@1000")
 _TREC_MEASURES = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "recall@1000": "recall_1000"}
 
-Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
 
 
 def trec_order(docs: dict[str, float]) -> list[tuple[str, float]]:
     """`(doc_id, score)` pairs in trec_eval's order: score descending, then doc id descending."""
     return sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
-
-
-def drop_identical_ids(run: Run) -> Run:
-    """The run without any document whose id equals its query's id (a new dict; the input is untouched)."""
-    return {qid: {doc: score for doc, score in docs.items() if doc != qid} for qid, docs in run.items()}
 
 
 def truncate_run(run: Run, k: int) -> Run:

@@ -260,7 +260,7 @@ class Encoder(torch.nn.Module):
         lowercase: bool | None = None,
         normalize_text: bool | None = None,
     ) -> Encoder:
-        """Load a local model folder, a Hugging Face Hub id, or the default model when `path` is None.
+        """Load a local model folder, a Hugging Face Hub id, or the default model (`path` None or "default").
 
         Pooling, normalization and max length come from the folder's sentence-transformers files when
         it has them, else Contriever's recipe (mean, unnormalized, 512); arguments override both.
@@ -272,7 +272,7 @@ class Encoder(torch.nn.Module):
         """
         from transformers import AutoModel, AutoTokenizer
 
-        source = locate_model(path) if path is not None else default_model_path()
+        source = locate_model(path)
         if isinstance(source, Path) and not (source / "config.json").exists():
             raise FileNotFoundError(
                 f"{source}: not a model folder (no config.json). Pass a folder saved by "

@@ -2,6 +2,8 @@
 
 `locate_model(name)` decides once, without touching the network:
 
+* `None` or `"default"` is the default model (the one place that name is resolved);
+
 * a name that exists on disk is a **local folder** (a `Path`);
 * a name that looks like a path and does not exist is an error at once, naming the folder: it
   starts with `.`, `/` or `~`, holds a backslash or more than one `/`, or its parent folder exists
@@ -57,8 +59,18 @@ def looks_like_path(name: str) -> bool:
     return str(parent) != "." and parent.exists()  # `runs/cpu-smal` where `runs/` is a folder here
 
 
-def locate_model(name: str | os.PathLike) -> Path | str:
-    """A local folder (`Path`) or a Hub id (`str`) for `name`; a missing path fails at once."""
+DEFAULT_MODEL = "default"  # the name (and None) that means the default model, resolved here only
+
+
+def locate_model(name: str | os.PathLike | None) -> Path | str:
+    """A local folder (`Path`) or a Hub id (`str`) for `name`; a missing path fails at once.
+
+    None and `"default"` are the default model's folder (`encoder.default_model_path`).
+    """
+    if name is None or name == DEFAULT_MODEL:
+        from contriever.model.encoder import default_model_path
+
+        return default_model_path()
     text = os.fspath(name)
     path = Path(text).expanduser()
     if path.exists():
@@ -145,11 +157,7 @@ def from_pretrained(loader: Callable, source: Path | str, **kwargs):
 
 
 def load_tokenizer(path: str | os.PathLike | None = None):
-    """The tokenizer of a local folder or Hub id (the default model's when None), under these rules."""
+    """The tokenizer of a local folder or Hub id (the default model's for None or "default")."""
     from transformers import AutoTokenizer
 
-    if path is None:
-        from contriever.model.encoder import default_model_path
-
-        return AutoTokenizer.from_pretrained(str(default_model_path()))
     return from_pretrained(AutoTokenizer.from_pretrained, locate_model(path))

@@ -32,7 +32,9 @@ import numpy as np
 
 from contriever.errors import DataError
 from contriever.io import atomic_folder
+from contriever.machine import available_cpus
 from contriever.model.encoder import document_text
+from contriever.retrieval.runs import Run, run_from_search
 
 DEFAULTS = {"k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "porter", "stopwords": "en"}
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
@@ -128,7 +130,7 @@ def bm25_search(
     ignore_identical_ids: bool = True,
     threads: int | None = None,
     show_progress: bool = True,
-) -> dict[str, dict[str, float]]:
+) -> Run:
     """A run `{qid: {doc_id: score}}` with each query's `k` best matching documents.
 
     With `ignore_identical_ids`, a document whose id equals the query id is skipped (and the next one
@@ -138,8 +140,6 @@ def bm25_search(
         raise ValueError(f"k must be at least 1, got {k}")
     if not queries:
         return {}
-    from contriever.retrieval.index import available_cpus
-
     qids = list(queries)
     tokens = _tokenize([queries[q] for q in qids], index.settings, return_ids=False, show_progress=False)
     depth = min(k + (1 if ignore_identical_ids else 0), len(index))
@@ -150,21 +150,18 @@ def bm25_search(
         n_threads=threads if threads is not None else available_cpus(),
         chunksize=64,
     )
-    ids = index.doc_ids
-    run: dict[str, dict[str, float]] = {}
-    for qid, row_docs, row_scores in zip(
-        qids, np.asarray(docs).tolist(), np.asarray(scores).tolist(), strict=True
-    ):
-        results: dict[str, float] = {}
-        for row, score in zip(row_docs, row_scores, strict=True):
-            if score <= 0 or len(results) == k:
-                break  # sorted: the rest match no query term
-            doc_id = ids[row]
-            if ignore_identical_ids and doc_id == qid:
-                continue
-            results[doc_id] = float(score)
-        run[qid] = results
-    return run
+    # Sorted best first; a score of 0 matches no query term, so it ends the query's list.
+    ranked = [
+        [(index.doc_ids[row], score) for row, score in zip(row_docs, row_scores, strict=True) if score > 0]
+        for row_docs, row_scores in zip(np.asarray(docs).tolist(), np.asarray(scores).tolist(), strict=True)
+    ]
+    return run_from_search(
+        qids,
+        [[score for _, score in row] for row in ranked],
+        [[doc for doc, _ in row] for row in ranked],
+        k,
+        ignore_identical_ids=ignore_identical_ids,
+    )
 
 
 def save_bm25(index: BM25Index, folder: str | os.PathLike) -> Path:

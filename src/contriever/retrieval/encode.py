@@ -188,12 +188,9 @@ def encoding_settings(
     if dtype not in ("float16", "float32"):
         raise ConfigError(f"dtype must be float16 or float32, got {dtype!r}")
     files = fingerprint_files(inputs)
-    model_name = "default" if model in (None, "default") else str(model)
-    model_path = None if model_name == "default" else model_name
+    model_name = "default" if model is None else str(model)
     return {
-        "model": model_name
-        if model_path is None or not Path(model_path).exists()
-        else str(Path(model_path).resolve()),
+        "model": str(Path(model_name).resolve()) if Path(model_name).exists() else model_name,
         "model_fingerprint": encoder_fingerprint(encoder),
         "pooling": encoder.pooling,
         "normalize": bool(encoder.normalize),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-Run = dict[str, dict[str, float]]
+from contriever.retrieval.runs import Run
+
 NORMALIZATIONS = ("minmax", "zscore", "none")
 
 

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from contriever.errors import DataError
 from contriever.io import atomic_folder, write_json
+from contriever.machine import available_cpus
 from contriever.retrieval.shards import MANIFEST, open_index, write_manifest, write_shard
 
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -39,21 +40,6 @@ DEFAULT_EF_SEARCH = 128
 THREADS_ENV = "CONTRIEVER_FAISS_THREADS"
 
 _threads_set = False
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup (v2) CPU quota if there is one."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
 
 
 def set_faiss_threads(threads: int | None = None) -> int:

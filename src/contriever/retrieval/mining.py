@@ -41,10 +41,9 @@ from contriever.data.pairs import (
     examples_from_qrels,
     write_jsonl_examples,
 )
+from contriever.retrieval.runs import Run
 
 logger = logging.getLogger(__name__)
-
-Run = Mapping[str, Mapping[str, float]]
 
 
 def parse_rank_range(rank_range: str | Sequence[int] | None) -> tuple[int, int] | None:
@@ -243,7 +242,7 @@ def mine_beir(
     if isinstance(model, (str, os.PathLike)) and str(model) != "bm25":
         import torch
 
-        retriever = Encoder.load(None if str(model) == "default" else model)
+        retriever = Encoder.load(model)
         retriever.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     mined = mine_hard_negatives(
         examples,

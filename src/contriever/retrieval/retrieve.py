@@ -5,8 +5,9 @@
 - `bm25_retrieve`: BM25 through bm25s (`contriever.retrieval.bm25`);
 - `hybrid_retrieve`: both, fused by reciprocal rank fusion or a normalized weighted sum.
 
-All of them skip a retrieved document whose id equals the query id (BEIR's rule; set
-`ignore_identical_ids=False` to keep it), taking one more document so a query still gets k.
+All of them skip a retrieved document whose id equals the query id (BEIR's rule, applied in
+`runs.py`; set `ignore_identical_ids=False` to keep it), taking one more document so a query still
+gets k.
 """
 
 from __future__ import annotations
@@ -14,35 +15,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import numpy as np
-
 from contriever.data.passages import doc_id_of
 from contriever.errors import UsageError
 from contriever.retrieval.index import DenseIndex, check_factory
-
-Run = dict[str, dict[str, float]]
-
-
-def run_from_search(
-    query_ids: Sequence[str],
-    scores: np.ndarray,
-    doc_ids: Sequence[Sequence[str]],
-    k: int,
-    *,
-    ignore_identical_ids: bool = True,
-) -> Run:
-    """Turn `DenseIndex.search` output into a run with at most `k` documents per query."""
-    run: Run = {}
-    for qid, row_scores, row_ids in zip(query_ids, scores.tolist(), doc_ids, strict=True):
-        results: dict[str, float] = {}
-        for doc_id, score in zip(row_ids, row_scores):
-            if len(results) == k:
-                break
-            if ignore_identical_ids and doc_id == qid:
-                continue
-            results[doc_id] = float(score)
-        run[qid] = results
-    return run
+from contriever.retrieval.runs import Run, run_from_search
 
 
 def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
@@ -53,7 +29,7 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
     meta = index.metadata
     model = model or meta.get("model", "default")
     encoder = Encoder.load(
-        None if model == "default" else model,
+        model,
         pooling=meta.get("pooling"),
         normalize=meta.get("normalize"),
         max_length=meta.get("max_length"),
@@ -67,30 +43,6 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
             f"(built with {meta.get('model', 'an unrecorded model')}): search with the model the index was built with"
         )
     return encoder
-
-
-def max_over_passages(
-    query_ids: Sequence[str],
-    scores: np.ndarray,
-    passage_ids: Sequence[Sequence[str]],
-    k: int,
-    *,
-    ignore_identical_ids: bool = True,
-) -> Run:
-    """A run of documents scored by their best passage: passages `DOCID#N` (best first) are grouped
-    by document, each document keeping its first, highest score; at most `k` documents per query."""
-    run: Run = {}
-    for qid, row_scores, row_ids in zip(query_ids, scores.tolist(), passage_ids, strict=True):
-        results: dict[str, float] = {}
-        for passage_id, score in zip(row_ids, row_scores):
-            doc_id = doc_id_of(passage_id)
-            if doc_id in results or (ignore_identical_ids and doc_id == qid):
-                continue
-            results[doc_id] = float(score)
-            if len(results) == k:
-                break
-        run[qid] = results
-    return run
 
 
 def build_dense_index(
@@ -140,7 +92,7 @@ def dense_search(
     """Encode `queries` and search `index`: a run with each query's `k` best documents.
 
     With `passage_depth > 0` the index holds passages (`DOCID#N`): the best `k * passage_depth`
-    passages are retrieved and each document is scored by its best one (`max_over_passages`).
+    passages are retrieved and each document is scored by its best one (`run_from_search(doc_of=doc_id_of)`).
     """
     if not queries:
         return {}
@@ -151,8 +103,8 @@ def dense_search(
     encoded = time.perf_counter()
     if passage_depth > 0:
         scores, passage_ids = index.search(vectors, k * passage_depth, show_progress=show_progress)
-        run = max_over_passages(
-            list(queries), scores, passage_ids, k, ignore_identical_ids=ignore_identical_ids
+        run = run_from_search(
+            list(queries), scores, passage_ids, k, ignore_identical_ids=ignore_identical_ids, doc_of=doc_id_of
         )
     else:
         depth = k + 1 if ignore_identical_ids else k
