@@ -23,7 +23,6 @@ import torch
 from encode_throughput import transformer_flops
 
 from contriever.model.encoder import Encoder, autocast_context, bf16_supported
-from contriever.training.trainer import set_dropout
 
 SETTINGS = {  # name: (hidden dropout, attention dropout)
     "BERT's dropout (0.1 hidden, 0.1 attention)": (0.1, 0.1),
@@ -66,7 +65,7 @@ def main() -> None:
 
     rows = []
     for name, (hidden, attention) in SETTINGS.items():
-        set_dropout(encoder, hidden, attention)
+        encoder.set_dropout(hidden, attention)
         step()  # warm-up
         seconds = statistics.median(step() for _ in range(args.repeats))
         rows.append({"setting": name, "seconds": round(seconds, 2), "gflop_s": round(flops / seconds / 1e9)})

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from contriever.data.beir import load_corpus
-from contriever.model.encoder import Encoder, default_model_path, document_text
+from contriever.data.documents import document_text
+from contriever.model.encoder import Encoder, default_model_path
 
 
 def transformer_flops(lengths: list[int], layers: int, hidden: int, intermediate: int) -> float:

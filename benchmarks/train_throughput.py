@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from contriever.data.beir import load_beir
-from contriever.model.encoder import Encoder, autocast_context, default_model_path, document_text
+from contriever.data.documents import document_text
+from contriever.model.encoder import Encoder, autocast_context, default_model_path
 from contriever.training.losses.inbatch import InBatchLoss
 
 

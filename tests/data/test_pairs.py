@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from contriever.data.dev import split_dev
 from contriever.data.pairs import (
     TrainingExample,
     from_beir,
     load_training_data,
     merge_by_query,
-    split_dev,
     write_jsonl_examples,
 )
 from contriever.errors import DataError
@@ -122,14 +122,13 @@ def test_dpr_jsonl_gz(tmp_path):
 
 
 @pytest.mark.bad_input
-def test_dpr_json_list_broken_record_names_its_line(tmp_path):
+def test_dpr_json_list_broken_record_names_it(tmp_path):
     records = [DPR_RECORDS[0], {"question": "q", "positive_ctxs": [{"title": "no text"}]}]
     path = tmp_path / "train.json"
-    text = json.dumps(records, indent=2)
-    path.write_text(text)
-    starts = [number for number, raw in enumerate(text.splitlines(), start=1) if raw == "  {"]
-    line = starts[1]  # where the second record starts
-    with pytest.raises(DataError, match=rf"train\.json:{line}: positive_ctxs\[0\]: a document needs 'text'"):
+    path.write_text(json.dumps(records, indent=2))
+    with pytest.raises(
+        DataError, match=r"train\.json: record 2: positive_ctxs\[0\]: a document needs 'text'"
+    ):
         load_training_data(path)
 
 
@@ -140,7 +139,7 @@ def test_dpr_json_syntax_error_names_its_line(tmp_path):
     with pytest.raises(DataError, match=r"train\.json:3: not valid JSON"):
         load_training_data(path)
     path.write_text('[{"question": "a", "positive_ctxs": [{"text": "x"}]}\n{"question": "b"}]')
-    with pytest.raises(DataError, match=r"train\.json:2: expected ',' or '\]'"):
+    with pytest.raises(DataError, match=r"train\.json:2: not valid JSON \(Expecting ',' delimiter"):
         load_training_data(path)
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from contriever.model.encoder import Encoder, document_text, read_sentence_transformers_settings
+from contriever.data.documents import document_text
+from contriever.model.encoder import Encoder, read_sentence_transformers_settings
 from contriever.model.pooling import mean_pool, pool
 
 TEXTS = [

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contriever.data.documents import document_text
 from contriever.data.passages import PassageSettings
 from contriever.errors import ConfigError, DataError
-from contriever.model.encoder import Encoder, document_text
+from contriever.model.encoder import Encoder
 from contriever.retrieval.encode import build_index, owned_shards, resolve_part
 from contriever.retrieval.shards import FolderLockedError, folder_lock, open_index
 from contriever.retrieval.store import PassageStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contriever.model.encoder import document_text
+from contriever.data.documents import document_text
 from contriever.retrieval.hybrid import reciprocal_rank_fusion
 from contriever.retrieval.retrieve import (
     bm25_retrieve,

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from tiny import TINY_MODEL
 
+from contriever.data.dev import sample_dev_corpus
 from contriever.errors import ConfigError
 from contriever.model.encoder import Encoder
-from contriever.training.batches import FinetuneBatches, sample_dev_corpus
+from contriever.training.batches import FinetuneBatches
 from contriever.training.config import load_config
 from contriever.training.evaluator import retrieval_evaluator
 from contriever.training.finetune import run_finetune

@@ -30,6 +30,17 @@ logger = logging.getLogger(__name__)
 BEIR_LAYOUT = "corpus.jsonl (or corpus.jsonl.gz), queries.jsonl and qrels/<split>.tsv"
 
 
+def json_object(line: str) -> dict:
+    """One JSONL line as a dict; ValueError says what is wrong (the caller adds the file and line)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
 def iter_jsonl(path: str | os.PathLike, *, with_line_numbers: bool = False) -> Iterator:
     """Stream the JSON objects of a `.jsonl` (or `.jsonl.gz`) file, skipping blank lines.
 
@@ -42,13 +53,9 @@ def iter_jsonl(path: str | os.PathLike, *, with_line_numbers: bool = False) -> I
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(
-                path, f"not valid JSON ({error.msg} at column {error.colno})", line_number
-            ) from None
-        if not isinstance(obj, dict):
-            raise DataError(path, f"expected a JSON object, found {type(obj).__name__}", line_number)
+            obj = json_object(line)
+        except ValueError as error:
+            raise DataError(path, str(error), line_number) from None
         yield (line_number, obj) if with_line_numbers else obj
 
 

@@ -41,8 +41,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from contriever.data.documents import document_text
 from contriever.data.pairs import Doc, PositiveSet, TrainingExample, doc_key
-from contriever.model.encoder import document_text
 
 STATE_VERSION = 1
 

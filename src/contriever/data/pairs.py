@@ -20,7 +20,7 @@ Readers (`load_training_data` picks one by what it finds):
 naming the file and the line. The miner's output is the plain format (`write_jsonl_examples`), with
 each hard negative written in full as `{"_id", "title", "text"}`, so a mined file trains on its own.
 
-`split_dev(examples, fraction=0.1, seed=0)` holds out whole queries for early stopping.
+Dev sets for early stopping are in `contriever.data.dev`.
 """
 
 from __future__ import annotations
@@ -29,16 +29,14 @@ import gzip
 import json
 import logging
 import os
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from contriever.data.beir import iter_jsonl
+from contriever.data.documents import document_text
 from contriever.errors import DataError
 from contriever.io import atomic_write, numbered_lines
-from contriever.model.encoder import document_text
 
 logger = logging.getLogger(__name__)
 
@@ -189,54 +187,21 @@ def example_from_record(
     )
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, object]]:
-    for number, raw in numbered_lines(path):
-        if not raw.strip():
-            continue
-        try:
-            yield number, json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise DataError(path, f"not valid JSON ({error.msg}, column {error.colno})", number) from error
+def _json_list_records(path: Path) -> Iterator[tuple[int | None, str, object]]:
+    """`(None, "record N: ", record)` for each record of a JSON list (json.load: no line per record)."""
+    try:
+        records = json.loads("".join(line for _, line in numbered_lines(path)))  # BOM and bad bytes named
+    except json.JSONDecodeError as error:
+        raise DataError(path, f"not valid JSON ({error.msg}, column {error.colno})", error.lineno) from None
+    if not isinstance(records, list):
+        raise DataError(path, f"expected a JSON list of records, not {type(records).__name__}")
+    for number, record in enumerate(records, start=1):
+        yield None, f"record {number}: ", record
 
 
-_SPACE = re.compile(r"\s*")
-
-
-def _iter_json_array(path: Path) -> Iterator[tuple[int, object]]:
-    """The records of a JSON list, each with the line it starts on."""
-    text = "".join(line for _, line in numbered_lines(path))
-    decoder = json.JSONDecoder()
-    counted_to, line = 0, 1
-
-    def line_at(pos: int) -> int:
-        nonlocal counted_to, line
-        line += text.count("\n", counted_to, pos)
-        counted_to = pos
-        return line
-
-    pos = _SPACE.match(text, 0).end()
-    if pos >= len(text) or text[pos] != "[":
-        raise DataError(path, "expected a JSON list of records", line_at(pos))
-    pos = _SPACE.match(text, pos + 1).end()
-    if pos < len(text) and text[pos] == "]":
-        return
-    while True:
-        try:
-            record, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as error:
-            raise DataError(
-                path, f"not valid JSON ({error.msg}, column {error.colno})", error.lineno
-            ) from error
-        yield line_at(pos), record
-        pos = _SPACE.match(text, end).end()
-        if pos < len(text) and text[pos] == ",":
-            pos = _SPACE.match(text, pos + 1).end()
-            continue
-        if pos < len(text) and text[pos] == "]":
-            break
-        raise DataError(path, "expected ',' or ']' after a record", line_at(min(pos, len(text))))
-    if _SPACE.match(text, pos + 1).end() != len(text):
-        raise DataError(path, "text after the end of the JSON list", line_at(pos + 1))
+def _json_lines_records(path: Path) -> Iterator[tuple[int | None, str, object]]:
+    for line, record in iter_jsonl(path, with_line_numbers=True):
+        yield line, "", record
 
 
 def _first_char(path: Path) -> str:
@@ -252,10 +217,13 @@ def read_examples_file(
 ) -> list[TrainingExample]:
     """DPR or plain records from a JSON list or a JSON-lines file (gzip allowed)."""
     path = Path(path)
-    records = _iter_json_array(path) if _first_char(path) == "[" else _iter_jsonl(path)
+    records = _json_list_records(path) if _first_char(path) == "[" else _json_lines_records(path)
     examples, skipped = [], 0
-    for line, record in records:
-        example = example_from_record(record, path, line, corpus)
+    for line, where, record in records:
+        try:
+            example = example_from_record(record, path, line, corpus)
+        except DataError as error:
+            raise DataError(path, where + error.message, line) from None
         if example is None:
             skipped += 1
         else:
@@ -396,32 +364,6 @@ def load_training_data(
         return from_beir(path, split, corpus=corpus)
     examples = read_examples_file(path, corpus)
     return merge_by_query(examples) if merge else examples
-
-
-def split_dev(
-    examples: Sequence[TrainingExample], fraction: float = 0.1, seed: int = 0
-) -> tuple[list[TrainingExample], list[TrainingExample]]:
-    """(train, dev): `round(fraction * n_queries)` whole queries (at least one) held out, order kept.
-
-    Examples sharing a query (id, else text) always land on the same side. Same input and seed, same
-    split.
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"dev fraction must be in [0, 1), got {fraction}")
-    keys = list(dict.fromkeys(e.key for e in examples))
-    if fraction == 0.0 or not keys:
-        return list(examples), []
-    if len(keys) < 2:
-        raise ValueError(
-            "cannot hold out a dev split from a single query: give more training queries, or set the dev "
-            "fraction to 0 (no early stopping)"
-        )
-    n_dev = min(max(1, round(fraction * len(keys))), len(keys) - 1)
-    chosen = np.random.default_rng(seed).permutation(len(keys))[:n_dev]
-    dev_keys = {keys[i] for i in chosen}
-    train = [e for e in examples if e.key not in dev_keys]
-    dev = [e for e in examples if e.key in dev_keys]
-    return train, dev
 
 
 def _doc_record(doc: Doc, ids_only: bool):

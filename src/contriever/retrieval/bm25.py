@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from contriever.data.documents import document_text
 from contriever.errors import DataError
 from contriever.io import atomic_folder
 from contriever.machine import available_cpus
-from contriever.model.encoder import document_text
 from contriever.retrieval.runs import Run, run_from_search
 
 DEFAULTS = {"k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "porter", "stopwords": "en"}

@@ -334,7 +334,7 @@ def _encode_shards(
     cache: Path | None,
     show_progress: bool,
 ) -> dict:
-    from contriever.model.encoder import document_text
+    from contriever.data.documents import document_text
 
     settings = plan["settings"]
     shard_rows, rows = settings["shard_rows"], plan["rows"]

@@ -89,8 +89,9 @@ class FinetuneBatches:
 
     def __init__(self, config: Config, encoder, local_batch: int, rank: int, world_size: int):
         from contriever.data.beir import load_corpus, load_qrels, load_queries
+        from contriever.data.dev import dev_set, sample_dev_corpus, split_dev
         from contriever.data.negatives import FinetuneBatcher, NegativeSampler, corpus_from_examples
-        from contriever.data.pairs import is_beir_folder, load_training_data, split_dev
+        from contriever.data.pairs import is_beir_folder, load_training_data
         from contriever.errors import ConfigError
 
         data = config.finetune
@@ -165,44 +166,3 @@ class FinetuneBatches:
             batch_size=self.eval_config.batch_size,
             max_length=self.eval_config.max_length,
         )
-
-
-def dev_set(dev: list, corpus: dict | None, all_examples: list) -> tuple[dict, dict, dict]:
-    """(corpus, queries, qrels) for held-out examples, ready for `retrieval_evaluator`.
-
-    With a corpus, documents are its ids; without one, every document the examples name is the
-    corpus, keyed by its identity (`doc_key`).
-    """
-    from contriever.data.negatives import corpus_from_examples
-    from contriever.data.pairs import doc_id, doc_key
-
-    if corpus is None:
-        corpus = {
-            doc_key(d): d if isinstance(d, dict) else {"text": d} for d in corpus_from_examples(all_examples)
-        }
-        ident = doc_key
-    else:
-        ident = doc_id
-    queries, qrels = {}, {}
-    for number, example in enumerate(dev):
-        qid = example.qid if example.qid is not None else f"dev-{number}"
-        queries[qid] = example.query
-        qrels.setdefault(qid, {}).update({ident(d): 1 for d in example.positives if ident(d) in corpus})
-    return corpus, queries, {qid: docs for qid, docs in qrels.items() if docs}
-
-
-def sample_dev_corpus(corpus: dict, qrels: dict, size: int, seed: int = 0) -> dict:
-    """At most `size` documents of `corpus`: every judged dev document, then a seeded random sample.
-
-    Retrieval among fewer distractors scores higher than over the whole corpus, but it ranks the
-    checkpoints of one run alike at a fraction of the cost, which is all early stopping needs.
-    """
-    if size <= 0 or size >= len(corpus):
-        return corpus
-    judged = [doc for docs in qrels.values() for doc in docs if doc in corpus]
-    keep = dict.fromkeys(judged)
-    others = [doc for doc in corpus if doc not in keep]
-    room = max(size - len(keep), 0)
-    chosen = np.random.default_rng(seed).choice(len(others), size=min(room, len(others)), replace=False)
-    keep.update(dict.fromkeys(others[i] for i in sorted(chosen)))
-    return {doc: corpus[doc] for doc in keep}

@@ -76,25 +76,8 @@ def build_encoder(config: Config) -> Encoder:
         if getattr(model, option) is not None:
             setattr(encoder, option, getattr(model, option))
     if model.dropout is not None or model.attention_dropout is not None:
-        set_dropout(encoder, model.dropout, model.attention_dropout)
+        encoder.set_dropout(model.dropout, model.attention_dropout)
     return encoder
-
-
-def set_dropout(encoder: Encoder, p: float | None, attention: float | None = None) -> None:
-    """Set dropout to probability `p` everywhere and to `attention` (default `p`) on attention weights.
-
-    The saved config carries both, so a reloaded model trains the same way. None leaves a kind as it is.
-    """
-    attention = p if attention is None else attention
-    for name, module in encoder.named_modules():
-        if isinstance(module, torch.nn.Dropout):
-            # BERT-style models name the attention-probability dropout `attention.self.dropout`.
-            value = attention if ".attention.self" in f".{name}" else p
-            if value is not None:
-                module.p = value
-    for name, value in (("hidden_dropout_prob", p), ("attention_probs_dropout_prob", attention)):
-        if value is not None and hasattr(encoder.model.config, name):
-            setattr(encoder.model.config, name, value)
 
 
 def build_objective(loss: LossConfig, encoder: Encoder, seed: int = 0) -> Objective:
