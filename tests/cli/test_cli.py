@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from contriever.cli.main import main
+from contriever.evaluation.metrics import METRICS, evaluate_run, read_trec_run
 
 DOCS = {
     "d1": ("Scurvy", "Scurvy is a disease caused by a lack of vitamin C."),
@@ -64,16 +65,21 @@ def test_evaluate_writes_metrics_and_run_for_each_system(beir_folder, tiny_model
         ]
     )
     assert code == 0
-    table = capsys.readouterr().out
-    assert "nDCG@10" in table or "ndcg@10" in table.lower()
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[:5] == ["system", "nDCG@10", "R@100", "MRR@10", "R@1000"]
     folders = sorted(p for p in out.iterdir() if p.is_dir())
     assert len(folders) == 2
+    qrels = {q: {d: s} for q, d, s in QRELS}
+    shown = []
     for folder in folders:
         metrics = json.loads((folder / "metrics.json").read_text())
-        for key in ("ndcg@10", "recall@100", "mrr@10", "recall@1000"):
-            assert 0.0 <= metrics[key] <= 1.0
-        lines = (folder / "run.trec").read_text().splitlines()
-        assert lines and len(lines[0].split()) == 6
+        run = read_trec_run(folder / "run.trec")
+        assert set(run) == set(QUERIES) and all(docs for docs in run.values())
+        # the saved metrics are those of the saved run, and the table shows them x100
+        assert {k: metrics[k] for k in METRICS} == pytest.approx(evaluate_run(qrels, run))
+        shown.append(100 * metrics["ndcg@10"])
+    rows = [line.split() for line in table[3:5]]  # header, rule, then one row per system
+    assert sorted(float(row[1]) for row in rows) == pytest.approx(sorted(shown), abs=0.051)
     bm25 = json.loads((out / "bm25" / "metrics.json").read_text())
     assert bm25["ndcg@10"] > 0.9  # every query shares its key words with its document
 

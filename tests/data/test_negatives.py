@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from contriever.data.negatives import FinetuneBatcher, NegativeSampler, corpus_from_examples
+from contriever.data.negatives import ExampleBatcher, NegativeSampler, corpus_from_examples
 from contriever.data.pairs import TrainingExample
 
 
@@ -183,10 +183,10 @@ def test_corpus_from_examples_deduplicates():
 
 
 # ----- batches ------------------------------------------------------------------------------------------
-def make_batcher(n_examples=10, batch_size=4, seed=0, n_negatives=2, p=0.5, **kwargs) -> FinetuneBatcher:
+def make_batcher(n_examples=10, batch_size=4, seed=0, n_negatives=2, p=0.5, **kwargs) -> ExampleBatcher:
     examples = [example(i) for i in range(n_examples)]
     sampler = NegativeSampler(CORPUS, hard_negative_prob=p, n_negatives=n_negatives, seed=seed)
-    return FinetuneBatcher(examples, batch_size, sampler, seed=seed, **kwargs)
+    return ExampleBatcher(examples, batch_size, sampler, seed=seed, **kwargs)
 
 
 def test_batch_layout():
@@ -218,7 +218,7 @@ def test_every_example_once_per_epoch_and_never_twice_in_a_batch():
 
 def test_positive_is_drawn_among_several():
     ex = TrainingExample(query="q", positives=["one", "two"])
-    batcher = FinetuneBatcher([ex, TrainingExample(query="r", positives=["three"])], 2, None, seed=0)
+    batcher = ExampleBatcher([ex, TrainingExample(query="r", positives=["three"])], 2, None, seed=0)
     seen = {p for _ in range(50) for p in batcher.next_batch().positives}
     assert seen == {"one", "two", "three"}
     assert batcher.next_batch().negatives == []
@@ -260,4 +260,4 @@ def test_batcher_rejects_impossible_sizes():
     with pytest.raises(ValueError, match="divisible"):
         make_batcher(batch_size=3, world_size=2)
     with pytest.raises(ValueError, match="no training examples"):
-        FinetuneBatcher([], 1)
+        ExampleBatcher([], 1)

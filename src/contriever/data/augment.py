@@ -4,7 +4,7 @@ Every function is pure and takes its randomness from an explicit `np.random.Gene
 a function of the generator state (checkpointed by the trainer). Token arrays are int64 numpy arrays
 of ids WITHOUT special tokens until `wrap_special_tokens`.
 
-Views (paper section 3.2; SPEC "Positive pairs from one chunk"):
+Views (paper section 3.2):
     random_crop     a contiguous span whose length is a fraction r ~ U(ratio_min, ratio_max) of the
                     chunk: max(1, floor(r * n)) tokens, at a uniform start. For "crop", two spans are
                     drawn independently and may overlap. Paper: ratios 0.05 to 0.5.

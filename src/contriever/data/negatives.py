@@ -20,8 +20,8 @@ fewer negatives: our batches give every query the same number of extra negatives
 list is completed from the corpus, and an example with fewer than `n_negatives` possible negatives
 in all is an error naming it.
 
-`FinetuneBatcher(examples, batch_size, sampler, seed=0)` cuts the examples into batches
-`FinetuneBatch(queries, positives, negatives)` of strings (documents as `title + " " + text`):
+`ExampleBatcher(examples, batch_size, sampler, seed=0)` cuts the examples into batches
+`TextBatch(queries, positives, negatives)` of strings (documents as `title + " " + text`):
 `positives[i]` is one gold document of `queries[i]` (drawn at random when it has several) and
 `negatives` holds `n_negatives` blocks of `batch_size` texts, block `j` giving every query its
 `j`-th extra negative (the trainer's key layout: positives first, then one block per extra slot).
@@ -177,14 +177,16 @@ def _distinct(docs) -> list[Doc]:
     return list(seen.values())
 
 
-class FinetuneBatch(NamedTuple):
+class TextBatch(NamedTuple):
+    """One batch as strings, before tokenizing (the trainer's `FinetuneBatches` tokenizes it)."""
+
     queries: list[str]
     positives: list[str]
     negatives: list[str]  # n_negatives blocks of len(queries): block j = every query's j-th extra negative
 
 
-class FinetuneBatcher:
-    """Shuffled, full batches of (queries, positives, negatives) texts; see the module doc."""
+class ExampleBatcher:
+    """Cuts training examples into shuffled, full `TextBatch`es with their extra negatives (module doc)."""
 
     def __init__(
         self,
@@ -239,7 +241,7 @@ class FinetuneBatcher:
             self.position += take
         return taken
 
-    def next_batch(self) -> FinetuneBatch:
+    def next_batch(self) -> TextBatch:
         """This process's slice of the next global batch."""
         indices = self._next_indices()
         queries, positives, per_example = [], [], []
@@ -252,7 +254,7 @@ class FinetuneBatcher:
         lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
         n_slots = min((len(n) for n in per_example), default=0)
         negatives = [document_text(per_example[i][slot]) for slot in range(n_slots) for i in range(lo, hi)]
-        return FinetuneBatch(queries[lo:hi], positives[lo:hi], negatives)
+        return TextBatch(queries[lo:hi], positives[lo:hi], negatives)
 
     def state_dict(self) -> dict:
         """JSON-serialisable: epoch, position, the current order and every generator's state."""

@@ -90,7 +90,7 @@ class FinetuneBatches:
     def __init__(self, config: Config, encoder, local_batch: int, rank: int, world_size: int):
         from contriever.data.beir import load_corpus, load_qrels, load_queries
         from contriever.data.dev import dev_set, sample_dev_corpus, split_dev
-        from contriever.data.negatives import FinetuneBatcher, NegativeSampler, corpus_from_examples
+        from contriever.data.negatives import ExampleBatcher, NegativeSampler, corpus_from_examples
         from contriever.data.pairs import is_beir_folder, load_training_data
         from contriever.errors import ConfigError
 
@@ -131,7 +131,7 @@ class FinetuneBatches:
             seed=config.train.seed,
             hard_negative_min_index=data.hard_negative_min_index,
         )
-        self.batcher = FinetuneBatcher(
+        self.batcher = ExampleBatcher(
             self.train_examples,
             local_batch * world_size,
             sampler,

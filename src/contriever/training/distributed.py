@@ -1,6 +1,6 @@
 """Several processes, one model: torchrun set-up and the few collectives training needs.
 
-Launch with `torchrun --nproc_per_node N -m contriever.cli.main train ...`: torchrun sets `RANK`,
+Launch with `torchrun --nproc_per_node N -m contriever.cli.main pretrain ...` (or `finetune`): torchrun sets `RANK`,
 `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR` and `MASTER_PORT`, and `setup_distributed()` reads them
 (gloo on CPU, nccl on CUDA). Without torchrun everything here is a no-op on one process, so the same
 training code runs on a laptop and on a cluster.
