@@ -50,6 +50,12 @@ def tiny_encoder():
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tiny_encoder, tmp_path_factory) -> Path:
+    """`tiny_encoder` saved as a model folder (read-only for the tests that load it)."""
+    return tiny_encoder.save(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
 def default_encoder():
     from contriever.model.encoder import Encoder
 

@@ -42,11 +42,6 @@ def beir_folder(tmp_path) -> Path:
     return folder
 
 
-@pytest.fixture
-def tiny_model(tiny_encoder, tmp_path) -> Path:
-    return tiny_encoder.save(tmp_path / "tiny-model")
-
-
 def test_evaluate_writes_metrics_and_run_for_each_system(beir_folder, tiny_model, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(

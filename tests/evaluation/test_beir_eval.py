@@ -44,11 +44,6 @@ def beir_folder(tmp_path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tiny_encoder, tmp_path_factory) -> Path:
-    return tiny_encoder.save(tmp_path_factory.mktemp("models") / "tiny")
-
-
 def test_bm25_outputs(beir_folder, tmp_path):
     out = tmp_path / "out"
     result = evaluate_beir(beir_folder, model="bm25", output_dir=out, k=10, show_progress=False)

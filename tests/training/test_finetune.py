@@ -78,12 +78,9 @@ def records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_dev_is_held_out_from_training_queries(beir_folder):
+def test_dev_is_held_out_from_training_queries(beir_folder, tiny_encoder):
     config = finetune_config(beir_folder)
-    encoder = Encoder.from_scratch(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    batches = FinetuneBatches(config, encoder, local_batch=8, rank=0, world_size=1)
+    batches = FinetuneBatches(config, tiny_encoder, local_batch=8, rank=0, world_size=1)
     train_ids = {example.qid for example in batches.train_examples}
     assert len(batches.dev_queries) == 10 and len(train_ids) == 40
     assert not train_ids & set(batches.dev_queries)
@@ -94,12 +91,9 @@ def test_dev_is_held_out_from_training_queries(beir_folder):
     assert batch["q_ids"].shape[0] == 8 and batch["k_ids"].shape[0] == 16  # positives, then one negative each
 
 
-def test_dev_corpus_sample_keeps_every_judged_document(beir_folder):
+def test_dev_corpus_sample_keeps_every_judged_document(beir_folder, tiny_encoder):
     config = finetune_config(beir_folder, "finetune.dev_corpus_size=20")
-    encoder = Encoder.from_scratch(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    batches = FinetuneBatches(config, encoder, local_batch=8, rank=0, world_size=1)
+    batches = FinetuneBatches(config, tiny_encoder, local_batch=8, rank=0, world_size=1)
     judged = {doc for docs in batches.dev_qrels.values() for doc in docs}
     assert len(batches.dev_corpus) == 20 and judged <= set(batches.dev_corpus)
     assert len(batches.corpus) == 60  # negatives still come from the whole corpus
