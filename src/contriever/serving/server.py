@@ -46,16 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", help="dense index folder written by `contriever index`")
     parser.add_argument(
         "--data",
-        help="BEIR folder whose corpus gives titles, snippets and BM25 (default: the index's corpus)",
+        help="BEIR folder whose corpus gives titles, snippets and BM25; None: the index's corpus",
     )
     parser.add_argument("--corpus", help="corpus file (.jsonl[.gz] with _id, title, text) instead of --data")
     parser.add_argument(
         "--bm25", help="BM25 folder: loaded if it exists, else built from the corpus and saved"
     )
     parser.add_argument("--no-bm25", action="store_true", help="serve dense search only")
-    parser.add_argument("--model", help="model folder or 'default' (default: the index's model)")
+    parser.add_argument("--model", help="model folder or 'default'; None: the index's model")
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+        "--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)"
     )
     parser.add_argument("--port", type=non_negative_int, default=8000, help="port (0: any free port)")
     parser.add_argument("--max-batch-size", type=positive_int, default=64, help="texts per forward pass")
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=positive_int,
         default=1,
-        help="CPU threads of the model and FAISS (default 1: see `contriever.serving.server`)",
+        help="CPU threads of the model and FAISS (see `contriever.serving.server` for why 1)",
     )
     parser.add_argument("--max-k", type=positive_int, default=1000, help="largest k a request may ask for")
     parser.add_argument("--max-chars", type=positive_int, default=10_000, help="longest query or input text")
@@ -78,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="allow browser pages from ORIGIN (e.g. http://localhost:3000; '*' for any); repeatable",
     )
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="uvicorn log level"
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
 
 
