@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -30,6 +31,38 @@ def encode_cache(tmp_path_factory):
         os.environ.pop("CONTRIEVER_CACHE", None)
     else:
         os.environ["CONTRIEVER_CACHE"] = previous
+
+
+def write_beir_folder(
+    folder: Path,
+    corpus: dict[str, tuple[str, str]],
+    queries: dict[str, str],
+    qrels: dict[str, list[tuple[str, str, int]]],
+    *,
+    gzip_corpus: bool = False,
+) -> Path:
+    """A BEIR folder: `corpus.jsonl[.gz]` from `{id: (title, text)}`, `queries.jsonl`, `qrels/SPLIT.tsv`."""
+    (folder / "qrels").mkdir(parents=True)
+    lines = "".join(json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, (t, x) in corpus.items())
+    if gzip_corpus:
+        with gzip.open(folder / "corpus.jsonl.gz", "wt") as handle:
+            handle.write(lines)
+    else:
+        (folder / "corpus.jsonl").write_text(lines)
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items())
+    )
+    for split, rows in qrels.items():
+        (folder / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows)
+        )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def write_beir():
+    """`write_beir_folder`, for the tests that build a tiny BEIR folder of their own."""
+    return write_beir_folder
 
 
 @pytest.fixture

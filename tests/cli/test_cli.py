@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from pathlib import Path
 
@@ -27,19 +26,8 @@ QRELS = [("q1", "d1", 1), ("q2", "d2", 2), ("q3", "d4", 1)]
 
 
 @pytest.fixture
-def beir_folder(tmp_path) -> Path:
-    folder = tmp_path / "tiny-beir"
-    (folder / "qrels").mkdir(parents=True)
-    with gzip.open(folder / "corpus.jsonl.gz", "wt") as handle:
-        for doc_id, (title, text) in DOCS.items():
-            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items())
-    )
-    (folder / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in QRELS)
-    )
-    return folder
+def beir_folder(tmp_path, write_beir) -> Path:
+    return write_beir(tmp_path / "tiny-beir", DOCS, QUERIES, {"test": QRELS}, gzip_corpus=True)
 
 
 def test_evaluate_writes_metrics_and_run_for_each_system(beir_folder, tiny_model, tmp_path, capsys):

@@ -29,19 +29,8 @@ METRIC_KEYS = ("ndcg@10", "recall@100", "mrr@10", "recall@1000")
 
 
 @pytest.fixture
-def beir_folder(tmp_path) -> Path:
-    folder = tmp_path / "tiny-beir"
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, (t, x) in DOCS.items())
-    )
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items())
-    )
-    (folder / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in QRELS)
-    )
-    return folder
+def beir_folder(tmp_path, write_beir) -> Path:
+    return write_beir(tmp_path / "tiny-beir", DOCS, QUERIES, {"test": QRELS})
 
 
 def test_bm25_outputs(beir_folder, tmp_path):

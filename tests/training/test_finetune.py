@@ -32,24 +32,15 @@ TOPICS = [
 
 
 @pytest.fixture(scope="module")
-def beir_folder(tmp_path_factory) -> Path:
+def beir_folder(tmp_path_factory, write_beir) -> Path:
     """60 documents, one query per document; train qrels for 50 queries, test qrels for 10."""
-    root = tmp_path_factory.mktemp("beir")
-    corpus, queries, train_rows, test_rows = [], [], [], []
+    corpus, queries, qrels = {}, {}, {"train": [], "test": []}
     for i in range(60):
         topic, other = TOPICS[i % 10], TOPICS[(i // 10) % 10]
-        corpus.append(
-            {"_id": f"d{i}", "title": f"{topic} {other}", "text": f"notes on {topic} and {other} number {i}"}
-        )
-        queries.append({"_id": f"q{i}", "text": f"{topic} {other}"})
-        (train_rows if i < 50 else test_rows).append(f"q{i}\td{i}\t1")
-    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
-    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    (root / "qrels").mkdir()
-    header = "query-id\tcorpus-id\tscore\n"
-    (root / "qrels" / "train.tsv").write_text(header + "\n".join(train_rows) + "\n")
-    (root / "qrels" / "test.tsv").write_text(header + "\n".join(test_rows) + "\n")
-    return root
+        corpus[f"d{i}"] = (f"{topic} {other}", f"notes on {topic} and {other} number {i}")
+        queries[f"q{i}"] = f"{topic} {other}"
+        qrels["train" if i < 50 else "test"].append((f"q{i}", f"d{i}", 1))
+    return write_beir(tmp_path_factory.mktemp("beir"), corpus, queries, qrels)
 
 
 def finetune_config(folder: Path, *extra: str):
