@@ -41,6 +41,8 @@ MAX_REQUEST_LINE = 1024 * 1024  # a 100,000-character query percent-encoded stil
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from contriever.cli.argtypes import non_negative_int, positive_int
+
     parser.add_argument("--index", help="dense index folder written by `contriever index`")
     parser.add_argument(
         "--data",
@@ -53,20 +55,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-bm25", action="store_true", help="serve dense search only")
     parser.add_argument("--model", help="model folder or 'default'; None: the index's model")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
-    parser.add_argument("--max-batch-size", type=int, default=64, help="texts per forward pass")
+    parser.add_argument("--port", type=non_negative_int, default=8000, help="port (0: any free port)")
+    parser.add_argument("--max-batch-size", type=positive_int, default=64, help="texts per forward pass")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill")
     parser.add_argument("--no-batching", action="store_true", help="encode each request on its own")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         help="CPU threads of the model and FAISS (see `contriever.serving.server` for why 1)",
     )
-    parser.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask for")
-    parser.add_argument("--max-chars", type=int, default=10_000, help="longest query or input text")
-    parser.add_argument("--max-queries", type=int, default=256, help="queries per POST /search")
-    parser.add_argument("--max-inputs", type=int, default=2048, help="texts per POST /v1/embeddings")
+    parser.add_argument("--max-k", type=positive_int, default=1000, help="largest k a request may ask for")
+    parser.add_argument("--max-chars", type=positive_int, default=10_000, help="longest query or input text")
+    parser.add_argument("--max-queries", type=positive_int, default=256, help="queries per POST /search")
+    parser.add_argument("--max-inputs", type=positive_int, default=2048, help="texts per POST /v1/embeddings")
     parser.add_argument(
         "--cors-origin",
         action="append",
