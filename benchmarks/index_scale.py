@@ -300,7 +300,7 @@ def step_distractors(args) -> None:
     from contriever.evaluation.metrics import evaluate_run
     from contriever.model.encoder import Encoder
     from contriever.retrieval.encode import cached_index
-    from contriever.retrieval.retrieve import run_from_search
+    from contriever.retrieval.runs import run_from_search
     from contriever.retrieval.shards import open_index
 
     scifact = Path(args.data)
