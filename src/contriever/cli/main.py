@@ -535,8 +535,8 @@ def _add_index_and_search(sub) -> None:
     p.add_argument("--model", help="model to encode the queries; None: the one the index records")
     p.add_argument("--json", action="store_true", help="one JSON object per query instead of a table")
     p.add_argument("--ann", metavar="NAME", help="search the approximate index IDX/ann/NAME (see ann-build)")
-    p.add_argument("--nprobe", type=int, help="IVF lists searched per query (with --ann); None: 32")
-    p.add_argument("--ef-search", type=int, help="HNSW candidate list size (with --ann); None: 128")
+    p.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query (with --ann); None: 32")
+    p.add_argument("--ef-search", type=positive_int, help="HNSW candidate list size (with --ann); None: 128")
     p.add_argument("queries", nargs="*", help="query texts; none: read them from standard input")
 
     p = _subcommand(
@@ -551,8 +551,8 @@ def _add_index_and_search(sub) -> None:
         "--factory", required=True, help='FAISS index_factory string, e.g. "HNSW32", "OPQ48,IVF4096,PQ48"'
     )
     p.add_argument("--name", help="folder name under IDX/ann/; None: from the factory, e.g. IVF4096_PQ48")
-    p.add_argument("--train-size", type=int, help="rows sampled for training; None: ~64 per IVF list")
-    p.add_argument("--seed", type=int, default=0, help="seed of the training sample")
+    p.add_argument("--train-size", type=positive_int, help="rows sampled for training; None: ~64 per IVF list")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the training sample")
     p.add_argument(
         "--in-memory", action="store_true", help="IVF lists inside index.faiss, read into RAM (else on disk)"
     )
