@@ -551,7 +551,9 @@ def _add_index_and_search(sub) -> None:
         "--factory", required=True, help='FAISS index_factory string, e.g. "HNSW32", "OPQ48,IVF4096,PQ48"'
     )
     p.add_argument("--name", help="folder name under IDX/ann/; None: from the factory, e.g. IVF4096_PQ48")
-    p.add_argument("--train-size", type=positive_int, help="rows sampled for training; None: ~64 per IVF list")
+    p.add_argument(
+        "--train-size", type=positive_int, help="rows sampled for training; None: ~64 per IVF list"
+    )
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the training sample")
     p.add_argument(
         "--in-memory", action="store_true", help="IVF lists inside index.faiss, read into RAM (else on disk)"
