@@ -10,6 +10,7 @@ import pytest
 from contriever.errors import DataError
 from contriever.machine import available_cpus
 from contriever.retrieval.index import DenseIndex, set_faiss_threads
+from tests.limits import run_with_file_size_limit
 
 DIM = 16
 
@@ -183,6 +184,27 @@ def test_load_errors(vectors, ids, tmp_path):
     (folder / "ids-00000.txt").write_text("only-one\n")
     with pytest.raises(DataError, match=r"ids-00000\.txt: is 9 bytes, index.json says"):
         DenseIndex.load(folder)
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_index(vectors, ids, tmp_path):
+    folder = DenseIndex.build(vectors[:10], ids[:10], show_progress=False).save(tmp_path / "idx")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    script = (
+        "import sys, numpy as np\n"
+        "from contriever.io import DiskFullError, ignore_file_size_signal\n"
+        "from contriever.retrieval.index import DenseIndex\n"
+        "ignore_file_size_signal()\n"
+        "vectors = np.random.default_rng(0).standard_normal((50000, 16)).astype(np.float32)\n"
+        "index = DenseIndex.build(vectors, [str(i) for i in range(50000)], show_progress=False)\n"
+        "try:\n"
+        "    index.save(sys.argv[1])\n"
+        "except DiskFullError as error:\n"
+        "    print(error)\n"
+    )
+    result = run_with_file_size_limit(["-c", script, str(folder)], 128 * 1024)
+    assert result.stdout.startswith(f"{folder / 'ids-00000.txt'}: disk full (File too large)"), result.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
 
 
 def test_reads_format_version_1(vectors, ids, tmp_path):

@@ -727,11 +727,22 @@ def _user_facing(error: BaseException) -> bool:
     return False
 
 
+def _close_progress_bars() -> None:
+    """End any progress bar a failed command left open, so its error is a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. Bad input, a bad option or a file problem is one line on stderr and exit
     code 2; a bug of ours is one line and exit code 1, with the traceback under `--debug` (or
     $CONTRIEVER_DEBUG=1); Ctrl-C is exit code 130."""
+    from contriever.io import ignore_file_size_signal
+
     args = build_parser().parse_args(argv)
+    ignore_file_size_signal()  # a file-size limit then fails the write (DiskFullError), not the process
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.func(args)
@@ -748,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+        _close_progress_bars()
         if debug:
             traceback.print_exc()
         print(f"error: {_one_line(error)}", file=sys.stderr)

@@ -7,6 +7,8 @@ views cut from them are wrapped later, see `augment.wrap_special_tokens`) and wr
                      most 65,536 entries (BERT: 30,522), else uint32
     doc_offsets.npy  int64 [n_docs + 1]: document i is tokens[offsets[i]:offsets[i + 1]]
     meta.json        dtype, counts, tokenizer (path, name, vocab size, special ids), inputs, settings
+    manifest.json    each file's size, written last: `TokenDataset` refuses a folder that does not
+                     match it (a truncated tokens.bin) or lacks it (an unfinished write)
 
 Inputs, by file name (`.gz` means gzip):
     *.jsonl, *.ndjson, *.json   one JSON object per line; the document is `obj[text_field]`, or
@@ -22,7 +24,8 @@ and `lowercase=True` lowercases, in that order, before tokenizing.
 Settings: documents are read in batches of `batch_docs` lines (or ~`batch_chars` characters, whichever
 comes first) and tokenized by `workers` processes, at most `2 * workers` batches in flight, results in
 input order and written as they come back, so memory stays flat whatever the corpus size. The folder
-is built under a temporary name beside `output` and renamed into place at the end.
+is built under a temporary name beside `output` and renamed into place at the end; every write is
+checked, and a full disk raises `contriever.io.DiskFullError` naming the file, leaving `output` as it was.
 """
 
 from __future__ import annotations
@@ -44,13 +47,23 @@ from tqdm.auto import tqdm
 from contriever.data.beir import json_object
 from contriever.data.normalize import transform_text
 from contriever.errors import DataError
-from contriever.io import numbered_lines, swap_into_place
+from contriever.io import (
+    MANIFEST_NAME,
+    CheckedFile,
+    DiskFullError,
+    atomic_write,
+    numbered_lines,
+    swap_into_place,
+    verify_manifest,
+    write_json,
+    write_manifest,
+)
 
 TOKENS_FILE = "tokens.bin"
 OFFSETS_FILE = "doc_offsets.npy"
 META_FILE = "meta.json"
-PREPARED_FILES = (TOKENS_FILE, OFFSETS_FILE, META_FILE)  # all we write, meta.json last
-FORMAT_VERSION = 1
+PREPARED_FILES = (TOKENS_FILE, OFFSETS_FILE, META_FILE, MANIFEST_NAME)  # all we write, manifest last
+FORMAT_VERSION = 2  # 2: the folder has a manifest.json (each file's size), written last
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TEXT_SUFFIXES = (".txt", ".text")
@@ -187,21 +200,30 @@ def _line_batches(path: Path, batch_docs: int, batch_chars: int):
 class _StreamWriter:
     """Appends batches to tokens.bin and a raw int64 lengths file as they come back, and counts."""
 
-    def __init__(self, staging: Path, bar, started: float):
-        self.staging, self.bar, self.started = staging, bar, started
+    def __init__(self, staging: Path, output: Path, bar, started: float):
+        self.staging, self.output, self.bar, self.started = staging, output, bar, started
         self.n_docs = self.n_tokens = self.skipped = 0
         self.inputs: list[dict] = []
 
     def __enter__(self):
-        self.token_file = open(self.staging / TOKENS_FILE, "wb")  # noqa: SIM115
-        self.length_file = open(self.staging / "lengths.tmp", "wb")  # noqa: SIM115
+        # Checked writes (a full disk raises DiskFullError naming the file where it belongs).
+        self.token_file = CheckedFile(open(self.staging / TOKENS_FILE, "wb"), self.output / TOKENS_FILE)  # noqa: SIM115
+        self.length_file = CheckedFile(open(self.staging / "lengths.tmp", "wb"), self.output / "lengths.tmp")  # noqa: SIM115
         return self
 
-    def __exit__(self, *exc):
-        self.token_file.flush()
-        os.fsync(self.token_file.fileno())
-        self.token_file.close()
-        self.length_file.close()
+    def __exit__(self, exc_type, *exc):
+        try:
+            if exc_type is None:
+                self.token_file.finish()
+                self.length_file.finish()
+        finally:
+            for handle in (self.token_file, self.length_file):
+                try:
+                    handle.close()
+                except OSError:
+                    if exc_type is None:
+                        raise
+                    # Already failing (disk full): closing flushes the same unwritable buffer.
 
     def start_input(self, path: Path) -> dict:
         stats = {
@@ -218,8 +240,8 @@ class _StreamWriter:
         if "error" in result:
             line, message = result["error"]
             raise DataError(path, message, line)
-        result["tokens"].tofile(self.token_file)
-        result["lengths"].tofile(self.length_file)
+        self.token_file.write(result["tokens"].tobytes())
+        self.length_file.write(result["lengths"].astype(np.int64, copy=False).tobytes())
         docs, tokens = len(result["lengths"]), int(result["tokens"].size)
         stats["docs"] += docs
         stats["tokens"] += tokens
@@ -265,8 +287,8 @@ def _install(staging: Path, output: Path) -> None:
     """Move the finished folder into place without touching anything of the user's.
 
     A new or empty `output` is replaced by `staging` in one rename. An older prepared folder gets only
-    our files replaced, `meta.json` last (it is what makes the folder readable, and its counts are
-    checked against the other files on load); any other file kept there stays.
+    our files replaced, `manifest.json` last (it is what makes the folder complete: its sizes are
+    checked on load); any other file kept there stays.
     """
     if not output.exists() or not any(output.iterdir()):
         swap_into_place(staging, output)
@@ -330,7 +352,7 @@ def prepare(
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary data folder
-    pool = None
+    pool = bar = None
     started = time.perf_counter()
     try:
         if workers > 1:
@@ -344,7 +366,7 @@ def prepare(
         max_in_flight = 2 * max(1, workers)
 
         bar = tqdm(desc="tokenizing", unit=" docs", unit_scale=True, disable=not show_progress, smoothing=0.1)
-        writer = _StreamWriter(staging, bar, started)
+        writer = _StreamWriter(staging, output, bar, started)
         with writer:
             for path, kind in zip(paths, kinds):
                 stats = writer.start_input(path)
@@ -363,13 +385,12 @@ def prepare(
             )
 
         lengths = np.fromfile(staging / "lengths.tmp", dtype=np.int64)
-        offsets = np.lib.format.open_memmap(
-            staging / OFFSETS_FILE, mode="w+", dtype=np.int64, shape=(n_docs + 1,)
-        )
-        offsets[0] = 0
+        offsets = np.zeros(n_docs + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        offsets.flush()
         assert int(offsets[-1]) == n_tokens
+        # Written through a checked handle, not a memory map (a full disk under a map is a SIGBUS crash).
+        with atomic_write(staging / OFFSETS_FILE, "wb", size_hint=offsets.nbytes + 128) as handle:
+            np.save(handle, offsets)
         del offsets, lengths
         (staging / "lengths.tmp").unlink()
 
@@ -396,14 +417,21 @@ def prepare(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),
         }
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(staging / META_FILE, meta)
+        write_manifest(staging)  # last: its presence says the folder is complete
         _install(staging, output)
-    except BaseException:
+    except BaseException as error:
+        if bar is not None:
+            bar.close()  # ends the progress line, so the error is a line of its own
         if pool is not None:
             pool.terminate()
             pool.join()
             pool = None
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, DiskFullError) and Path(error.path).parent == staging:
+            raise DiskFullError(
+                output / Path(error.path).name, error.written, error.needed, error.reason
+            ) from None
         raise
     finally:
         if pool is not None:
@@ -426,6 +454,8 @@ class TokenDataset:
             self.meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as error:
             raise DataError(meta_path, f"not valid JSON ({error.msg})", error.lineno) from None
+        # Version 1 folders predate manifests; from version 2 a missing one means an unfinished write.
+        verify_manifest(self.folder, required=int(self.meta.get("format_version", 1)) >= 2)
         dtype = np.dtype(self.meta.get("dtype", "?"))
         if dtype not in (np.dtype(np.uint16), np.dtype(np.uint32)):
             raise DataError(meta_path, f"unsupported token dtype {dtype}; expected uint16 or uint32")
@@ -441,7 +471,10 @@ class TokenDataset:
                 f"{size} bytes, expected {n_tokens} {dtype} tokens ({n_tokens * dtype.itemsize} bytes)",
             )
         self.tokens = np.memmap(token_path, dtype=dtype, mode="r", shape=(n_tokens,))
-        self.offsets = np.load(self.folder / OFFSETS_FILE, mmap_mode="r")
+        try:  # never unpickle: a crafted .npy could run code
+            self.offsets = np.load(self.folder / OFFSETS_FILE, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DataError(self.folder / OFFSETS_FILE, f"cannot read document offsets: {error}") from None
         if self.offsets.shape != (n_docs + 1,) or self.offsets[0] != 0 or self.offsets[-1] != n_tokens:
             raise DataError(
                 self.folder / OFFSETS_FILE,

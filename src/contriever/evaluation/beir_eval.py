@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from contriever.evaluation.metrics import METRICS, evaluate_run, write_trec_run
-from contriever.io import write_json
+from contriever.io import atomic_files, write_json
 
 PASSAGE_DEPTH = 10  # passages retrieved per document wanted, when documents are scored by their best passage
 COLUMNS = {"ndcg@10": "nDCG@10", "recall@100": "R@100", "mrr@10": "MRR@10", "recall@1000": "R@1000"}
@@ -236,9 +236,10 @@ def evaluate_beir(
     meta["host"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     result = {**metrics, "meta": meta}
     if output_dir is not None:
-        output_dir = Path(output_dir)
-        write_trec_run(run, output_dir / "run.trec", tag=_tag(model))
-        write_json(output_dir / "metrics.json", result)
+        # Both or neither (a full disk leaves the previous pair), with a manifest of their sizes.
+        with atomic_files(output_dir) as staging:
+            write_trec_run(run, staging / "run.trec", tag=_tag(model))
+            write_json(staging / "metrics.json", result)
     return result
 
 

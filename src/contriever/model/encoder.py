@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from contriever.data.documents import document_text
 from contriever.data.normalize import transform_text
 from contriever.errors import DataError
-from contriever.io import atomic_folder
+from contriever.io import atomic_folder, verify_manifest
 from contriever.model.locate import from_pretrained, load_tokenizer, locate_model
 from contriever.model.pooling import POOLINGS, pool
 
@@ -271,6 +271,7 @@ class Encoder(torch.nn.Module):
                 "`contriever`, `transformers` or sentence-transformers."
             )
         if isinstance(source, Path):
+            verify_manifest(source, required=False)  # folders we saved list their sizes; others have none
             check_model_folder(source)
         from transformers.utils import logging as hf_logging
 
@@ -279,11 +280,13 @@ class Encoder(torch.nn.Module):
         hf_logging.set_verbosity_error()  # the unused-pooler load report is noise for a retriever
         hf_logging.disable_progress_bar()
         try:
+            # Never run code shipped in a model folder (`auto_map` + modeling_*.py).
+            safe = {"trust_remote_code": False}
             try:
-                model = from_pretrained(AutoModel.from_pretrained, source, add_pooling_layer=False)
+                model = from_pretrained(AutoModel.from_pretrained, source, add_pooling_layer=False, **safe)
             except TypeError:  # architectures without a pooler take no add_pooling_layer argument
-                model = from_pretrained(AutoModel.from_pretrained, source)
-            tokenizer = from_pretrained(AutoTokenizer.from_pretrained, source)
+                model = from_pretrained(AutoModel.from_pretrained, source, **safe)
+            tokenizer = from_pretrained(AutoTokenizer.from_pretrained, source, **safe)
         finally:
             hf_logging.set_verbosity(verbosity)
             if bars:
@@ -337,15 +340,17 @@ class Encoder(torch.nn.Module):
     def save(self, path: str | os.PathLike) -> Path:
         """Write a folder that loads in transformers, sentence-transformers and `Encoder.load`.
 
-        Written to a temporary folder beside the target and renamed into place, so an interrupted save
-        never leaves a half-written model where a good one was.
+        Written to a temporary folder beside the target, `manifest.json` (each file's size) last, and
+        renamed into place, so an interrupted save or a full disk never leaves a half-written model
+        where a good one was (a full disk raises `contriever.io.DiskFullError`).
         """
         target = Path(path)
         if self.normalize_text:  # saved in config.json, which transformers keeps as an attribute
             setattr(self.model.config, NORMALIZE_TEXT_KEY, True)
         elif hasattr(self.model.config, NORMALIZE_TEXT_KEY):
             delattr(self.model.config, NORMALIZE_TEXT_KEY)
-        with atomic_folder(target) as staging:
+        weights = sum(t.nelement() * t.element_size() for t in self.model.state_dict().values())
+        with atomic_folder(target, size_hint=weights) as staging:
             self.model.save_pretrained(staging, safe_serialization=True)
             self.tokenizer.save_pretrained(staging)
             modules = [

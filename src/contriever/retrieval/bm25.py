@@ -32,7 +32,7 @@ import numpy as np
 
 from contriever.data.documents import document_text
 from contriever.errors import DataError
-from contriever.io import atomic_folder
+from contriever.io import atomic_folder, verify_manifest
 from contriever.machine import available_cpus
 from contriever.retrieval.runs import Run, run_from_search
 
@@ -202,7 +202,8 @@ def load_bm25(folder: str | os.PathLike) -> BM25Index:
     doc_ids = ids_path.read_text(encoding="utf-8").splitlines()
     if count is not None and len(doc_ids) != count:
         raise DataError(ids_path, f"{len(doc_ids)} ids, but {SETTINGS_FILE} says {count}")
-    retriever = bm25s.BM25.load(str(folder))
+    verify_manifest(folder, required=False)  # folders saved before manifests have none
+    retriever = bm25s.BM25.load(str(folder), allow_pickle=False)  # arrays only: nothing to run
     if retriever.scores["num_docs"] != len(doc_ids):
         raise DataError(
             ids_path, f"{len(doc_ids)} ids for an index of {retriever.scores['num_docs']} documents"

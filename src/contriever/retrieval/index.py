@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from contriever.errors import DataError
-from contriever.io import atomic_folder, write_json
+from contriever.io import atomic_folder, atomic_write, write_json
 from contriever.machine import available_cpus
 from contriever.retrieval.shards import MANIFEST, open_index, write_manifest, write_shard
 
@@ -327,7 +327,7 @@ class DenseIndex:
     def save(self, folder: str | os.PathLike, *, shard_rows: int = 1_000_000) -> Path:
         """Write the index folder (see the module docstring); an existing index there is replaced."""
         target = check_index_target(folder)
-        with atomic_folder(target) as staging:
+        with atomic_folder(target, manifest=False) as staging:  # index.json is its manifest
             vectors = self.embeddings()
             records = [
                 write_shard(
@@ -338,7 +338,7 @@ class DenseIndex:
             faiss_file = None
             if not is_flat(self.factory):
                 faiss_file = "index.faiss"
-                faiss.write_index(self.index, str(staging / faiss_file))
+                write_faiss(self.index, staging / faiss_file)
             write_manifest(
                 staging,
                 records,
@@ -390,20 +390,20 @@ def load_for_search(folder: str | os.PathLike):
     return sharded, sharded.store
 
 
+def write_faiss(index: faiss.Index, path: Path) -> None:
+    """`faiss.write_index` through a checked atomic write: FAISS's own fwrite hides a full disk's
+    cause; this raises `contriever.io.DiskFullError` naming the file and leaves the old one."""
+    with atomic_write(path, "wb") as handle:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
+
+
 def add_faiss_index(folder: str | os.PathLike, factory: str, **build) -> Path:
     """Train FAISS index `factory` on a finished index folder's vectors, write `index.faiss` and
     record it in the manifest (the shards, ids and passage store stay as they are)."""
     sharded = open_index(folder)
     index = DenseIndex.build(sharded.embeddings(), sharded.ids, factory, dtype=sharded.dtype, **build)
     folder = Path(folder)
-    tmp = folder / f".index.faiss.{os.getpid()}.tmp"
-    try:
-        faiss.write_index(index.index, str(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / "index.faiss")
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_faiss(index.index, folder / "index.faiss")
     manifest = dict(sharded.manifest)
     manifest.update(factory=factory, faiss_file="index.faiss", search_params=index.search_params)
     write_json(folder / MANIFEST, manifest)

@@ -254,7 +254,7 @@ class ShardedIndex:
                         path,
                         f"is {path.stat().st_size} bytes, index.json says {expected}: the file is damaged",
                     )
-                vectors = np.load(path, mmap_mode="r")
+                vectors = np.load(path, mmap_mode="r", allow_pickle=False)  # never unpickle
             except (OSError, ValueError) as error:
                 raise DataError(path, f"cannot read embeddings shard: {error}") from None
             if vectors.ndim != 2 or vectors.shape[1] != self.dim:

@@ -17,6 +17,7 @@ from pathlib import Path
 from contriever.data.pairs import is_beir_folder
 from contriever.errors import ConfigError
 from contriever.training.config import Config
+from contriever.training.resume import output_lock
 from contriever.training.trainer import train
 
 ROUND2_HARD_NEGATIVE_PROB = 0.1  # the paper's share of hard negatives in round 2
@@ -33,9 +34,13 @@ def run_finetune(
     documents, the first `skip_top` non-positives skipped; kept when it already exists, so a rerun
     resumes), then round 2 from the same starting model in `output/round2`. Mining needs the BEIR
     folder's qrels and corpus, so with two rounds `finetune.train` must be a BEIR folder: anything
-    else is an error before round 1 starts.
+    else is an error before round 1 starts. One run at a time holds `output` (`resume.output_lock`).
     """
-    output = Path(output)
+    with output_lock(output, "finetune"):
+        return _run_rounds(config, Path(output), rounds, mine_k, skip_top)
+
+
+def _run_rounds(config: Config, output: Path, rounds: int, mine_k: int, skip_top: int) -> Path:
     if rounds == 1:
         return train(config, output)
     train_source = Path(config.finetune.train or "")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from contriever.io import atomic_write
+
 
 def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
@@ -52,8 +54,9 @@ def plot_training(metrics_path: str | Path, png_path: str | Path) -> Path | None
             ax.legend(fontsize=8)
     fig.tight_layout()
     png_path = Path(png_path)
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(png_path)
+    try:
+        with atomic_write(png_path, "wb") as handle:  # checked: a full disk raises DiskFullError
+            fig.savefig(handle, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return png_path

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from contriever.errors import ConfigError
-from contriever.io import atomic_write, write_json
+from contriever.io import append_line, atomic_write, write_json
 from contriever.model.encoder import Encoder, autocast_context
 from contriever.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -45,6 +45,12 @@ from contriever.training.losses.inbatch import InBatchLoss
 from contriever.training.losses.moco import MoCo
 from contriever.training.losses.objective import Objective
 from contriever.training.optim import NO_DECAY, build_optimizer, build_scheduler
+from contriever.training.resume import (
+    announce_resume_changes,
+    output_lock,
+    start_run_folder,
+    write_run_manifest,
+)
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -162,8 +168,7 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         if self.enabled:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_line(self.path, json.dumps(record))  # checked: a full disk raises DiskFullError
 
 
 # ----- the training loop ------------------------------------------------------------------------------
@@ -173,12 +178,16 @@ def train(config: Config, output: str | Path) -> Path:
     `output/` receives `config.json`, `metrics.jsonl`, `checkpoint.pt` (exact resume), `model/` (the
     trained encoder, loadable by `contriever evaluate --model`), `best/` when fine-tuning evaluates
     on its dev set (pretraining's evaluation only monitors: it may be a test split), `summary.json`
-    (updates made, why it stopped, best dev score, minutes) and `training.png`.
+    (updates made, why it stopped, best dev score, minutes) and `training.png`. One run at a time
+    per folder, and a resume only of the same run (keys safe on resume aside): see `resume.py`.
     """
-    output, process, cfg = Path(output), setup_distributed(), config.train
-    if process.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        write_json(output / "config.json", config.to_dict())
+    with output_lock(output, config.task):
+        return _train(config, Path(output))
+
+
+def _train(config: Config, output: Path) -> Path:
+    process, cfg = setup_distributed(), config.train
+    changes = start_run_folder(output, config.to_dict(), process.is_main)  # checks, then config.json
     torch.manual_seed(cfg.seed + process.rank)
     encoder = build_encoder(config).to(process.device)
     encoder.train()
@@ -193,6 +202,7 @@ def train(config: Config, output: str | Path) -> Path:
     if checkpoint is not None:
         state = resume(checkpoint, parts, process.rank)
     log = MetricsLog(output / METRICS_NAME, state.step if checkpoint is not None else None, process.is_main)
+    announce_resume_changes(changes if checkpoint is not None else {}, state.step, log.write, process.is_main)
     progress = tqdm(
         total=cfg.steps,
         initial=state.step,
@@ -343,6 +353,7 @@ def save_training_state(path: Path, state: RunState, parts: Parts, config: Confi
     }
     if process.is_main:
         save_checkpoint(path, checkpoint)
+        write_run_manifest(path.parent)
 
 
 def resume(checkpoint: dict, parts: Parts, rank: int) -> RunState:
@@ -367,6 +378,7 @@ def finish(output: Path, encoder: Encoder, state: RunState, process: DistInfo) -
             "minutes": (time.time() - state.started) / 60,
         }
         write_json(output / "summary.json", summary)
+        write_run_manifest(output)
         try:
             from contriever.training.plots import plot_training
 
