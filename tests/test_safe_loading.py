@@ -32,7 +32,11 @@ def test_an_index_shard_holding_pickled_objects_is_refused(tmp_path):
     )
     marker = tmp_path / "marker.txt"
     pickled_array(folder / "embeddings-00000.npy", marker)
-    write_manifest(folder)  # sizes consistent: only the content is hostile
+    manifest = json.loads(
+        (folder / "index.json").read_text()
+    )  # sizes consistent: only the content is hostile
+    manifest["shards"][0]["vectors_bytes"] = (folder / "embeddings-00000.npy").stat().st_size
+    (folder / "index.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=r"embeddings-00000\.npy: cannot read embeddings shard"):
         DenseIndex.load(folder)
     assert not marker.exists()

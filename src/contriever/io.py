@@ -95,14 +95,33 @@ _DISK_FULL_TEXT = re.compile(
 )
 
 
+# SQLite reports a full disk as SQLITE_FULL, and a write past a file-size limit as a failed write.
+_SQLITE_FULL = frozenset({"SQLITE_FULL", "SQLITE_IOERR_WRITE"})
+
+
 def is_disk_full(error: BaseException) -> bool:
     """Whether `error` means the disk (quota, file-size limit) is full, however a library wrapped it."""
     if isinstance(error, OSError) and error.errno is not None:
         return error.errno in DISK_FULL_ERRNOS
+    if getattr(error, "sqlite_errorname", None) in _SQLITE_FULL:
+        return True
     return bool(_DISK_FULL_TEXT.search(str(error)))
 
 
+def as_disk_full(error: BaseException, path: str | os.PathLike, written: int = 0) -> DiskFullError | None:
+    """`error` as a DiskFullError naming `path` when it means the disk is full, else None.
+
+    For writers this module does not wrap (SQLite, a library writing by path): `raise as_disk_full(
+    error, target) or error`-style handling keeps their other errors as they are.
+    """
+    if isinstance(error, DiskFullError) or not is_disk_full(error):
+        return None
+    return DiskFullError(path, written, None, _reason(error))
+
+
 def _reason(error: BaseException) -> str:
+    if getattr(error, "sqlite_errorname", None) in _SQLITE_FULL:
+        return f"SQLite: {error}"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     match = _DISK_FULL_TEXT.search(str(error))

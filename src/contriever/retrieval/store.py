@@ -24,6 +24,7 @@ import numpy as np
 
 from contriever.data.passages import Document, Passage
 from contriever.errors import DataError
+from contriever.io import as_disk_full
 
 SCHEMA = """
 CREATE TABLE passages (
@@ -72,9 +73,13 @@ def write_store(
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as error:
         connection.close()
+        written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
+        full = as_disk_full(error, target, written)  # one clear line instead of "disk I/O error"
+        if full is not None:
+            raise full from None
         raise
     return count
 
