@@ -178,6 +178,9 @@ def test_a_model_folder_that_cannot_load_says_why(tiny_encoder, tmp_path):
     weights = folder / "model.safetensors"
     intact = weights.read_bytes()
     weights.write_bytes(intact[: len(intact) - 100])
+    with pytest.raises(DataError, match=r"bytes, manifest\.json says .*: truncated"):
+        Encoder.load(folder)  # a folder we saved: its manifest catches it first
+    (folder / "manifest.json").unlink()  # as a folder saved elsewhere, without one
     with pytest.raises(DataError, match="truncated: .* bytes where its header needs"):
         Encoder.load(folder)
     weights.write_bytes(intact[:5])
