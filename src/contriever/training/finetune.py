@@ -36,6 +36,11 @@ def run_finetune(
     folder's qrels and corpus, so with two rounds `finetune.train` must be a BEIR folder: anything
     else is an error before round 1 starts. One run at a time holds `output` (`resume.output_lock`).
     """
+    if rounds == 2 and not is_beir_folder(Path(config.finetune.train or "")):  # before any folder is made
+        raise ConfigError(
+            f"finetune.train {config.finetune.train!r}: two rounds mine hard negatives from a BEIR folder "
+            "(queries, corpus, qrels); to train on a file of examples (a mined one included) use --rounds 1"
+        )
     with output_lock(output, "finetune"):
         return _run_rounds(config, Path(output), rounds, mine_k, skip_top)
 
@@ -44,11 +49,6 @@ def _run_rounds(config: Config, output: Path, rounds: int, mine_k: int, skip_top
     if rounds == 1:
         return train(config, output)
     train_source = Path(config.finetune.train or "")
-    if not is_beir_folder(train_source):
-        raise ConfigError(
-            f"finetune.train {str(train_source)!r}: two rounds mine hard negatives from a BEIR folder "
-            "(queries, corpus, qrels); to train on a file of examples (a mined one included) use --rounds 1"
-        )
 
     first = copy.deepcopy(config)
     first.finetune.hard_negative_prob = 0.0
