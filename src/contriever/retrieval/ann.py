@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from contriever.errors import DataError
 from contriever.io import atomic_folder, write_json
-from contriever.retrieval.index import _as_float32_rows, _ensure_threads, _faiss_reason
+from contriever.retrieval.index import _as_float32_rows, _ensure_threads, _faiss_reason, search_in_batches
 
 ANN_DIR = "ann"
 ANN_MANIFEST = "ann.json"
@@ -412,19 +412,7 @@ class AnnIndex:
         for key, value in self.search_params.items():
             value = max(value, k) if key == "efSearch" else value  # HNSW returns at most efSearch
             space.set_index_parameter(self.index, key, float(value))
-        scores = np.empty((len(queries), k), dtype=np.float32)
-        labels = np.empty((len(queries), k), dtype=np.int64)
-        progress = tqdm(total=len(queries), desc="searching", unit="query", disable=not show_progress)
-        try:
-            for start in range(0, len(queries), batch_size):
-                batch_scores, batch_labels = self.index.search(queries[start : start + batch_size], k)
-                scores[start : start + len(batch_labels)] = batch_scores
-                labels[start : start + len(batch_labels)] = batch_labels
-                progress.update(len(batch_labels))
-        finally:
-            progress.close()
-        scores[labels < 0] = -np.inf
-        return scores, labels
+        return search_in_batches(self.index, queries, k, batch_size=batch_size, show_progress=show_progress)
 
     def sizes(self) -> dict[str, int]:
         """Bytes on disk: `header` (read into RAM when loaded) and `lists` (memory-mapped, if any)."""

@@ -118,6 +118,26 @@ def check_index_target(folder: str | os.PathLike) -> Path:
     return target
 
 
+def search_in_batches(
+    index, queries: np.ndarray, k: int, *, batch_size: int, show_progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """`index.search` over float32 `queries` in batches, with a progress bar: `(scores, rows)` of
+    shape [n, k]; rows FAISS did not fill are -1 with score -inf."""
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    labels = np.empty((len(queries), k), dtype=np.int64)
+    progress = tqdm(total=len(queries), desc="searching", unit="query", disable=not show_progress)
+    try:
+        for start in range(0, len(queries), batch_size):
+            batch_scores, batch_labels = index.search(queries[start : start + batch_size], k)
+            scores[start : start + len(batch_labels)] = batch_scores
+            labels[start : start + len(batch_labels)] = batch_labels
+            progress.update(len(batch_labels))
+    finally:
+        progress.close()
+    scores[labels < 0] = -np.inf
+    return scores, labels
+
+
 class DenseIndex:
     """Document vectors plus their ids, searchable by inner product. See the module docstring."""
 
@@ -275,19 +295,7 @@ class DenseIndex:
             return np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64)
         _ensure_threads()
         self._apply_search_params(k)
-        scores = np.empty((len(queries), k), dtype=np.float32)
-        labels = np.empty((len(queries), k), dtype=np.int64)
-        progress = tqdm(total=len(queries), desc="searching", unit="query", disable=not show_progress)
-        try:
-            for start in range(0, len(queries), batch_size):
-                batch_scores, batch_labels = self.index.search(queries[start : start + batch_size], k)
-                scores[start : start + len(batch_labels)] = batch_scores
-                labels[start : start + len(batch_labels)] = batch_labels
-                progress.update(len(batch_labels))
-        finally:
-            progress.close()
-        scores[labels < 0] = -np.inf
-        return scores, labels
+        return search_in_batches(self.index, queries, k, batch_size=batch_size, show_progress=show_progress)
 
     def ids_for(self, rows) -> list[str]:
         ids = self.ids
