@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from test_trainer import pretrain_config, token_folder  # noqa: F401  (token_folder is a fixture)
+from test_trainer import pretrain_config
 
 from contriever.errors import ConfigError, DataError
 from contriever.io import LOCK_NAME, FolderLockedError, verify_manifest
