@@ -42,7 +42,7 @@ def _snapshot(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != LOCK_NAME}
 
 
-def test_resume_with_a_changed_config_is_refused_before_anything_is_written(token_folder, tmp_path):  # noqa: F811
+def test_resume_with_a_changed_config_is_refused_before_anything_is_written(token_folder, tmp_path):
     run = tmp_path / "run"
     train(pretrain_config(token_folder, "train.steps=4", "train.save_every=2"), run)
     before = _snapshot(run)
@@ -56,7 +56,7 @@ def test_resume_with_a_changed_config_is_refused_before_anything_is_written(toke
     assert _snapshot(run) == before  # config.json, checkpoint, metrics: all as they were
 
 
-def test_extending_steps_on_resume_is_applied_and_logged(token_folder, tmp_path):  # noqa: F811
+def test_extending_steps_on_resume_is_applied_and_logged(token_folder, tmp_path):
     run = tmp_path / "run"
     train(pretrain_config(token_folder, "train.steps=3", "train.save_every=3"), run)
     train(pretrain_config(token_folder, "train.steps=5", "train.save_every=3", "train.log_every=2"), run)
@@ -73,7 +73,7 @@ def test_extending_steps_on_resume_is_applied_and_logged(token_folder, tmp_path)
     assert set(verify_manifest(run)["files"]) == {"config.json", "checkpoint.pt", "summary.json"}
 
 
-def test_a_truncated_checkpoint_is_named_on_resume(token_folder, tmp_path):  # noqa: F811
+def test_a_truncated_checkpoint_is_named_on_resume(token_folder, tmp_path):
     run = tmp_path / "run"
     config = pretrain_config(token_folder, "train.steps=2", "train.save_every=2")
     train(config, run)
@@ -94,7 +94,7 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_a_second_run_on_the_same_output_is_refused_at_start(token_folder, tmp_path):  # noqa: F811
+def test_a_second_run_on_the_same_output_is_refused_at_start(token_folder, tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(run)],
