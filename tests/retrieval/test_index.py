@@ -137,7 +137,7 @@ def test_k_larger_than_the_index(vectors, ids):
 
 def test_approximate_index_drops_missing_results(vectors, ids):
     index = DenseIndex.build(vectors, ids, "IVF40,Flat", show_progress=False)
-    index.set_search_params(nprobe=1)  # one list of ~10 vectors: fewer than k
+    index.search_params["nprobe"] = 1  # one list of ~10 vectors: fewer than k
     scores, found = index.search(vectors[:5], 50, show_progress=False)
     assert scores.shape == (5, 50)
     for row_scores, row_ids in zip(scores, found):

@@ -262,15 +262,6 @@ class DenseIndex:
             params["efSearch"] = DEFAULT_EF_SEARCH
         return params
 
-    def set_search_params(self, **params: int) -> None:
-        """FAISS search parameters, e.g. `nprobe=64` (IVF) or `efSearch=256` (HNSW)."""
-        for name, value in params.items():
-            try:
-                faiss.ParameterSpace().set_index_parameter(self.index, name, float(value))
-            except RuntimeError as error:
-                raise ValueError(f"index {self.factory!r} has no search parameter {name!r}") from error
-            self.search_params[name] = int(value)
-
     def _apply_search_params(self, k: int) -> None:
         params = dict(self.search_params)
         if "efSearch" in params:  # HNSW returns at most efSearch results
