@@ -154,6 +154,17 @@ def test_wrap_with_a_bert_tokenizer():
 XLMR_WORDS = ["dense", "retrieval", "with", "contrastive", "learning", "hello", "world"]
 
 
+XLMR_SPECIAL_TOKENS = dict(
+    bos_token="<s>",
+    eos_token="</s>",
+    cls_token="<s>",
+    sep_token="</s>",
+    pad_token="<pad>",
+    unk_token="<unk>",
+    mask_token="<mask>",
+)
+
+
 def tiny_xlmr_tokenizer():
     """An XLM-R-style tokenizer built here: SentencePiece-like Unigram, <s> $A </s>, pad id 1."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
@@ -170,13 +181,7 @@ def tiny_xlmr_tokenizer():
     backend.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     return XLMRobertaTokenizerFast(
         tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        cls_token="<s>",
-        sep_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
+        **XLMR_SPECIAL_TOKENS,
     )
 
 
@@ -233,13 +238,7 @@ def test_a_tokenizer_that_adds_nothing_gets_bare_views():
     backend.pre_tokenizer = pre_tokenizers.Whitespace()  # no post-processor: encodes without specials
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        cls_token="<s>",
-        sep_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
+        **XLMR_SPECIAL_TOKENS,
     )
     assert tokenizer("hello world")["input_ids"] == [5, 6]
     ids = special_ids_from_tokenizer(tokenizer)

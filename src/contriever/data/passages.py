@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from contriever.data.beir import json_object
 from contriever.errors import DataError
 from contriever.io import open_text
 
@@ -146,13 +146,9 @@ def _jsonl_documents(path: Path, handle, skip_bad: bool, stats: ReadStats) -> It
             continue
         try:
             try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    path, f"not valid JSON ({error.msg} at column {error.colno})", line_number
-                ) from None
-            if not isinstance(obj, dict):
-                raise DataError(path, f"expected a JSON object, found {type(obj).__name__}", line_number)
+                obj = json_object(raw)
+            except ValueError as error:
+                raise DataError(path, str(error), line_number) from None
             doc_id = _field(obj, ("_id", "id"), path, line_number, required=True)
             if not doc_id.strip():
                 raise DataError(path, "empty document id", line_number)
