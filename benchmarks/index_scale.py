@@ -11,6 +11,7 @@ seconds, peak RSS), and writes its numbers to `benchmarks/results/index_scale/ST
     python benchmarks/index_scale.py torchrun --passages 300
     python benchmarks/index_scale.py subset --docs 500            # SciFact test on judged + random docs
     python benchmarks/index_scale.py distractors --index IDX [--data DIR]   # SciFact test + IDX's passages
+    python benchmarks/index_scale.py mixed --passages 100000      # a BEIR folder: SciFact + enwiki passages
 
 `SHARED_DATA` names the data folder when it is not `../shared/data`. Inputs are the first documents of `../shared/data/enwiki-2015-sample` (in file order) making
 exactly the passage count asked for (the last document cut short).
@@ -291,6 +292,36 @@ def step_subset(args) -> None:
     )
 
 
+def step_mixed(args) -> None:
+    """A BEIR folder: SciFact's corpus (documents whole) followed by the first `--passages` 100-word
+    Wikipedia passages (ids `enwiki-DOCID#N`, so they never collide with SciFact's), with SciFact's
+    test queries and qrels: retrieval at scale on a judged task, through the unchanged commands."""
+    from contriever.data.passages import PassageSettings, iter_documents, iter_passages
+
+    scifact = Path(args.data)
+    folder = WORK / f"scifact+enwiki-{args.passages}"
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    tmp = folder / "corpus.jsonl.tmp"
+    documents = passages = 0
+    with open(tmp, "w") as handle:
+        for doc in iter_documents([scifact / "corpus.jsonl.gz"]):
+            handle.write(json.dumps({"_id": doc.id, "title": doc.title, "text": doc.text}) + "\n")
+            documents += 1
+        for passage, _ in iter_passages(ENWIKI, PassageSettings(100)):
+            if passages == args.passages:
+                break
+            line = {"_id": f"enwiki-{passage.id}", "title": passage.title, "text": passage.text}
+            handle.write(json.dumps(line) + "\n")
+            passages += 1
+    tmp.replace(folder / "corpus.jsonl")
+    (folder / "queries.jsonl").write_bytes((scifact / "queries.jsonl").read_bytes())
+    (folder / "qrels" / "test.tsv").write_bytes((scifact / "qrels" / "test.tsv").read_bytes())
+    save(
+        f"mixed-{args.passages}",
+        {"folder": str(folder), "scifact_documents": documents, "enwiki_passages": passages},
+    )
+
+
 def step_distractors(args) -> None:
     """SciFact test queries over SciFact's corpus plus the passages of `--index` (exact search over
     both folders, top k merged), against SciFact alone."""
@@ -364,6 +395,10 @@ def main() -> None:
     p.add_argument("--data", default=str(DATA / "scifact"), help="the BEIR folder (SciFact or a subset)")
     p.add_argument("--base-index", help="the BEIR folder's index (default: encode it through the cache)")
     p.set_defaults(func=step_distractors)
+    p = sub.add_parser("mixed")
+    p.add_argument("--passages", type=int, default=100_000)
+    p.add_argument("--data", default=str(DATA / "scifact"), help="SciFact's BEIR folder")
+    p.set_defaults(func=step_mixed)
     p = sub.add_parser("subset")
     p.add_argument("--docs", type=int, default=500)
     p.set_defaults(func=step_subset)

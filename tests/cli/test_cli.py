@@ -117,10 +117,10 @@ def test_ann_build_then_search_with_ann(beir_folder, tiny_model, tmp_path, capsy
         assert [r["score"] for r in ann_row["results"]] == pytest.approx(
             [r["score"] for r in exact_row["results"]]
         )
-    with pytest.raises(SystemExit, match="efSearch applies to HNSW"):
-        main([*command, "--ef-search", "8", "q"])
-    with pytest.raises(SystemExit, match="add --ann NAME"):
-        main(["search", "--index", str(index), "--nprobe", "2", "q"])
+    assert main([*command, "--ef-search", "8", "q"]) == 2
+    assert "efSearch applies to HNSW" in capsys.readouterr().err
+    assert main(["search", "--index", str(index), "--nprobe", "2", "q"]) == 2
+    assert "add --ann NAME" in capsys.readouterr().err
 
 
 def test_index_passages_and_search_shows_title_and_snippet(beir_folder, tiny_model, tmp_path, capsys):
@@ -225,3 +225,32 @@ def test_index_takes_data_or_corpus_not_both(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["index", "--output", str(tmp_path)])
     assert "one of the arguments --data --corpus is required" in capsys.readouterr().err
+
+
+def test_evaluate_an_index_folder_and_its_ann_index(beir_folder, tiny_model, tmp_path, capsys):
+    index = tmp_path / "index"
+    assert (
+        main(["index", "--data", str(beir_folder), "--model", str(tiny_model), "--output", str(index)]) == 0
+    )
+    assert main(["ann-build", "--index", str(index), "--factory", "IVF2,Flat"]) == 0
+    capsys.readouterr()
+    outputs = {}
+    for name, extra in (("exact", []), ("ann", ["--ann", "IVF2_Flat", "--nprobe", "2"])):
+        out = tmp_path / name
+        assert (
+            main(
+                ["evaluate", "--data", str(beir_folder), "--index", str(index), "--output", str(out), *extra]
+            )
+            == 0
+        )
+        outputs[name] = json.loads((out / "metrics.json").read_text())
+        assert f"on {index}" in capsys.readouterr().out
+    assert outputs["ann"]["meta"]["ann"] == "IVF2_Flat"
+    assert outputs["exact"]["meta"]["model_path"] == str(tiny_model.resolve())  # the folder's model
+    assert {m: outputs["ann"][m] for m in METRICS} == pytest.approx({m: outputs["exact"][m] for m in METRICS})
+    assert main(["evaluate", "--data", str(beir_folder), "--index", str(index), "--words", "100"]) == 2
+    assert "--words: the index folder" in capsys.readouterr().err
+    assert (
+        main(["evaluate", "--data", str(beir_folder), "--model", str(tiny_model), "--ann", "IVF2_Flat"]) == 2
+    )
+    assert "pass index_path (--index)" in capsys.readouterr().err

@@ -162,3 +162,62 @@ def test_max_over_passages_and_the_encode_cache(beir_folder, tiny_model, tmp_pat
     assert all("#" not in doc for docs in run.values() for doc in docs)  # documents, not passages
     off = evaluate_beir(beir_folder, model=str(tiny_model), k=10, show_progress=False, use_cache=False)
     assert off["meta"]["encoding"]["folder"] is None and off["meta"]["encoding"]["encoded"] >= 1
+
+
+def test_evaluating_an_index_folder_equals_encoding_the_corpus(
+    beir_folder, tiny_model, tmp_path, monkeypatch
+):
+    """`--index`: the folder's vectors and model, nothing re-encoded; its ANN index, every list probed,
+    gives the same metrics; distractors in the folder count against the BEIR folder's qrels."""
+    from contriever.model.encoder import Encoder
+    from contriever.retrieval.ann import build_ann
+    from contriever.retrieval.encode import build_index
+
+    monkeypatch.setenv("CONTRIEVER_CACHE", "off")
+    encoded = evaluate_beir(beir_folder, model=str(tiny_model), k=10, show_progress=False)
+    encoder = Encoder.load(str(tiny_model))
+    index = tmp_path / "index"
+    build_index([beir_folder / "corpus.jsonl"], encoder, index, model=str(tiny_model), show_progress=False)
+    exact = evaluate_beir(beir_folder, model=str(tiny_model), k=10, show_progress=False, index_path=index)
+    assert {k: exact[k] for k in METRIC_KEYS} == pytest.approx({k: encoded[k] for k in METRIC_KEYS}, abs=1e-6)
+    assert exact["meta"]["indexed"] == len(DOCS) and "encoding" not in exact["meta"]
+    build_ann(index, "IVF2,Flat", train_size=len(DOCS))
+    approx = evaluate_beir(
+        beir_folder,
+        model=str(tiny_model),
+        k=10,
+        show_progress=False,
+        index_path=index,
+        ann="IVF2_Flat",
+        nprobe=2,
+    )
+    assert {k: approx[k] for k in METRIC_KEYS} == pytest.approx({k: exact[k] for k in METRIC_KEYS}, abs=1e-6)
+    assert approx["meta"]["ann"] == "IVF2_Flat" and approx["meta"]["search_params"] == {"nprobe": 2}
+
+    # a folder that lacks a judged document: said, with the count
+    partial = tmp_path / "partial"
+    (partial_corpus := tmp_path / "partial.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, (t, x) in DOCS.items() if d != "d2"
+        )
+    )
+    build_index([partial_corpus], encoder, partial, model=str(tiny_model), show_progress=False)
+    missing = evaluate_beir(beir_folder, model=str(tiny_model), k=10, show_progress=False, index_path=partial)
+    assert "1 of the 3 judged documents are not in the index" in " ".join(missing["meta"]["warnings"])
+    assert missing["recall@100"] == pytest.approx(2 / 3)
+
+
+def test_an_index_folder_refuses_another_model(beir_folder, tiny_model, tmp_path, monkeypatch):
+    from contriever.model.encoder import Encoder
+    from contriever.retrieval.encode import build_index
+
+    monkeypatch.setenv("CONTRIEVER_CACHE", "off")
+    other = Encoder.from_scratch(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, seed=7
+    ).save(tmp_path / "other")
+    index = tmp_path / "index"
+    build_index([beir_folder / "corpus.jsonl"], Encoder.load(str(tiny_model)), index, model=str(tiny_model))
+    with pytest.raises(ValueError, match="was built with .*not .*other"):
+        evaluate_beir(beir_folder, model=str(other), k=10, show_progress=False, index_path=index)
+    with pytest.raises(ValueError, match="pass index_path"):
+        evaluate_beir(beir_folder, model=str(tiny_model), show_progress=False, ann="IVF2_Flat")

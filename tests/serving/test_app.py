@@ -142,7 +142,12 @@ def test_the_page_is_served_self_contained(client):
 def test_openapi_docs_list_the_endpoints(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/search", "/v1/embeddings", "/health", "/metrics"} <= set(paths)
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text and "https://" not in docs.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):  # from the installed package: no internet
+        assert f"/docs-assets/{asset}" in docs.text
+        response = client.get(f"/docs-assets/{asset}")
+        assert response.status_code == 200 and len(response.content) > 100_000
 
 
 def test_no_endpoint_takes_a_path(client):

@@ -104,3 +104,27 @@ def test_model_names_reported_by_the_api():
     assert model_name(None) == model_name("default") == "all-MiniLM-L6-v2"
     assert model_name("runs/scifact-ft/best") == "scifact-ft/best"
     assert model_name("/models/my-retriever") == "my-retriever"
+
+
+def test_an_approximate_index_is_served_with_the_exact_results_when_every_list_is_probed(
+    tiny_service, tmp_path
+):
+    import shutil
+
+    from contriever.retrieval.ann import AnnIndex, build_ann
+    from contriever.serving import server
+    from contriever.serving.searcher import EncodeJob
+
+    index = shutil.copytree(tiny_service["index"], tmp_path / "index")
+    build_ann(index, "IVF2,Flat", train_size=12, show_progress=False)  # the dozen documents
+    exact = server.load_searcher(str(index), no_bm25=True)
+    approx = server.load_searcher(str(index), no_bm25=True, ann="IVF2_Flat", nprobe=2)
+    assert isinstance(approx.index, AnnIndex) and approx.index.search_params == {"nprobe": 2}
+    jobs = [EncodeJob("vitamin deficiency", 5), EncodeJob("cells", 12)]
+    for a, b in zip(exact.encode_batch(jobs), approx.encode_batch(jobs)):
+        assert [i for i, _ in a.hits] == [i for i, _ in b.hits]
+        assert [s for _, s in a.hits] == pytest.approx([s for _, s in b.hits], rel=1e-5)
+    with pytest.raises(ValueError, match="no ANN index named 'HNSW8'"):
+        server.load_searcher(str(index), no_bm25=True, ann="HNSW8")
+    with pytest.raises(ValueError, match="add --ann NAME"):
+        server.load_searcher(str(index), no_bm25=True, nprobe=4)

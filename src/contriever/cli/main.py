@@ -103,7 +103,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from contriever.evaluation.beir_eval import evaluate_beir, format_table
 
     data = _data_dir(args.data)
-    models = args.model or ["default"]
+    if args.index:
+        _refuse_encoding_options(args)
+    models = args.model or ([_recorded_model(args.index)] if args.index else ["default"])
     _check_models(*models)
     names = _output_names(models)
     results = {}
@@ -128,12 +130,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             overlap=args.overlap,
             use_cache=not args.no_cache,
             **_text_options(args),
+            index_path=args.index,
+            ann=args.ann,
+            nprobe=args.nprobe,
+            ef_search=args.ef_search,
         )
-    print(format_table(results, title=f"{data.name} ({args.split})"))
+    searched = f" on {args.index}" + (f" ({args.ann})" if args.ann else "") if args.index else ""
+    print(format_table(results, title=f"{data.name} ({args.split}){searched}"))
     if args.output:
         folders = "" if len(models) == 1 else " (" + ", ".join(f"{m} -> {names[m]}" for m in models) + ")"
         print(f"wrote {args.output}{folders}")
     return 0
+
+
+def _recorded_model(folder: str) -> str:
+    """The model an index folder was built with (evaluate --index without --model)."""
+    from contriever.retrieval.shards import open_index
+
+    return open_index(folder).metadata.get("model", "default")
+
+
+def _refuse_encoding_options(args: argparse.Namespace) -> None:
+    """evaluate --index: the options that say how to encode the corpus are the folder's already."""
+    given = [
+        flag
+        for flag, value in (
+            ("--words", args.words),
+            ("--overlap", args.overlap),
+            ("--max-length", args.max_length),
+            ("--no-cache", args.no_cache),
+            ("--lowercase/--no-lowercase", args.lowercase is not None),
+            ("--normalize-text/--no-normalize-text", args.normalize_text is not None),
+            ("--index-factory", args.index_factory.replace(" ", "") != "Flat"),
+        )
+        if value
+    ]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)}: the index folder {args.index} already fixes how its corpus was encoded "
+            "(use --ann NAME for an approximate index of it)"
+        )
 
 
 # ----- index and search --------------------------------------------------------------------------------
@@ -209,17 +245,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(
             f"query {empty[0]} is empty ({len(empty)} empty in all): an empty query matches nothing"
         )
-    index, store = load_for_search(args.index)
-    if args.ann:
-        from contriever.retrieval.ann import AnnIndex
-
-        index = AnnIndex.load(args.index, args.ann)
-        try:
-            index.set_params(nprobe=args.nprobe, ef_search=args.ef_search)
-        except ValueError as error:
-            raise SystemExit(f"error: {error}") from None
-    elif args.nprobe or args.ef_search:
-        raise SystemExit("error: --nprobe and --ef-search apply to an approximate index: add --ann NAME")
+    index, store = load_for_search(args.index, args.ann, nprobe=args.nprobe, ef_search=args.ef_search)
     encoder = encoder_for_index(index, args.model)
     vectors = encoder.encode_queries(queries, show_progress=False)
     scores, rows = index.search_rows(vectors, args.k)
@@ -309,6 +335,9 @@ def cmd_evaluate_qa(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         precision=args.precision,
         output_dir=args.output,
+        ann=args.ann,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
     )
     print(format_accuracy(metrics, title=f"{Path(args.questions).name} on {args.index}"))
     if args.output:
@@ -440,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_ann_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ann", metavar="NAME", help="search the approximate index IDX/ann/NAME (see ann-build)")
+    p.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query (with --ann); None: 32")
+    p.add_argument("--ef-search", type=positive_int, help="HNSW candidate list size (with --ann); None: 128")
+
+
 def _add_evaluate(sub) -> None:
     p = _subcommand(
         sub,
@@ -472,6 +507,12 @@ def _add_evaluate(sub) -> None:
         "--no-cache", action="store_true", help="encode the corpus again (do not use the encode cache)"
     )
     _add_text_options(p, "queries and documents")
+    p.add_argument(
+        "--index",
+        help="evaluate this index folder (`contriever index`; its corpus may hold more than the BEIR "
+        "folder's, e.g. distractors) instead of encoding the corpus; the model is the folder's",
+    )
+    _add_ann_options(p)
 
 
 def _add_index_and_search(sub) -> None:
@@ -534,9 +575,7 @@ def _add_index_and_search(sub) -> None:
     p.add_argument("--k", type=positive_int, default=10, help="results per query")
     p.add_argument("--model", help="model to encode the queries; None: the one the index records")
     p.add_argument("--json", action="store_true", help="one JSON object per query instead of a table")
-    p.add_argument("--ann", metavar="NAME", help="search the approximate index IDX/ann/NAME (see ann-build)")
-    p.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query (with --ann); None: 32")
-    p.add_argument("--ef-search", type=positive_int, help="HNSW candidate list size (with --ann); None: 128")
+    _add_ann_options(p)
     p.add_argument("queries", nargs="*", help="query texts; none: read them from standard input")
 
     p = _subcommand(
@@ -592,6 +631,7 @@ def _add_evaluate_qa(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=128, help="questions encoded at a time")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--output", type=output_folder, help="folder for metrics.json and results.jsonl")
+    _add_ann_options(p)
 
 
 def _add_training(sub) -> None:

@@ -14,6 +14,7 @@ counts, settings, timings in seconds) and `run.trec` (the top-k documents of eve
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
@@ -21,6 +22,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from contriever.errors import UsageError
 from contriever.evaluation.metrics import METRICS, evaluate_run, write_trec_run
 from contriever.io import atomic_files, write_json
 
@@ -97,6 +99,43 @@ def _encoded_corpus(
     return open_index(folder), described, temporary
 
 
+def _open_built_index(index_path, model: str | None, device, ann, nprobe, ef_search):
+    """`(index, its encoder)` for an index folder; `model`, when named, must be the folder's model."""
+    from contriever.retrieval.encode import encoder_fingerprint
+    from contriever.retrieval.index import load_for_search
+    from contriever.retrieval.retrieve import encoder_for_index
+
+    index, _ = load_for_search(index_path, ann, nprobe=nprobe, ef_search=ef_search)
+    recorded = index.metadata.get("model_fingerprint")
+    if model in (None, "default") or not recorded:
+        return index, encoder_for_index(index, None if model is None else model, device)
+    encoder = encoder_for_index(index, model, device)
+    if encoder_fingerprint(encoder) != recorded:
+        raise UsageError(
+            f"{index_path} was built with {index.metadata.get('model')}, not {model}: its vectors "
+            "only mean something to that model (leave --model out to use it)"
+        )
+    return index, encoder
+
+
+def _warn_unindexed(index, qrels: Mapping, warnings: list[str]) -> None:
+    """A judged document the index does not hold can never be found: say how many."""
+    from contriever.data.passages import doc_id_of
+
+    judged = {doc for docs in qrels.values() for doc in docs}
+    split = bool((index.metadata.get("passages") or {}).get("words"))
+    source = getattr(index, "source", index)  # an ANN index searches its folder's shards
+    shards = (ids for ids, _ in source.iter_shards()) if hasattr(source, "iter_shards") else [source.ids]
+    held: set[str] = set()
+    for ids in shards:
+        held.update(map(doc_id_of, ids) if split else ids)
+        if judged <= held:
+            return
+    missing = len(judged - held)
+    warnings.append(f"{missing} of the {len(judged)} judged documents are not in the index: never retrieved")
+    logging.getLogger(__name__).warning(warnings[-1])
+
+
 def evaluate_beir(
     data_dir: str | os.PathLike,
     split: str = "test",
@@ -115,6 +154,10 @@ def evaluate_beir(
     use_cache: bool = True,
     lowercase: bool | None = None,
     normalize_text: bool | None = None,
+    index_path: str | os.PathLike | None = None,
+    ann: str | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
 ) -> dict:
     """Retrieve the top `k` documents for every query of `split` and evaluate them.
 
@@ -128,6 +171,12 @@ def evaluate_beir(
     into a temporary folder). `words > 0` splits documents into passages of `words` words
     (`overlap` shared) and scores each document by its best passage among the top
     `k * PASSAGE_DEPTH` passages; `words=0` encodes whole documents, truncated at `max_length`.
+
+    `index_path` evaluates an index folder that `contriever index` built (its corpus may be larger
+    than the BEIR folder's, e.g. with distractors): nothing is encoded but the queries, with the
+    model the folder records (a `model` given must be that model); passages are scored as the folder
+    was split. `ann` searches its approximate index `ann/<ann>` instead of exact search, with
+    `nprobe`/`ef_search` overriding the recorded search parameters.
     """
     from contriever.data.beir import load_beir, refuse_ids_with_whitespace
     from contriever.retrieval.retrieve import bm25_retrieve, dense_retrieve, hybrid_retrieve
@@ -135,6 +184,8 @@ def evaluate_beir(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     system, model_path = parse_model(model)
+    if index_path is None and (ann or nprobe or ef_search):
+        raise ValueError("ann, nprobe and ef_search search an index folder: pass index_path (--index)")
     started = time.perf_counter()
     warnings: list[str] = []
     corpus, queries, qrels = load_beir(data_dir, split, warnings=warnings)
@@ -160,9 +211,14 @@ def evaluate_beir(
         meta["bm25"] = dict(DEFAULTS)
     else:
         loading = time.perf_counter()
-        encoder = _load_encoder(
-            model_path, max_length, device, lowercase=lowercase, normalize_text=normalize_text
-        )
+        if index_path is None:
+            encoder = _load_encoder(
+                model_path, max_length, device, lowercase=lowercase, normalize_text=normalize_text
+            )
+        else:
+            index, encoder = _open_built_index(index_path, model_path, device, ann, nprobe, ef_search)
+            words = int((index.metadata.get("passages") or {}).get("words") or 0)
+            overlap = int((index.metadata.get("passages") or {}).get("overlap") or 0)
         timings["load_model_s"] = time.perf_counter() - loading
         meta.update(
             model_path=_describe_model_path(model_path),
@@ -176,19 +232,26 @@ def evaluate_beir(
             device=str(encoder.device),
             precision=_resolved_precision(precision, encoder.device),
         )
-        from contriever.retrieval.index import check_factory
-
-        check_factory(encoder.dim, index_factory, None if words else len(corpus))  # before encoding
+        temporary = None
         encoding = time.perf_counter()
-        index, meta["encoding"], temporary = _encoded_corpus(
-            data_dir, encoder, model_path, words, overlap, batch_size, precision, use_cache, show_progress
-        )
-        if index_factory.replace(" ", "") != "Flat":
-            from contriever.retrieval.index import DenseIndex
+        if index_path is not None:
+            meta.update(index=str(Path(index_path).resolve()), indexed=len(index))
+            if ann:
+                meta.update(ann=ann, index_factory=index.factory, search_params=dict(index.search_params))
+            _warn_unindexed(index, qrels, warnings)
+        else:
+            from contriever.retrieval.index import check_factory
 
-            index = DenseIndex.build(
-                index.embeddings(), index.ids, index_factory, show_progress=show_progress
+            check_factory(encoder.dim, index_factory, None if words else len(corpus))  # before encoding
+            index, meta["encoding"], temporary = _encoded_corpus(
+                data_dir, encoder, model_path, words, overlap, batch_size, precision, use_cache, show_progress
             )
+            if index_factory.replace(" ", "") != "Flat":
+                from contriever.retrieval.index import DenseIndex
+
+                index = DenseIndex.build(
+                    index.embeddings(), index.ids, index_factory, show_progress=show_progress
+                )
         corpus_seconds = time.perf_counter() - encoding
         passage_depth = PASSAGE_DEPTH if words else 0
         meta.update(words=words, overlap=overlap, scoring="max over passages" if words else "truncation")

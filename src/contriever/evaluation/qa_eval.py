@@ -147,8 +147,13 @@ def evaluate_qa(
     precision: str = "auto",
     output_dir: str | os.PathLike | None = None,
     show_progress: bool = True,
+    ann: str | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
 ) -> dict:
-    """Top-k accuracy of an index on a question file (see the module doc): `{"top1": ..., ...}` plus counts."""
+    """Top-k accuracy of an index on a question file (see the module doc): `{"top1": ..., ...}` plus
+    counts. `ann` searches the folder's approximate index `ann/<ann>` (`nprobe`, `ef_search` as in
+    `contriever search`)."""
     from contriever.retrieval.index import load_for_search
     from contriever.retrieval.retrieve import encoder_for_index
 
@@ -166,7 +171,8 @@ def evaluate_qa(
                         questions_path,
                         f"question {question.id!r}: answer {pattern!r} is no regex ({problem})",
                     )
-    index, store = load_for_search(index_path)  # exact search over memory-mapped shards when flat
+    # exact search over memory-mapped shards when flat and no `ann` is named
+    index, store = load_for_search(index_path, ann, nprobe=nprobe, ef_search=ef_search)
     corpus = corpus or (None if store is not None else index.metadata.get("corpus"))
     if not corpus and store is None:
         raise DataError(
@@ -192,6 +198,7 @@ def evaluate_qa(
         "match": match,
         "questions": str(questions_path),
         "index": str(index_path),
+        "ann": ann,
         "corpus": str(corpus or store.path),
         "model": index.metadata.get("model") if model is None else model,
         "retrieval_s": round(retrieval_s, 3),

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -374,7 +375,13 @@ def _encode_shards(
             counts["encoded"] += 1
             _log(
                 folder,
-                {"shard": number, "rows": len(batch), "seconds": round(seconds, 3), "part": list(part)},
+                {
+                    "shard": number,
+                    "rows": len(batch),
+                    "seconds": round(seconds, 3),
+                    "part": list(part),
+                    **memory_mib(),
+                },
             )
             if cache is not None:
                 _link_shard(folder, cache, number, copy=False)
@@ -382,6 +389,17 @@ def _encode_shards(
         progress.close()
         store.close()
     return counts
+
+
+def memory_mib() -> dict:
+    """This process's resident memory now and at its peak so far (MiB): logged with every shard, so
+    a long run shows whether memory stays flat as the corpus goes by."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        now = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):  # not Linux
+        return {"peak_rss_mib": round(peak, 1)}
+    return {"rss_mib": round(now, 1), "peak_rss_mib": round(peak, 1)}
 
 
 def _log(folder: Path, entry: dict) -> None:

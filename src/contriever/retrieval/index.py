@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from contriever.errors import DataError
+from contriever.errors import DataError, UsageError
 from contriever.io import atomic_folder, atomic_write, write_json
 from contriever.machine import available_cpus
 from contriever.retrieval.shards import MANIFEST, open_index, write_manifest, write_shard
@@ -379,11 +379,27 @@ class DenseIndex:
         return index
 
 
-def load_for_search(folder: str | os.PathLike):
-    """`(index, passage store or None)` for `contriever search`: a folder with a trained FAISS index
-    loads as a `DenseIndex`; a flat one is searched exactly from its memory-mapped shards
-    (`ShardedIndex`). Both have `.search`, `.search_rows`, `.ids_for` and `.metadata`."""
+def load_for_search(
+    folder: str | os.PathLike,
+    ann: str | None = None,
+    *,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+):
+    """`(index, passage store or None)` for `search`, `evaluate --index`, `evaluate-qa` and `serve`:
+    with `ann`, the approximate index `folder/ann/<ann>` (IVF lists memory-mapped from disk;
+    `nprobe`/`ef_search` override its recorded search parameters); else a folder with a trained FAISS
+    index loads as a `DenseIndex`, and a flat one is searched exactly from its memory-mapped shards
+    (`ShardedIndex`). All have `.search`, `.search_rows`, `.ids_for`, `.dim` and `.metadata`."""
     sharded = open_index(folder)
+    if ann:
+        from contriever.retrieval.ann import AnnIndex
+
+        index = AnnIndex.load(folder, ann, source=sharded)
+        index.set_params(nprobe=nprobe, ef_search=ef_search)
+        return index, sharded.store
+    if nprobe or ef_search:
+        raise UsageError("--nprobe and --ef-search apply to an approximate index: add --ann NAME")
     if sharded.manifest.get("faiss_file"):
         return DenseIndex.load(folder), sharded.store
     return sharded, sharded.store

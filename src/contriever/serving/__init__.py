@@ -13,7 +13,12 @@ says so plainly when it is missing.
 
 from __future__ import annotations
 
-SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client"}
+SERVE_PACKAGES = {
+    "fastapi": "fastapi",
+    "uvicorn": "uvicorn",
+    "prometheus_client": "prometheus-client",
+    "swagger_ui_bundle": "swagger-ui-bundle",
+}
 
 
 def require_serve_extra() -> None:

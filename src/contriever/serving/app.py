@@ -64,6 +64,44 @@ KNOWN_PATHS = (
 )
 
 
+DOCS_ASSETS = {  # fixed routes, fixed files: no request names a path
+    "/docs-assets/swagger-ui-bundle.js": ("swagger-ui-bundle.js", "text/javascript"),
+    "/docs-assets/swagger-ui.css": ("swagger-ui.css", "text/css"),
+    "/docs-assets/favicon-32x32.png": ("favicon-32x32.png", "image/png"),
+}
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at `/docs` from the files the `swagger-ui-bundle` package installs (FastAPI's own
+    `/docs` loads them from a CDN): the API documentation works with no internet, like the page."""
+    from pathlib import Path
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    def asset_route(file: Path, media_type: str):
+        async def asset() -> Response:
+            return Response(
+                file.read_bytes(), media_type=media_type, headers={"Cache-Control": "max-age=86400"}
+            )
+
+        return asset
+
+    for route, (name, media_type) in DOCS_ASSETS.items():
+        app.get(route, include_in_schema=False)(asset_route(Path(swagger_ui_path) / name, media_type))
+    js, css, icon = DOCS_ASSETS
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="contriever API",
+            swagger_js_url=js,
+            swagger_css_url=css,
+            swagger_favicon_url=icon,
+        )
+
+
 @dataclass
 class ServeSettings:
     """Limits and switches of the service (`contriever serve --help` names each)."""
@@ -313,7 +351,10 @@ def create_app(searcher: Searcher, settings: ServeSettings | None = None) -> Fas
         summary="Dense, BM25 and hybrid search, and OpenAI-compatible embeddings",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served below from installed files, not from a CDN
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.searcher, app.state.settings, app.state.metrics, app.state.batcher = (
         searcher,
         settings,

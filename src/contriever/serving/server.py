@@ -6,9 +6,10 @@
     contriever serve --data DIR                    # BM25 only
     contriever serve --model M                     # embeddings only
 
-An index folder written by `contriever index` is searched in RAM by FAISS when it holds a trained
-FAISS index (HNSW, IVF, ...) or when its vectors fit in 2 GiB as fp32, else exactly from its
-memory-mapped fp16 shards. Titles and snippets come from `--data`/`--corpus` when given, else from
+An index folder written by `contriever index` is searched through its approximate index with
+`--ann NAME` (`contriever ann-build`; IVF lists stay memory-mapped from disk), else in RAM by FAISS
+when it holds a trained FAISS index (HNSW, IVF, ...) or when its vectors fit in 2 GiB as fp32, else
+exactly from its memory-mapped fp16 shards. Titles and snippets come from `--data`/`--corpus` when given, else from
 the folder's passage store (`passages.sqlite`), else from the corpus the index records.
 
 The model is the one recorded in the index (`contriever index` writes it), unless `--model` names
@@ -44,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from contriever.cli.argtypes import non_negative_int, positive_int
 
     parser.add_argument("--index", help="dense index folder written by `contriever index`")
+    parser.add_argument(
+        "--ann", metavar="NAME", help="serve the index's approximate index IDX/ann/NAME (see ann-build)"
+    )
+    parser.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query (with --ann)")
+    parser.add_argument("--ef-search", type=positive_int, help="HNSW candidate list size (with --ann)")
     parser.add_argument(
         "--data",
         help="BEIR folder whose corpus gives titles, snippets and BM25; None: the index's corpus",
@@ -102,6 +108,9 @@ def load_searcher(
     no_bm25: bool = False,
     model: str | None = None,
     show_progress: bool = True,
+    ann: str | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
 ):
     """A `Searcher` over what the arguments name (see the module docstring)."""
     from contriever.serving.searcher import Searcher
@@ -116,7 +125,7 @@ def load_searcher(
     if index:
         from contriever.retrieval.retrieve import encoder_for_index
 
-        dense = open_dense(index)
+        dense = open_dense(index, ann, nprobe=nprobe, ef_search=ef_search)
         encoder = encoder_for_index(dense, model)
         model = model or dense.metadata.get("model", "default")
     elif model:
@@ -142,13 +151,15 @@ def load_searcher(
     return Searcher(encoder, dense, lexical, documents, model_name=model_name(model) if encoder else "none")
 
 
-def open_dense(folder: str):
-    """The index to search: in RAM (FAISS) when it has a trained FAISS index or its vectors fit in
+def open_dense(folder: str, ann: str | None = None, **search_params):
+    """The index to search: the approximate index `ann/<ann>` when named (IVF lists memory-mapped);
+    else in RAM (FAISS) when the folder has a trained FAISS index or its vectors fit in
     `IN_MEMORY_BYTES` as fp32; otherwise searched exactly from its memory-mapped shards."""
     from contriever.retrieval.index import DenseIndex, load_for_search
+    from contriever.retrieval.shards import ShardedIndex
 
-    searchable, _ = load_for_search(folder)
-    if isinstance(searchable, DenseIndex) or len(searchable) * searchable.dim * 4 > IN_MEMORY_BYTES:
+    searchable, _ = load_for_search(folder, ann, **search_params)
+    if not isinstance(searchable, ShardedIndex) or len(searchable) * searchable.dim * 4 > IN_MEMORY_BYTES:
         return searchable
     return DenseIndex.load(folder)
 
@@ -255,6 +266,9 @@ def serve_command(args: argparse.Namespace) -> int:
             bm25=args.bm25,
             no_bm25=args.no_bm25,
             model=args.model,
+            ann=args.ann,
+            nprobe=args.nprobe,
+            ef_search=args.ef_search,
         )
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
