@@ -1,7 +1,10 @@
-"""What this machine lets the process use, asked once in one place (threads for FAISS, bm25s, workers)."""
+"""What this machine lets the process use, asked once in one place (threads for FAISS, bm25s, workers),
+and handing freed memory back to it."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from pathlib import Path
 
@@ -19,3 +22,23 @@ def available_cpus() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cpus)
+
+
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")  # glibc; elsewhere there is nothing to trim
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give memory the process has freed back to the operating system (glibc's `malloc_trim`).
+
+    glibc keeps freed blocks of many sizes (token lists, batches of every length and shape) in its
+    arenas, one per thread that allocated; without a trim, a long encoding run or a busy server
+    creeps up in resident memory with these fragments, not with data. A few milliseconds a call:
+    call it between units of work (a shard, a second of serving), not in a hot loop."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

@@ -56,6 +56,7 @@ from contriever.data.passages import (
 )
 from contriever.errors import ConfigError, DataError
 from contriever.io import write_json
+from contriever.machine import release_freed_memory
 from contriever.retrieval.shards import (
     FP16_MAX,
     MANIFEST,
@@ -385,6 +386,8 @@ def _encode_shards(
             )
             if cache is not None:
                 _link_shard(folder, cache, number, copy=False)
+            del batch, texts, blocks, vectors
+            release_freed_memory()
     finally:
         progress.close()
         store.close()

@@ -21,6 +21,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from contriever.machine import release_freed_memory
+
+TRIM_EVERY_S = 1.0  # freed memory goes back to the OS at most once a second (see release_freed_memory)
+
 
 class ShuttingDown(RuntimeError):
     """The batcher was stopped while a request waited."""
@@ -53,6 +57,7 @@ class DynamicBatcher:
         self.enabled = enabled
         self.on_batch = on_batch
         self._pending: collections.deque = collections.deque()
+        self._trimmed = time.perf_counter()
         self._arrived: asyncio.Event | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._collector: asyncio.Task | None = None
@@ -107,6 +112,9 @@ class DynamicBatcher:
             raise RuntimeError(f"process returned {len(results)} results for {len(items)} items")
         if self.on_batch is not None:
             self.on_batch(len(items), time.perf_counter() - start)
+        if time.perf_counter() - self._trimmed > TRIM_EVERY_S:  # on the model thread, between batches
+            release_freed_memory()
+            self._trimmed = time.perf_counter()
         return results
 
     async def _next_batch(self) -> list[tuple[list[Any], asyncio.Future]]:
