@@ -8,7 +8,7 @@ For each setting it starts `contriever serve` on 127.0.0.1 (a free port) as a ch
 (the dataset's queries in turn, `GET /search?mode=...&k=10`, or `POST /v1/embeddings` with
 `--mode embeddings`), and stops by itself. It reports queries/s, p50/p95/p99 latency, errors (any
 status but 200 or no answer), the server's resident memory at the start and end of the run (and its
-peak), the mean number of texts per forward pass (from the server's /metrics), and the server's
+peak), the mean number of texts per dynamic batch (from the server's /metrics), and the server's
 exit status after SIGTERM. Nothing is sent anywhere but 127.0.0.1 (`contriever.serving.loadtest`).
 Results: printed as a table, and written as JSON to `--output`.
 """
@@ -112,7 +112,7 @@ def main() -> int:
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     print(f"\n{args.mode}, {args.clients} clients, {args.queries} requests, k={args.k}\n")
     print(
-        "| dynamic batching | qps | p50 ms | p95 ms | p99 ms | errors | texts per forward | RSS start -> end (max) MB | exit |"
+        "| dynamic batching | qps | p50 ms | p95 ms | p99 ms | errors | texts per batch | RSS start -> end (max) MB | exit |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
     for run in runs:

@@ -106,7 +106,7 @@ def add_offline_docs(app: FastAPI) -> None:
 class ServeSettings:
     """Limits and switches of the service (`contriever serve --help` names each)."""
 
-    max_batch_size: int = 64  # texts per forward pass
+    max_batch_size: int = 64  # texts per dynamic batch (cut into passes of similar length)
     max_wait_ms: float = 2.0  # how long a batch waits for more requests
     batching: bool = True  # False: each request encoded on its own
     max_k: int = 1000

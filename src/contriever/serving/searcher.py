@@ -101,6 +101,22 @@ class Encoded:
     hits: Hits | None = None
 
 
+CPU_FORWARD_BATCH = 8
+
+
+def default_forward_batch(encoder) -> int:
+    """Texts per forward pass within one dynamic batch, which is sorted by length first.
+
+    On a CPU a forward pass costs in proportion to its tokens, padding included, so one pass over a
+    whole batch of 24 queries pays for every query at the longest one's length. Passes of 8 texts of
+    similar length waste little padding and still amortise the per-pass overhead (CPU B, 1 thread,
+    SciFact queries in requests of 24: 30.6 ms a query in one pass, 22.5 in passes of 8, 33.3 one
+    at a time). A GPU is the other way round: it wants the whole batch at once.
+    """
+    device = getattr(encoder, "device", None)
+    return CPU_FORWARD_BATCH if getattr(device, "type", "cpu") == "cpu" else 256
+
+
 class Searcher:
     def __init__(
         self,
@@ -114,7 +130,7 @@ class Searcher:
         rrf_k: float = 60,
         snippet_chars: int = 300,
         precision: str = "auto",
-        forward_batch: int = 256,
+        forward_batch: int | None = None,
     ):
         if index is not None and encoder is None:
             raise ValueError("a dense index needs the encoder that made it")
@@ -131,7 +147,7 @@ class Searcher:
         self.rrf_k = rrf_k
         self.snippet_chars = snippet_chars
         self.precision = precision
-        self.forward_batch = forward_batch
+        self.forward_batch = forward_batch or default_forward_batch(encoder)
 
     @property
     def modes(self) -> tuple[str, ...]:

@@ -62,7 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model folder or 'default'; None: the index's model")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
     parser.add_argument("--port", type=non_negative_int, default=8000, help="port (0: any free port)")
-    parser.add_argument("--max-batch-size", type=positive_int, default=64, help="texts per forward pass")
+    parser.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=64,
+        help="most texts encoded together in one dynamic batch",
+    )
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill")
     parser.add_argument("--no-batching", action="store_true", help="encode each request on its own")
     parser.add_argument(
