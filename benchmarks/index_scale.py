@@ -12,6 +12,7 @@ seconds, peak RSS), and writes its numbers to `benchmarks/results/index_scale/ST
     python benchmarks/index_scale.py subset --docs 500            # SciFact test on judged + random docs
     python benchmarks/index_scale.py distractors --index IDX [--data DIR]   # SciFact test + IDX's passages
     python benchmarks/index_scale.py mixed --passages 100000      # a BEIR folder: SciFact + enwiki passages
+    python benchmarks/index_scale.py prefix --index IDX --output IDX2   # the complete shards of a stopped run
 
 `SHARED_DATA` names the data folder when it is not `../shared/data`. Inputs are the first documents of `../shared/data/enwiki-2015-sample` (in file order) making
 exactly the passage count asked for (the last document cut short).
@@ -322,6 +323,56 @@ def step_mixed(args) -> None:
     )
 
 
+def step_prefix(args) -> None:
+    """An index folder of the first complete shards of another, still unfinished, one (hard links):
+    what a run stopped for lack of time has encoded, made searchable, with the passage store cut to
+    the same rows. The manifest says which folder and how many of its shards it holds."""
+    import shutil
+    import sqlite3
+
+    from contriever.retrieval.shards import PLAN, STORE, read_shard_record, record_name, write_manifest
+
+    source, target = Path(args.index), Path(args.output)
+    plan = json.loads((source / PLAN).read_text())
+    records = []
+    while len(records) < plan["shards"] and (record := read_shard_record(source, len(records))):
+        records.append(record)
+    if not records:
+        sys.exit(f"{source}: shard 0 is not complete yet")
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for record in records:
+        for name in (record["ids"], record["vectors"], record_name(record["number"])):
+            os.link(source / name, target / name)
+    rows = sum(r["rows"] for r in records)
+    shutil.copyfile(source / STORE, target / STORE)
+    with sqlite3.connect(target / STORE) as db:
+        db.execute("DELETE FROM passages WHERE row >= ?", (rows,))
+    db.close()
+    settings = plan["settings"]
+    write_manifest(
+        target,
+        records,
+        dim=settings["dim"],
+        dtype=settings["dtype"],
+        metadata={
+            **settings,
+            "prefix_of": str(source),
+            "prefix_shards": f"{len(records)} of {plan['shards']}",
+        },
+        extra={"store": STORE},
+    )
+    save(
+        f"prefix-{target.name}",
+        {
+            "source": str(source),
+            "shards": f"{len(records)} of {plan['shards']}",
+            "rows": rows,
+            "folder": str(target),
+        },
+    )
+
+
 def step_distractors(args) -> None:
     """SciFact test queries over SciFact's corpus plus the passages of `--index` (exact search over
     both folders, top k merged), against SciFact alone."""
@@ -395,6 +446,10 @@ def main() -> None:
     p.add_argument("--data", default=str(DATA / "scifact"), help="the BEIR folder (SciFact or a subset)")
     p.add_argument("--base-index", help="the BEIR folder's index (default: encode it through the cache)")
     p.set_defaults(func=step_distractors)
+    p = sub.add_parser("prefix")
+    p.add_argument("--index", required=True, help="an index folder still being encoded (or stopped)")
+    p.add_argument("--output", required=True, help="the index folder of its first complete shards")
+    p.set_defaults(func=step_prefix)
     p = sub.add_parser("mixed")
     p.add_argument("--passages", type=int, default=100_000)
     p.add_argument("--data", default=str(DATA / "scifact"), help="SciFact's BEIR folder")
