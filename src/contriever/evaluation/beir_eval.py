@@ -107,8 +107,8 @@ def _open_built_index(index_path, model: str | None, device, ann, nprobe, ef_sea
 
     index, _ = load_for_search(index_path, ann, nprobe=nprobe, ef_search=ef_search)
     recorded = index.metadata.get("model_fingerprint")
-    if model in (None, "default") or not recorded:
-        return index, encoder_for_index(index, None if model is None else model, device)
+    if model is None or not recorded:
+        return index, encoder_for_index(index, model, device)
     encoder = encoder_for_index(index, model, device)
     if encoder_fingerprint(encoder) != recorded:
         raise UsageError(
