@@ -19,6 +19,7 @@ the first is the worst case for PQ (full-rank noise). Seed 0.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def normalized(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def clusters(args, rng) -> tuple[callable, np.ndarray, int]:
+def clusters(args, rng) -> tuple[Callable[[int, int], np.ndarray], np.ndarray, int]:
     d, c = 384, 1000
     centres = rng.normal(size=(c, d)).astype(np.float32) / np.sqrt(d)
 
@@ -43,7 +44,7 @@ def clusters(args, rng) -> tuple[callable, np.ndarray, int]:
     return draw, draw(0, 1000), d
 
 
-def perturbed(args, rng) -> tuple[callable, np.ndarray, int]:
+def perturbed(args, rng) -> tuple[Callable[[int, int], np.ndarray], np.ndarray, int]:
     source = open_index(args.from_index)
     real = np.concatenate([v.astype(np.float32) for _, v in source.iter_shards()])
     d = real.shape[1]

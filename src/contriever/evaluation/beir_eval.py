@@ -217,8 +217,8 @@ def evaluate_beir(
             )
         else:
             index, encoder = _open_built_index(index_path, model_path, device, ann, nprobe, ef_search)
-            words = int((index.metadata.get("passages") or {}).get("words") or 0)
-            overlap = int((index.metadata.get("passages") or {}).get("overlap") or 0)
+            split = index.metadata.get("passages") or {}  # how the folder was split: its scoring
+            words, overlap = int(split.get("words") or 0), int(split.get("overlap") or 0)
         timings["load_model_s"] = time.perf_counter() - loading
         meta.update(
             model_path=_describe_model_path(model_path),

@@ -80,10 +80,10 @@ def add_offline_docs(app: FastAPI) -> None:
     from swagger_ui_bundle import swagger_ui_path
 
     def asset_route(file: Path, media_type: str):
+        content = file.read_bytes()  # once, at start: a request never touches the disk
+
         async def asset() -> Response:
-            return Response(
-                file.read_bytes(), media_type=media_type, headers={"Cache-Control": "max-age=86400"}
-            )
+            return Response(content, media_type=media_type, headers={"Cache-Control": "max-age=86400"})
 
         return asset
 
