@@ -2,7 +2,7 @@
 
     python benchmarks/index_bench.py --index IDX --factory HNSW32 --factory "IVF1024,Flat" \\
         --factory "IVF1024,PQ48" --factory "OPQ48,IVF1024,PQ48" [--queries Q.npy | --sample-queries 1000] \\
-        [--nprobe 32] [--ef-search 128] [--max-ram 2GiB] [--output results.json]
+        [--nprobe 32] [--ef-search 128] [--rerank 100] [--max-ram 2GiB] [--output results.json]
 
 For each factory string it builds `IDX/ann/<name>/` (`contriever.retrieval.ann.build_ann`, shard by
 shard, IVF lists on disk), then reports:
@@ -14,6 +14,11 @@ shard, IVF lists on disk), then reports:
   memory-mapped vectors), `lists` = the memory-mapped IVF lists; `ram` = both (what must stay in RAM
   or page cache for full speed; an IVF-Flat index answers with much less, reading nprobe lists per
   query from disk); `disk` = all files; and build time (training included).
+
+`--rerank N` adds a row for each PQ/SQ index with its top N re-scored exactly from the fp16 shards
+(`contriever search --ann NAME --rerank N`): N random reads of dim x 2 bytes a query from the shards,
+which then want the page cache too for full speed (the `reads/query` column). Its speed here is
+measured with the shards cached (exact search has just read them).
 
 Queries: `--queries` an `.npy` of query vectors (e.g. your encoded queries), else `--sample-queries`
 rows of the index itself drawn with `--seed` (each is then its own nearest neighbour, which every
@@ -86,40 +91,49 @@ def bench(args: argparse.Namespace) -> list[dict]:
             nprobe=args.nprobe if "nprobe" in index.search_params else None,
             ef_search=args.ef_search if "efSearch" in index.search_params else None,
         )
-        _, found = index.search_rows(queries, k)
-        sizes = index.sizes()
-        row = {
-            "factory": factory,
-            "params": dict(index.search_params),
-            "recall@10": round(recall_at(found, truth, min(10, k)), 4),
-            "recall@100": round(recall_at(found, truth, k), 4),
-            "qps_batch_1": round(queries_per_second(index, queries[: args.single], k, 1), 1),
-            "qps_batch_1000": round(queries_per_second(index, queries, k, 1000), 1),
-            "header_bytes": sizes["header"],
-            "lists_bytes": sizes["lists"],
-            "ram_bytes": sizes["header"] + sizes["lists"],
-            "disk_bytes": sizes["header"] + sizes["lists"],
-            "build_s": index.info["build_s"],
-            "train_rows": index.info["train_rows"],
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        reranks = [None] + ([args.rerank] if args.rerank and re.search(r"PQ|SQ", factory) else [])
+        for rerank in reranks:
+            index.rerank = rerank
+            rows.append(measure(index, queries, truth, k, args.single))
+            print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def measure(index: AnnIndex, queries: np.ndarray, truth: np.ndarray, k: int, single: int) -> dict:
+    """One row of the table: `index` as its parameters are now set, against the exact top `k`."""
+    _, found = index.search_rows(queries, k)
+    sizes = index.sizes()
+    params = dict(index.search_params) | ({"rerank": index.rerank} if index.rerank else {})
+    return {
+        "factory": index.factory,
+        "params": params,
+        "recall@10": round(recall_at(found, truth, min(10, k)), 4),
+        "recall@100": round(recall_at(found, truth, k), 4),
+        "qps_batch_1": round(queries_per_second(index, queries[:single], k, 1), 1),
+        "qps_batch_1000": round(queries_per_second(index, queries, k, 1000), 1),
+        "header_bytes": sizes["header"],
+        "lists_bytes": sizes["lists"],
+        "ram_bytes": sizes["header"] + sizes["lists"],
+        "disk_bytes": sizes["header"] + sizes["lists"],
+        "rerank_read_bytes_per_query": (index.rerank or 0) * index.dim * 2,
+        "build_s": index.info["build_s"],
+        "train_rows": index.info["train_rows"],
+    }
 
 
 def table(rows: list[dict], count: int, dim: int) -> str:
     lines = [
         f"{count:,} vectors x {dim}",
         "| index | params | recall@10 | recall@100 | gives up @10 | q/s batch 1 | q/s batch 1,000 "
-        "| header MiB | lists MiB | build s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| header MiB | lists MiB | reads/query KiB | build s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| `{row['factory']}` | {row.get('params', '')} | {row['recall@10']:.3f} | {row['recall@100']:.3f} "
             f"| {1 - row['recall@10']:.3f} | {row.get('qps_batch_1', '-')} | {row['qps_batch_1000']} "
             f"| {row.get('header_bytes', 0) / 2**20:.1f} | {row.get('lists_bytes', 0) / 2**20:.1f} "
-            f"| {row.get('build_s', '-')} |"
+            f"| {row.get('rerank_read_bytes_per_query', 0) / 2**10:.0f} | {row.get('build_s', '-')} |"
         )
     return "\n".join(lines)
 
@@ -145,6 +159,9 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=200, help="queries timed one at a time")
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--ef-search", type=int, default=128)
+    parser.add_argument(
+        "--rerank", type=int, help="also measure PQ/SQ indexes with their top N re-scored exactly"
+    )
     parser.add_argument("--train-size", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rebuild", action="store_true", help="rebuild ANN indexes that already exist")

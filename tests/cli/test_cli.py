@@ -121,6 +121,12 @@ def test_ann_build_then_search_with_ann(beir_folder, tiny_model, tmp_path, capsy
     assert "efSearch applies to HNSW" in capsys.readouterr().err
     assert main(["search", "--index", str(index), "--nprobe", "2", "q"]) == 2
     assert "add --ann NAME" in capsys.readouterr().err
+    assert main(["search", "--index", str(index), "--rerank", "5", "q"]) == 2
+    assert "add --ann NAME" in capsys.readouterr().err
+    assert main([*command, "--rerank", "10", *queries]) == 0  # every row re-scored: the exact results
+    reranked = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for ann_row, exact_row in zip(reranked, exact, strict=True):
+        assert [r["id"] for r in ann_row["results"]] == [r["id"] for r in exact_row["results"]]
 
 
 def test_index_passages_and_search_shows_title_and_snippet(beir_folder, tiny_model, tmp_path, capsys):

@@ -21,6 +21,7 @@ import pytest
 from contriever.errors import DataError
 from contriever.retrieval.ann import AnnIndex, ann_name, build_ann, list_ann
 from contriever.retrieval.index import DenseIndex
+from contriever.retrieval.shards import open_index
 
 DIM, N, CLUSTERS, K = 32, 2400, 24, 10
 # name: (factory, search settings, minimum mean recall@10 against exact search); OPQ is trained on
@@ -88,6 +89,35 @@ def test_ivf_flat_probing_every_list_is_exact(folder, data):
     scores, found = index.search(queries, K, show_progress=False)
     assert recall(found, exact_ids) == 1.0
     np.testing.assert_allclose(scores, exact_scores, atol=1e-5)
+
+
+def test_reranking_every_candidate_gives_the_exact_search_of_the_shards(folder, data):
+    _, queries = data
+    index = AnnIndex.load(folder, build_ann(folder, "IVF16,PQ8", show_progress=False).name)
+    index.set_params(nprobe=16, rerank=N)
+    exact_scores, exact_rows = open_index(folder).search_rows(queries, K)
+    scores, rows = index.search_rows(queries, K)
+    np.testing.assert_array_equal(rows, exact_rows)
+    np.testing.assert_allclose(scores, exact_scores, rtol=1e-6, atol=1e-6)
+
+
+def test_reranking_recovers_what_compression_gives_up(folder, data):
+    _, queries = data
+    index = AnnIndex.load(folder, build_ann(folder, "IVF16,PQ8", show_progress=False).name)
+    index.set_params(nprobe=4)
+    _, truth = open_exact(folder).search(queries, K, show_progress=False)
+    _, compressed = index.search(queries, K, show_progress=False)
+    index.set_params(rerank=100)
+    scores, rows = index.search_rows(queries, K)
+    reranked = [index.ids_for(r) for r in rows]
+    # measured: 0.43 without; with re-ranking 20, 50, 100 of the 2,400: 0.64, 0.89, 1.0
+    assert recall(compressed, truth) < 0.6 and recall(reranked, truth) >= 0.95
+    shards = open_index(folder)  # the scores are the exact inner products with the fp16 vectors
+    for query, found, found_scores in zip(queries, rows, scores):
+        np.testing.assert_allclose(found_scores, shards.vectors_for(found) @ query, rtol=1e-5, atol=1e-6)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    with pytest.raises(ValueError, match="rerank must be at least 1"):
+        index.set_params(rerank=0)
 
 
 @pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,PQ8"])

@@ -61,6 +61,13 @@ def test_reader_api(vectors, tmp_path):
     assert index.metadata == {"model": "m"}
     with pytest.raises(IndexError):
         index.ids_for([1003])
+    rows = [1002, 0, 401, 399, 401, 7]  # across shards, out of order, one repeated
+    np.testing.assert_array_equal(
+        index.vectors_for(rows), vectors.astype(np.float16)[rows].astype(np.float32)
+    )
+    assert index.vectors_for([]).shape == (0, DIM)
+    with pytest.raises(IndexError):
+        index.vectors_for([-1])
     loaded = DenseIndex.load(tmp_path / "idx")  # the same folder loads whole into RAM too
     assert loaded.ids == index.ids
 

@@ -2,7 +2,7 @@
 
 contriever evaluate --data DIR [--split test] [--model PATH|default|bm25|hybrid:PATH ...] [--output DIR]
 contriever index    --data DIR | --corpus FILE... [--model M] --output IDX [--words 100] [--shard I/N]
-contriever search   --index IDX [--k 10] [--ann NAME --nprobe N --ef-search N] "query" ...  (or stdin)
+contriever search   --index IDX [--k 10] [--ann NAME --nprobe N --ef-search N --rerank N] "query" ...  (or stdin)
 contriever ann-build --index IDX --factory "IVF4096,PQ48" [--name NAME] [--train-size N] [--in-memory]
 contriever evaluate-qa --questions FILE --index IDX [--corpus FILE]   (top-1/5/20/100 accuracy, DPR matching)
 contriever cache    [--clear]                                  (the encode cache)
@@ -134,6 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ann=args.ann,
             nprobe=args.nprobe,
             ef_search=args.ef_search,
+            rerank=args.rerank,
         )
     searched = f" on {args.index}" + (f" ({args.ann})" if args.ann else "") if args.index else ""
     print(format_table(results, title=f"{data.name} ({args.split}){searched}"))
@@ -245,7 +246,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(
             f"query {empty[0]} is empty ({len(empty)} empty in all): an empty query matches nothing"
         )
-    index, store = load_for_search(args.index, args.ann, nprobe=args.nprobe, ef_search=args.ef_search)
+    index, store = load_for_search(
+        args.index, args.ann, nprobe=args.nprobe, ef_search=args.ef_search, rerank=args.rerank
+    )
     encoder = encoder_for_index(index, args.model)
     vectors = encoder.encode_queries(queries, show_progress=False)
     scores, rows = index.search_rows(vectors, args.k)
@@ -338,6 +341,7 @@ def cmd_evaluate_qa(args: argparse.Namespace) -> int:
         ann=args.ann,
         nprobe=args.nprobe,
         ef_search=args.ef_search,
+        rerank=args.rerank,
     )
     print(format_accuracy(metrics, title=f"{Path(args.questions).name} on {args.index}"))
     if args.output:
@@ -473,6 +477,13 @@ def _add_ann_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ann", metavar="NAME", help="search the approximate index IDX/ann/NAME (see ann-build)")
     p.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query (with --ann); None: 32")
     p.add_argument("--ef-search", type=positive_int, help="HNSW candidate list size (with --ann); None: 128")
+    p.add_argument(
+        "--rerank",
+        type=positive_int,
+        metavar="N",
+        help="re-score the approximate index's top N exactly from the folder's fp16 shards (with --ann; "
+        "for PQ/SQ indexes, which rank by compressed vectors)",
+    )
 
 
 def _add_evaluate(sub) -> None:

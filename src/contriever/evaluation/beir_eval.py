@@ -99,13 +99,13 @@ def _encoded_corpus(
     return open_index(folder), described, temporary
 
 
-def _open_built_index(index_path, model: str | None, device, ann, nprobe, ef_search):
+def _open_built_index(index_path, model: str | None, device, ann, search_params: dict):
     """`(index, its encoder)` for an index folder; `model`, when named, must be the folder's model."""
     from contriever.retrieval.encode import encoder_fingerprint
     from contriever.retrieval.index import load_for_search
     from contriever.retrieval.retrieve import encoder_for_index
 
-    index, _ = load_for_search(index_path, ann, nprobe=nprobe, ef_search=ef_search)
+    index, _ = load_for_search(index_path, ann, **search_params)
     recorded = index.metadata.get("model_fingerprint")
     if model is None or not recorded:
         return index, encoder_for_index(index, model, device)
@@ -158,6 +158,7 @@ def evaluate_beir(
     ann: str | None = None,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    rerank: int | None = None,
 ) -> dict:
     """Retrieve the top `k` documents for every query of `split` and evaluate them.
 
@@ -176,7 +177,8 @@ def evaluate_beir(
     than the BEIR folder's, e.g. with distractors): nothing is encoded but the queries, with the
     model the folder records (a `model` given must be that model); passages are scored as the folder
     was split. `ann` searches its approximate index `ann/<ann>` instead of exact search, with
-    `nprobe`/`ef_search` overriding the recorded search parameters.
+    `nprobe`/`ef_search` overriding the recorded search parameters, and its top `rerank` candidates
+    re-scored exactly from the folder's shards.
     """
     from contriever.data.beir import load_beir, refuse_ids_with_whitespace
     from contriever.retrieval.retrieve import bm25_retrieve, dense_retrieve, hybrid_retrieve
@@ -184,8 +186,11 @@ def evaluate_beir(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     system, model_path = parse_model(model)
-    if index_path is None and (ann or nprobe or ef_search):
-        raise ValueError("ann, nprobe and ef_search search an index folder: pass index_path (--index)")
+    search_params = {"nprobe": nprobe, "ef_search": ef_search, "rerank": rerank}
+    if index_path is None and (ann or any(search_params.values())):
+        raise ValueError(
+            "ann, nprobe, ef_search and rerank search an index folder: pass index_path (--index)"
+        )
     started = time.perf_counter()
     warnings: list[str] = []
     corpus, queries, qrels = load_beir(data_dir, split, warnings=warnings)
@@ -216,7 +221,7 @@ def evaluate_beir(
                 model_path, max_length, device, lowercase=lowercase, normalize_text=normalize_text
             )
         else:
-            index, encoder = _open_built_index(index_path, model_path, device, ann, nprobe, ef_search)
+            index, encoder = _open_built_index(index_path, model_path, device, ann, search_params)
             split = index.metadata.get("passages") or {}  # how the folder was split: its scoring
             words, overlap = int(split.get("words") or 0), int(split.get("overlap") or 0)
         timings["load_model_s"] = time.perf_counter() - loading

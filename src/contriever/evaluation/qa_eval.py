@@ -150,10 +150,11 @@ def evaluate_qa(
     ann: str | None = None,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    rerank: int | None = None,
 ) -> dict:
     """Top-k accuracy of an index on a question file (see the module doc): `{"top1": ..., ...}` plus
-    counts. `ann` searches the folder's approximate index `ann/<ann>` (`nprobe`, `ef_search` as in
-    `contriever search`)."""
+    counts. `ann` searches the folder's approximate index `ann/<ann>` (`nprobe`, `ef_search`, `rerank`
+    as in `contriever search`)."""
     from contriever.retrieval.index import load_for_search
     from contriever.retrieval.retrieve import encoder_for_index
 
@@ -172,7 +173,7 @@ def evaluate_qa(
                         f"question {question.id!r}: answer {pattern!r} is no regex ({problem})",
                     )
     # exact search over memory-mapped shards when flat and no `ann` is named
-    index, store = load_for_search(index_path, ann, nprobe=nprobe, ef_search=ef_search)
+    index, store = load_for_search(index_path, ann, nprobe=nprobe, ef_search=ef_search, rerank=rerank)
     corpus = corpus or (None if store is not None else index.metadata.get("corpus"))
     if not corpus and store is None:
         raise DataError(

@@ -23,9 +23,16 @@ ordinary in-memory way; both return identical results (tested). Loaded with `mma
 flat code storage is memory-mapped as well (`IO_FLAG_MMAP_IFC`: HNSW's vectors, SQ and PQ codes), so
 only HNSW's graph links are read into RAM.
 
+Re-ranking: a compressed index (PQ, SQ) scores with approximate vectors, so its top 10 is not the
+exact top 10. `AnnIndex.set_params(rerank=100)` takes the index's top 100 candidates of a query (k,
+if more are asked for) and re-scores them exactly with their fp16 vectors, read by row from the
+folder's memory-mapped shards: FAISS's `IndexRefineFlat` with the refining vectors on disk, where the
+folder already has them, instead of a second copy in RAM. It reads that many vectors a query (768
+bytes each at dim 384).
+
 Vectors come from any object with `dim`, `len()`, `iter_shards()` yielding `(ids, fp16 [rows, dim])`
-in row order, `ids_for(rows)` and the folder's `manifest` and `metadata` (`ShardSource`: the shape of
-`contriever.retrieval.shards.open_index(folder)`).
+in row order, `ids_for(rows)`, `vectors_for(rows)` and the folder's `manifest` and `metadata`
+(`ShardSource`: the shape of `contriever.retrieval.shards.open_index(folder)`).
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ class ShardSource(Protocol):
     def iter_shards(self) -> Iterator[tuple[Sequence[str], np.ndarray]]: ...
 
     def ids_for(self, rows) -> list[str]: ...
+
+    def vectors_for(self, rows) -> np.ndarray: ...
 
 
 def open_shards(folder: str | os.PathLike) -> ShardSource:
@@ -304,6 +313,7 @@ class AnnIndex:
         self.dim = int(info["dim"])
         self.factory = str(info["factory"])
         self.search_params = {k: int(v) for k, v in (info.get("search_params") or {}).items()}
+        self.rerank: int | None = None  # candidates re-scored exactly from the shards (None: none)
 
     @classmethod
     def load(
@@ -371,8 +381,15 @@ class AnnIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def set_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """IVF lists searched per query (`nprobe`), HNSW candidate list size (`ef_search`)."""
+    def set_params(
+        self, *, nprobe: int | None = None, ef_search: int | None = None, rerank: int | None = None
+    ) -> None:
+        """IVF lists searched per query (`nprobe`), HNSW candidate list size (`ef_search`), and
+        candidates re-scored exactly from the folder's shards (`rerank`, see the module docstring)."""
+        if rerank is not None:
+            if rerank < 1:
+                raise ValueError(f"rerank must be at least 1, got {rerank}")
+            self.rerank = int(rerank)
         for key, value in (("nprobe", nprobe), ("efSearch", ef_search)):
             if value is None:
                 continue
@@ -408,11 +425,17 @@ class AnnIndex:
         queries = _as_float32_rows(queries, self.dim, "query vectors")
         _ensure_threads()
         k = min(k, len(self))
+        depth = min(max(k, self.rerank or 0), len(self))
         space = faiss.ParameterSpace()
         for key, value in self.search_params.items():
-            value = max(value, k) if key == "efSearch" else value  # HNSW returns at most efSearch
+            value = max(value, depth) if key == "efSearch" else value  # HNSW returns at most efSearch
             space.set_index_parameter(self.index, key, float(value))
-        return search_in_batches(self.index, queries, k, batch_size=batch_size, show_progress=show_progress)
+        scores, rows = search_in_batches(
+            self.index, queries, depth, batch_size=batch_size, show_progress=show_progress
+        )
+        if self.rerank:
+            scores, rows = rescore_exactly(self.source, queries, rows, k)
+        return scores, rows
 
     def sizes(self) -> dict[str, int]:
         """Bytes on disk: `header` (read into RAM when loaded) and `lists` (memory-mapped, if any)."""
@@ -421,6 +444,27 @@ class AnnIndex:
             "header": (self.path / self.info["index_file"]).stat().st_size,
             "lists": (self.path / lists).stat().st_size if lists else 0,
         }
+
+
+def rescore_exactly(
+    source: ShardSource, queries: np.ndarray, rows: np.ndarray, k: int, *, batch: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score candidate `rows [n, c]` (-1: none) of float32 `queries [n, dim]` by inner product with
+    their vectors in `source`; return the best `k` of each row as `(scores, rows)`, ties by lower
+    row first as exact search orders them."""
+    k = min(k, rows.shape[1])
+    best_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    best_rows = np.full((len(rows), k), -1, dtype=np.int64)
+    for start in range(0, len(rows), batch):  # bounds the gathered vectors: batch x c x dim floats
+        block = rows[start : start + batch]
+        found = block >= 0
+        owner = np.nonzero(found)[0] + start
+        exact = np.full(block.shape, -np.inf, dtype=np.float32)
+        exact[found] = np.einsum("nd,nd->n", source.vectors_for(block[found]), queries[owner])
+        order = np.lexsort((np.where(found, block, np.iinfo(np.int64).max), -exact), axis=1)[:, :k]
+        best_scores[start : start + len(block)] = np.take_along_axis(exact, order, axis=1)
+        best_rows[start : start + len(block)] = np.take_along_axis(block, order, axis=1)
+    return best_scores, best_rows
 
 
 def _lists_to_memory(index: faiss.Index) -> None:

@@ -385,10 +385,12 @@ def load_for_search(
     *,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    rerank: int | None = None,
 ):
     """`(index, passage store or None)` for `search`, `evaluate --index`, `evaluate-qa` and `serve`:
     with `ann`, the approximate index `folder/ann/<ann>` (IVF lists memory-mapped from disk;
-    `nprobe`/`ef_search` override its recorded search parameters); else a folder with a trained FAISS
+    `nprobe`/`ef_search` override its recorded search parameters, `rerank` re-scores its top candidates
+    exactly from the shards); else a folder with a trained FAISS
     index loads as a `DenseIndex`, and a flat one is searched exactly from its memory-mapped shards
     (`ShardedIndex`). All have `.search`, `.search_rows`, `.ids_for`, `.dim` and `.metadata`."""
     sharded = open_index(folder)
@@ -396,10 +398,10 @@ def load_for_search(
         from contriever.retrieval.ann import AnnIndex
 
         index = AnnIndex.load(folder, ann, source=sharded)
-        index.set_params(nprobe=nprobe, ef_search=ef_search)
+        index.set_params(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
         return index, sharded.store
-    if nprobe or ef_search:
-        raise UsageError("--nprobe and --ef-search apply to an approximate index: add --ann NAME")
+    if nprobe or ef_search or rerank:
+        raise UsageError("--nprobe, --ef-search and --rerank apply to an approximate index: add --ann NAME")
     if sharded.manifest.get("faiss_file"):
         return DenseIndex.load(folder), sharded.store
     return sharded, sharded.store

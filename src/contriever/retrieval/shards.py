@@ -329,6 +329,21 @@ class ShardedIndex:
         """Shard `number`'s vectors, memory-mapped."""
         return self._shards[number]
 
+    def vectors_for(self, rows) -> np.ndarray:
+        """The fp32 vectors of global `rows` (any order, repeats allowed), read from the memory-mapped
+        shards: only the pages holding those rows are touched, each shard's rows in file order."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"row out of range [0, {len(self)})")
+        vectors = np.empty((len(rows), self.dim), dtype=np.float32)
+        shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        for number in np.unique(shard_of).tolist():
+            where = np.flatnonzero(shard_of == number)
+            local = rows[where] - self.offsets[number]
+            order = np.argsort(local, kind="stable")
+            vectors[where[order]] = self._shards[number][local[order]]
+        return vectors
+
     def embeddings(self) -> np.ndarray:
         """All vectors in one array in memory (for small indexes)."""
         if not self._shards:

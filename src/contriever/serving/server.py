@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query (with --ann)")
     parser.add_argument("--ef-search", type=positive_int, help="HNSW candidate list size (with --ann)")
     parser.add_argument(
+        "--rerank",
+        type=positive_int,
+        metavar="N",
+        help="re-score the approximate index's top N exactly from the folder's fp16 shards (with --ann)",
+    )
+    parser.add_argument(
         "--data",
         help="BEIR folder whose corpus gives titles, snippets and BM25; None: the index's corpus",
     )
@@ -116,6 +122,7 @@ def load_searcher(
     ann: str | None = None,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    rerank: int | None = None,
 ):
     """A `Searcher` over what the arguments name (see the module docstring)."""
     from contriever.serving.searcher import Searcher
@@ -130,7 +137,7 @@ def load_searcher(
     if index:
         from contriever.retrieval.retrieve import encoder_for_index
 
-        dense = open_dense(index, ann, nprobe=nprobe, ef_search=ef_search)
+        dense = open_dense(index, ann, nprobe=nprobe, ef_search=ef_search, rerank=rerank)
         encoder = encoder_for_index(dense, model)
         model = model or dense.metadata.get("model", "default")
     elif model:
@@ -274,6 +281,7 @@ def serve_command(args: argparse.Namespace) -> int:
             ann=args.ann,
             nprobe=args.nprobe,
             ef_search=args.ef_search,
+            rerank=args.rerank,
         )
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
