@@ -9,7 +9,7 @@ seconds, peak RSS), and writes its numbers to `benchmarks/results/index_scale/ST
     python benchmarks/index_scale.py encode --passages 10000 --tiny   # a tiny random model (memory only)
     python benchmarks/index_scale.py kill --passages 1000 --shard-size 100
     python benchmarks/index_scale.py torchrun --passages 300
-    python benchmarks/index_scale.py subset --docs 500            # SciFact test on judged + random docs
+    python benchmarks/index_scale.py subset --docs 500 [--data DIR]   # DIR's test on judged + random docs
     python benchmarks/index_scale.py distractors --index IDX [--data DIR]   # SciFact test + IDX's passages
     python benchmarks/index_scale.py mixed --passages 100000      # a BEIR folder: SciFact + enwiki passages
     python benchmarks/index_scale.py prefix --index IDX --output IDX2   # the complete shards of a stopped run
@@ -266,30 +266,32 @@ def step_torchrun(args) -> None:
 
 
 def step_subset(args) -> None:
-    """A BEIR folder: SciFact's test queries and qrels, and a corpus of every document judged for them
-    plus random others (seed 0) up to `--docs`, in corpus order."""
+    """A BEIR folder: `--data`'s test queries and qrels, and a corpus of every document judged for them
+    plus random others (`--seed`) up to `--docs`, in corpus order."""
     import random
 
-    from contriever.data.beir import load_qrels
+    from contriever.data.beir import corpus_file, load_qrels
     from contriever.data.passages import iter_documents
 
-    scifact = DATA / "scifact"
-    qrels = load_qrels(scifact, "test")
+    data = Path(args.data)
+    corpus = corpus_file(data)
+    qrels = load_qrels(data, "test")
     judged = {d for docs in qrels.values() for d in docs}
-    ids = [doc.id for doc in iter_documents([scifact / "corpus.jsonl.gz"])]
+    ids = [doc.id for doc in iter_documents([corpus])]
     others = sorted(set(ids) - judged)
-    keep = judged | set(random.Random(0).sample(others, max(0, args.docs - len(judged))))
-    folder = WORK / f"scifact-{args.docs}"
+    keep = judged | set(random.Random(args.seed).sample(others, max(0, args.docs - len(judged))))
+    name = data.name if data.parent == DATA else f"{data.parent.name}-{data.name}"
+    folder = WORK / f"{name}-{args.docs}"
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     with open(folder / "corpus.jsonl", "w") as handle:
-        for doc in iter_documents([scifact / "corpus.jsonl.gz"]):
+        for doc in iter_documents([corpus]):
             if doc.id in keep:
                 handle.write(json.dumps({"_id": doc.id, "title": doc.title, "text": doc.text}) + "\n")
-    (folder / "queries.jsonl").write_bytes((scifact / "queries.jsonl").read_bytes())
-    (folder / "qrels" / "test.tsv").write_bytes((scifact / "qrels" / "test.tsv").read_bytes())
+    (folder / "queries.jsonl").write_bytes((data / "queries.jsonl").read_bytes())
+    (folder / "qrels" / "test.tsv").write_bytes((data / "qrels" / "test.tsv").read_bytes())
     save(
-        f"subset-{args.docs}",
-        {"folder": str(folder), "documents": len(keep), "judged": len(judged & set(ids))},
+        f"subset-{name}-{args.docs}" if name != "scifact" else f"subset-{args.docs}",
+        {"folder": str(folder), "documents": len(keep), "judged": len(judged & set(ids)), "seed": args.seed},
     )
 
 
@@ -456,6 +458,8 @@ def main() -> None:
     p.set_defaults(func=step_mixed)
     p = sub.add_parser("subset")
     p.add_argument("--docs", type=int, default=500)
+    p.add_argument("--data", default=str(DATA / "scifact"), help="a BEIR folder with test qrels")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=step_subset)
     args = parser.parse_args()
     args.func(args)

@@ -185,6 +185,26 @@ def test_truncated_gzip_is_a_data_error(tmp_path):
     assert "cannot read the file" in error_of(load_corpus, folder)
 
 
+def test_a_corpus_stored_as_a_link_in_text_is_read_from_its_target(tmp_path):
+    shared = make_folder(tmp_path / "shared")
+    language = tmp_path / "shared" / "de"
+    (language / "qrels").mkdir(parents=True)
+    (language / "corpus.jsonl.gz").write_text("../corpus.jsonl.gz\n")  # as a checkout without symlinks
+    write_jsonl(language / "queries.jsonl", QUERIES)
+    (language / "qrels" / "test.tsv").write_bytes((shared / "qrels" / "test.tsv").read_bytes())
+    assert load_beir(language)[0] == load_beir(shared)[0]
+    (language / "corpus.jsonl.gz").write_text("../../elsewhere/corpus.jsonl.gz")
+    message = error_of(load_corpus, language)
+    assert "a symbolic link stored as text" in message and "elsewhere/corpus.jsonl.gz is missing" in message
+
+
+def test_real_debian_xling_language_folder():
+    from tests.conftest import shared_data
+
+    corpus, queries, qrels = load_beir(shared_data("debian-xling") / "de")  # its corpus: a link as text
+    assert (len(corpus), len(queries)) == (60000, 2000) and set(queries) == set(qrels)
+
+
 def test_real_scifact(scifact_dir):
     corpus, queries, qrels = load_beir(scifact_dir, "test")
     assert (len(corpus), len(queries), sum(len(d) for d in qrels.values())) == (5183, 300, 339)

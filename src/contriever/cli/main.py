@@ -175,16 +175,14 @@ def _refuse_encoding_options(args: argparse.Namespace) -> None:
 
 # ----- index and search --------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
-    from contriever.data.beir import CORPUS_NAMES, _find_file
+    from contriever.data.beir import corpus_file
     from contriever.data.passages import PassageSettings
     from contriever.model.encoder import Encoder
     from contriever.retrieval.encode import build_index, resolve_part
     from contriever.retrieval.index import check_factory
 
     _check_models(args.model)
-    inputs = (
-        [_find_file(Path(args.data), CORPUS_NAMES, "corpus")] if args.data else [Path(p) for p in args.corpus]
-    )
+    inputs = [corpus_file(args.data)] if args.data else [Path(p) for p in args.corpus]
     part = resolve_part(args.shard)
     encoder = Encoder.load(args.model, max_length=args.max_length, **_text_options(args))
     check_factory(encoder.dim, args.index_factory)  # an invalid string fails now, not after encoding

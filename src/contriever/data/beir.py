@@ -9,7 +9,9 @@ A BEIR folder holds:
   optional header line `query-id<TAB>corpus-id<TAB>score`.
 
 Ids are kept as strings (an integer `_id` becomes its decimal string, as the qrels file spells it).
-Every problem raises `contriever.errors.DataError` naming the file and line.
+A file that holds nothing but the relative path of a file of the same name elsewhere (`../corpus.jsonl.gz`:
+a symbolic link stored as text, as a copy or a git checkout without symlink support leaves one) is
+read from that file, with a log message. Every problem raises `contriever.errors.DataError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -88,7 +90,31 @@ def _find_file(folder: Path, names: tuple[str, ...], what: str) -> Path:
         )
     if len(present) > 1:
         raise DataError(folder, f"both {present[0].name} and {present[1].name} are present; keep one")
-    return present[0]
+    return follow_link_stub(present[0])
+
+
+LINK_STUB_MAX_BYTES = 1024
+
+
+def follow_link_stub(path: Path) -> Path:
+    """`path`, or the file it names when it holds only a relative path to a file with the same name
+    (a symbolic link stored as text); a stub naming a missing file is an error naming both."""
+    if path.stat().st_size > LINK_STUB_MAX_BYTES:
+        return path
+    try:
+        target = path.read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError:  # compressed or binary: a real file
+        return path
+    if not target or "\n" in target or Path(target).name != path.name or Path(target).is_absolute():
+        return path
+    resolved = (path.parent / target).resolve()
+    if not resolved.is_file():
+        raise DataError(
+            path,
+            f"holds only the path {target!r} (a symbolic link stored as text), and {resolved} is missing",
+        )
+    logger.info("%s holds the path %s (a symbolic link stored as text): reading %s", path, target, resolved)
+    return resolved
 
 
 def _string_id(path: Path, line: int, obj: dict, field: str = "_id") -> str:
@@ -171,10 +197,15 @@ def load_corpus_file(path: str | os.PathLike) -> dict[str, dict]:
     return corpus
 
 
+def corpus_file(folder: str | os.PathLike) -> Path:
+    """The corpus file of a BEIR folder (`corpus.jsonl` or `corpus.jsonl.gz`, a link stored as text
+    followed)."""
+    return _find_file(_require_folder(folder), CORPUS_NAMES, "corpus")
+
+
 def load_corpus(folder: str | os.PathLike) -> dict[str, dict]:
     """The corpus of a BEIR folder: `{doc_id: {"title", "text"}}`, in file order."""
-    folder = _require_folder(folder)
-    return load_corpus_file(_find_file(folder, CORPUS_NAMES, "corpus"))
+    return load_corpus_file(corpus_file(folder))
 
 
 def load_queries_file(path: str | os.PathLike) -> dict[str, str]:

@@ -78,12 +78,12 @@ def _encoded_corpus(
 ):
     """The corpus encoded into an index folder (the encode cache, or a temporary folder):
     `(ShardedIndex, summary for meta, temporary folder or None)`."""
-    from contriever.data.beir import CORPUS_NAMES, _find_file
+    from contriever.data.beir import corpus_file as find_corpus
     from contriever.data.passages import PassageSettings
     from contriever.retrieval.encode import cached_index
     from contriever.retrieval.shards import open_index
 
-    corpus_file = _find_file(Path(data_dir), CORPUS_NAMES, "corpus")
+    corpus_file = find_corpus(data_dir)
     folder, summary, temporary = cached_index(
         [corpus_file],
         encoder,
