@@ -46,7 +46,7 @@ def test_sharded_search_equals_one_flat_index(vectors, tmp_path, shard_rows, chu
     queries = np.random.default_rng(4).standard_normal((33, DIM)).astype(np.float32)
     for k in (1, 10, 1003, 5000):
         expected_scores, expected_ids = flat.search(queries, k, show_progress=False)
-        scores, found = index.search(queries, k, chunk_rows=chunk_rows, query_batch=8)
+        scores, found = index.search(queries, k, chunk_rows=chunk_rows)
         assert found == expected_ids
         np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-5)
 

@@ -351,28 +351,32 @@ class ShardedIndex:
         return np.concatenate([np.asarray(s) for s in self._shards])
 
     # ----- search -------------------------------------------------------------------------------------
-    def search_rows(
-        self, query_vectors, k: int, *, chunk_rows: int = 16384, query_batch: int = 1024
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search_rows(self, query_vectors, k: int, *, chunk_rows: int = 16384) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-`k` by inner product: `(scores [n, k'], rows [n, k'])`, `k' = min(k, len)`.
 
-        Each chunk of `chunk_rows` vectors is converted to fp32 once and scored against every query
-        (in batches of `query_batch`); the running top k is merged with the chunk's.
+        Each chunk of `chunk_rows` vectors is converted to fp32 once and searched for every query by
+        `faiss.knn` (BLAS products and a heap per query in C++, on FAISS's threads: no [n, chunk]
+        score matrix is kept); the chunk's top k is merged into the running top k.
         """
+        import faiss
+
+        from contriever.retrieval.index import _ensure_threads
+
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         queries = np.ascontiguousarray(query_vectors, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape [n, {self.dim}], got {queries.shape}")
+        _ensure_threads()
         k = min(k, len(self))
         n = len(queries)
         best_scores = np.full((n, k), -np.inf, dtype=np.float32)
         best_rows = np.full((n, k), -1, dtype=np.int64)
-        if k == 0:
+        if k == 0 or n == 0:
             return best_scores, best_rows
         for number, shard in enumerate(self._shards):
             for start in range(0, len(shard), chunk_rows):
-                chunk = np.asarray(shard[start : start + chunk_rows], dtype=np.float32)
+                chunk = np.ascontiguousarray(shard[start : start + chunk_rows], dtype=np.float32)
                 finite = np.isfinite(chunk).all(axis=1)
                 if not finite.all():  # a NaN would silently drop out of every ranking
                     row = start + int(np.argmin(finite))
@@ -380,12 +384,10 @@ class ShardedIndex:
                         self.folder / vectors_name(number),
                         f"row {row} holds NaN or infinite values: a damaged shard; rebuild the index",
                     )
-                first_row = int(self.offsets[number]) + start
-                for q in range(0, n, query_batch):
-                    scores = queries[q : q + query_batch] @ chunk.T
-                    _merge_top_k(
-                        best_scores[q : q + query_batch], best_rows[q : q + query_batch], scores, first_row
-                    )
+                scores, rows = faiss.knn(
+                    queries, chunk, min(k, len(chunk)), metric=faiss.METRIC_INNER_PRODUCT
+                )
+                _merge_top_k(best_scores, best_rows, scores, rows + (int(self.offsets[number]) + start))
         return best_scores, best_rows
 
     def search(self, query_vectors, k: int, *, show_progress: bool = False, **kwargs):
@@ -418,18 +420,15 @@ class ShardedIndex:
         return self.store.get(rows)
 
 
-def _merge_top_k(best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarray, first_row: int) -> None:
-    """Merge a chunk's `scores [n, c]` (rows `first_row ...`) into the running top k, in place.
+def _merge_top_k(
+    best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarray, rows: np.ndarray
+) -> None:
+    """Merge candidates `scores`, `rows` [n, c] into the running top k, in place.
 
     Ties keep the lower row first, as a flat index scanning rows in order does."""
     k = best_scores.shape[1]
-    if scores.shape[1] > k:
-        candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        candidates = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    cand_scores = np.take_along_axis(scores, candidates, axis=1)
-    all_scores = np.concatenate([best_scores, cand_scores], axis=1)
-    all_rows = np.concatenate([best_rows, candidates + first_row], axis=1)
+    all_scores = np.concatenate([best_scores, scores], axis=1)
+    all_rows = np.concatenate([best_rows, rows], axis=1)
     # sort by score descending, then row ascending (empty slots, row -1 and score -inf, last)
     order = np.lexsort((np.where(all_rows < 0, np.iinfo(np.int64).max, all_rows), -all_scores), axis=1)[:, :k]
     best_scores[:] = np.take_along_axis(all_scores, order, axis=1)

@@ -1,0 +1,91 @@
+"""Exact search over an index folder's memory-mapped fp16 shards: queries/s, and the share of the
+machine's matrix-product rate it reaches.
+
+    python benchmarks/exact_search.py --index IDX --queries Q.npy [--n 1000] [--k 100] \\
+        [--before OLD_SHARDS.py] [--repeat 2] [--output results.json]
+
+Exact search costs `2 x queries x vectors x dim` FLOP; the report divides that by the time taken
+(compare with `benchmarks/matmul_peak.py` on the same machine). The shards are read once before
+timing, so the page cache holds them (what a server answering repeatedly sees). `--before` loads
+another version of `contriever/retrieval/shards.py` (e.g. `git show OLD:src/contriever/retrieval/shards.py
+> old.py`) and times both in turn in this process, with their results compared row by row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from contriever.retrieval.index import set_faiss_threads
+from contriever.retrieval.shards import open_index
+
+
+def load_module(path: str):
+    spec = importlib.util.spec_from_file_location("shards_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--index", required=True)
+    parser.add_argument("--queries", required=True, help=".npy of query vectors [n, dim]")
+    parser.add_argument("--n", type=int, default=1000, help="queries searched in one call")
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--before", help="another shards.py to time against this one")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--output")
+    args = parser.parse_args()
+    threads = set_faiss_threads()
+    queries = np.load(args.queries).astype(np.float32)[: args.n]
+    versions = {"now": open_index(args.index)}
+    if args.before:
+        versions["before"] = load_module(args.before).open_index(args.index)
+    index = versions["now"]
+    for number in range(index.num_shards):  # into the page cache
+        np.asarray(index.vectors(number)).sum()
+    flop = 2.0 * len(queries) * len(index) * index.dim
+    rows: dict[str, dict] = {}
+    for _ in range(args.repeat):
+        for name, version in versions.items():
+            started = time.perf_counter()
+            _, found = version.search_rows(queries, args.k)
+            seconds = time.perf_counter() - started
+            best = rows.get(name)
+            if best is None or seconds < best["seconds"]:
+                rows[name] = {
+                    "seconds": round(seconds, 2),
+                    "qps": round(len(queries) / seconds, 1),
+                    "gflops": round(flop / seconds / 1e9, 1),
+                    "found": found,
+                }
+            print(
+                f"{name}: {seconds:.1f} s, {len(queries) / seconds:.1f} q/s, {flop / seconds / 1e9:.1f} GFLOP/s",
+                flush=True,
+            )
+    if "before" in rows:
+        same = float((rows["before"]["found"] == rows["now"]["found"]).mean())
+        print(
+            f"identical rows: {same:.4f}; speed-up {rows['before']['seconds'] / rows['now']['seconds']:.2f}x"
+        )
+    summary = {
+        "vectors": len(index),
+        "dim": index.dim,
+        "queries": len(queries),
+        "k": args.k,
+        "faiss_threads": threads,
+        **{name: {key: value for key, value in row.items() if key != "found"} for name, row in rows.items()},
+    }
+    print(json.dumps(summary))
+    if args.output:
+        Path(args.output).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
