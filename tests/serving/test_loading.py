@@ -128,3 +128,7 @@ def test_an_approximate_index_is_served_with_the_exact_results_when_every_list_i
         server.load_searcher(str(index), no_bm25=True, ann="HNSW8")
     with pytest.raises(ValueError, match="add --ann NAME"):
         server.load_searcher(str(index), no_bm25=True, nprobe=4)
+    reranked = server.load_searcher(str(index), no_bm25=True, ann="IVF2_Flat", nprobe=2, rerank=20)
+    assert reranked.index.rerank == 20
+    for a, b in zip(exact.encode_batch(jobs), reranked.encode_batch(jobs)):
+        assert [i for i, _ in a.hits] == [i for i, _ in b.hits]

@@ -7,7 +7,8 @@
     contriever serve --model M                     # embeddings only
 
 An index folder written by `contriever index` is searched through its approximate index with
-`--ann NAME` (`contriever ann-build`; IVF lists stay memory-mapped from disk), else in RAM by FAISS
+`--ann NAME` (`contriever ann-build`; IVF lists stay memory-mapped from disk; `--rerank N` re-scores
+its top N exactly from the shards), else in RAM by FAISS
 when it holds a trained FAISS index (HNSW, IVF, ...) or when its vectors fit in 2 GiB as fp32, else
 exactly from its memory-mapped fp16 shards. Titles and snippets come from `--data`/`--corpus` when given, else from
 the folder's passage store (`passages.sqlite`), else from the corpus the index records.
