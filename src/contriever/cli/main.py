@@ -479,8 +479,8 @@ def _add_ann_options(p: argparse.ArgumentParser) -> None:
         "--rerank",
         type=positive_int,
         metavar="N",
-        help="re-score the approximate index's top N exactly from the folder's fp16 shards (with --ann; "
-        "for PQ/SQ indexes, which rank by compressed vectors)",
+        help="re-score the approximate index's top N (or --k, if more) exactly from the folder's fp16 "
+        "shards (with --ann; for PQ/SQ indexes, which rank by compressed vectors)",
     )
 
 

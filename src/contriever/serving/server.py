@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rerank",
         type=positive_int,
         metavar="N",
-        help="re-score the approximate index's top N exactly from the folder's fp16 shards (with --ann)",
+        help="re-score the approximate index's top N (or k, if more) exactly from the fp16 shards (with --ann)",
     )
     parser.add_argument(
         "--data",
