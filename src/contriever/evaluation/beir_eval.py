@@ -242,7 +242,12 @@ def evaluate_beir(
         if index_path is not None:
             meta.update(index=str(Path(index_path).resolve()), indexed=len(index))
             if ann:
-                meta.update(ann=ann, index_factory=index.factory, search_params=dict(index.search_params))
+                meta.update(
+                    ann=ann,
+                    index_factory=index.factory,
+                    search_params=dict(index.search_params),
+                    rerank=index.rerank,  # re-scores max(rerank, the depth searched) candidates
+                )
             _warn_unindexed(index, qrels, warnings)
         else:
             from contriever.retrieval.index import check_factory
