@@ -59,6 +59,22 @@ def test_prebuilt_index_and_factories(tiny_encoder):
         dense_retrieve(tiny_encoder, None, QUERIES)
 
 
+@pytest.mark.parametrize("passage_depth", [0, 3])
+def test_queries_searched_in_blocks_give_the_same_run(tiny_encoder, monkeypatch, passage_depth):
+    import contriever.retrieval.retrieve as retrieve
+
+    index = build_dense_index(tiny_encoder, CORPUS, show_progress=False)
+    whole = dense_search(tiny_encoder, index, QUERIES, k=4, passage_depth=passage_depth, show_progress=False)
+    monkeypatch.setattr(retrieve, "SEARCH_ENTRIES", 1)  # one query a block
+    searched = []
+    search = index.search
+    monkeypatch.setattr(
+        index, "search", lambda vectors, k, **kw: searched.append(len(vectors)) or search(vectors, k, **kw)
+    )
+    blocks = dense_search(tiny_encoder, index, QUERIES, k=4, passage_depth=passage_depth, show_progress=False)
+    assert searched == [1, 1, 1] and blocks == whole and list(blocks) == list(QUERIES)
+
+
 def test_bm25_retrieve_settings_and_timings():
     timings: dict = {}
     run = bm25_retrieve(CORPUS, QUERIES, k=3, show_progress=False, timings=timings)

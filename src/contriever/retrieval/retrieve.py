@@ -15,10 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from tqdm.auto import tqdm
+
 from contriever.data.passages import doc_id_of
 from contriever.errors import UsageError
 from contriever.retrieval.index import DenseIndex, check_factory
 from contriever.retrieval.runs import Run, run_from_search
+
+SEARCH_ENTRIES = 2_000_000  # ranked ids held at once while searching (block of queries x depth)
 
 
 def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
@@ -101,15 +105,27 @@ def dense_search(
         list(queries.values()), batch_size=batch_size, show_progress=show_progress, precision=precision
     )
     encoded = time.perf_counter()
-    if passage_depth > 0:
-        scores, passage_ids = index.search(vectors, k * passage_depth, show_progress=show_progress)
-        run = run_from_search(
-            list(queries), scores, passage_ids, k, ignore_identical_ids=ignore_identical_ids, doc_of=doc_id_of
+    depth = k * passage_depth if passage_depth > 0 else k + 1 if ignore_identical_ids else k
+    # the search results of a block of queries are made a run before the next block is searched: at
+    # k * passage_depth ranked ids a query, all queries' results at once would be gigabytes
+    block = max(1, SEARCH_ENTRIES // depth)
+    names = list(queries)
+    run: Run = {}
+    progress = tqdm(total=len(names), desc="searching", unit="query", disable=not show_progress)
+    for first in range(0, len(names), block):
+        scores, ranked = index.search(vectors[first : first + block], depth, show_progress=False)
+        progress.update(len(ranked))
+        run.update(
+            run_from_search(
+                names[first : first + block],
+                scores,
+                ranked,
+                k,
+                ignore_identical_ids=ignore_identical_ids,
+                doc_of=doc_id_of if passage_depth > 0 else None,
+            )
         )
-    else:
-        depth = k + 1 if ignore_identical_ids else k
-        scores, doc_ids = index.search(vectors, depth, show_progress=show_progress)
-        run = run_from_search(list(queries), scores, doc_ids, k, ignore_identical_ids=ignore_identical_ids)
+    progress.close()
     if timings is not None:
         timings["encode_queries_s"] = encoded - start
         timings["search_s"] = time.perf_counter() - encoded
