@@ -9,9 +9,10 @@ A BEIR folder holds:
   optional header line `query-id<TAB>corpus-id<TAB>score`.
 
 Ids are kept as strings (an integer `_id` becomes its decimal string, as the qrels file spells it).
-A file that holds nothing but the relative path of a file of the same name elsewhere (`../corpus.jsonl.gz`:
-a symbolic link stored as text, as a copy or a git checkout without symlink support leaves one) is
-read from that file, with a log message. Every problem raises `contriever.errors.DataError` naming the file and line.
+A file that holds nothing but the relative path of a file of the same name elsewhere
+(`../corpus.jsonl.gz`: a symbolic link stored as text, as a copy or a git checkout without symlink
+support leaves one) is read from that file, with a log message. Every problem raises
+`contriever.errors.DataError` naming the file and line.
 """
 
 from __future__ import annotations

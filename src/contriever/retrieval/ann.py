@@ -446,8 +446,11 @@ class AnnIndex:
         }
 
 
+RESCORE_BYTES = 64 << 20  # fp32 candidate vectors gathered at once while re-scoring
+
+
 def rescore_exactly(
-    source: ShardSource, queries: np.ndarray, rows: np.ndarray, k: int, *, batch: int = 256
+    source: ShardSource, queries: np.ndarray, rows: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Re-score candidate `rows [n, c]` (-1: none) of float32 `queries [n, dim]` by inner product with
     their vectors in `source`; return the best `k` of each row as `(scores, rows)`, ties by lower
@@ -455,7 +458,8 @@ def rescore_exactly(
     k = min(k, rows.shape[1])
     best_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
     best_rows = np.full((len(rows), k), -1, dtype=np.int64)
-    for start in range(0, len(rows), batch):  # bounds the gathered vectors: batch x c x dim floats
+    batch = max(1, RESCORE_BYTES // (4 * source.dim * max(1, rows.shape[1])))
+    for start in range(0, len(rows), batch):
         block = rows[start : start + batch]
         found = block >= 0
         owner = np.nonzero(found)[0] + start
