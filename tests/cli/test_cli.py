@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from contriever.cli.main import main
@@ -260,3 +261,15 @@ def test_evaluate_an_index_folder_and_its_ann_index(beir_folder, tiny_model, tmp
         main(["evaluate", "--data", str(beir_folder), "--model", str(tiny_model), "--ann", "IVF2_Flat"]) == 2
     )
     assert "pass index_path (--index)" in capsys.readouterr().err
+
+
+def test_cache_lists_and_clears_encodings_and_query_vectors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CONTRIEVER_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "encodings" / "abc").mkdir(parents=True)
+    (tmp_path / "cache" / "queries").mkdir()
+    np.save(tmp_path / "cache" / "queries" / "q.npy", np.zeros((3, 4), dtype=np.float32))
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "in 1 encodings" in out and "in 1 query sets" in out
+    assert main(["cache", "--clear"]) == 0 and "cleared" in capsys.readouterr().out
+    assert not (tmp_path / "cache" / "queries").exists() and not (tmp_path / "cache" / "encodings").exists()

@@ -151,6 +151,7 @@ def test_max_over_passages_and_the_encode_cache(beir_folder, tiny_model, tmp_pat
     first = evaluate_beir(beir_folder, model=str(tiny_model), k=10, show_progress=False)
     again = evaluate_beir(beir_folder, model=str(tiny_model), k=10, show_progress=False)
     assert first["meta"]["encoding"]["encoded"] >= 1 and again["meta"]["encoding"]["encoded"] == 0
+    assert not first["meta"]["queries_from_cache"] and again["meta"]["queries_from_cache"]
     assert {k: first[k] for k in METRIC_KEYS} == {k: again[k] for k in METRIC_KEYS}
     assert first["meta"]["scoring"] == "truncation"
     passages = evaluate_beir(
@@ -162,6 +163,7 @@ def test_max_over_passages_and_the_encode_cache(beir_folder, tiny_model, tmp_pat
     assert all("#" not in doc for docs in run.values() for doc in docs)  # documents, not passages
     off = evaluate_beir(beir_folder, model=str(tiny_model), k=10, show_progress=False, use_cache=False)
     assert off["meta"]["encoding"]["folder"] is None and off["meta"]["encoding"]["encoded"] >= 1
+    assert not off["meta"]["queries_from_cache"]
 
 
 def test_evaluating_an_index_folder_equals_encoding_the_corpus(

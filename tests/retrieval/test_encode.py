@@ -221,6 +221,32 @@ def test_the_encode_cache_reuses_vectors(corpus, tiny_encoder, tmp_path, monkeyp
     assert build(corpus, tiny_encoder, tmp_path / "c", use_cache=True)["encoded"] == first["shards"]
 
 
+def test_query_vectors_come_from_the_cache_the_second_time(tiny_encoder, tmp_path, monkeypatch):
+    from contriever.retrieval.encode import CachedQueryEncoder
+
+    calls = []
+    encode = tiny_encoder.encode_queries
+    monkeypatch.setattr(
+        tiny_encoder,
+        "encode_queries",
+        lambda texts, *a, **kw: calls.append(list(texts)) or encode(texts, *a, **kw),
+    )
+    cached = CachedQueryEncoder(tiny_encoder, tmp_path / "cache")
+    assert cached.dim == tiny_encoder.dim and cached.pooling == tiny_encoder.pooling  # the encoder's own
+    queries = ["scurvy and vitamin C", "cells"]
+    first = cached.encode_queries(queries, show_progress=False)
+    again = CachedQueryEncoder(tiny_encoder, tmp_path / "cache").encode_queries(queries, show_progress=False)
+    np.testing.assert_array_equal(first, again)
+    assert calls == [queries]  # encoded once
+    cached.encode_queries(queries[::-1], show_progress=False)  # other texts (or order): encoded
+    (path,) = [
+        p for p in (tmp_path / "cache" / "queries").iterdir() if np.load(p)[0].tolist() == first[0].tolist()
+    ]
+    path.write_bytes(b"damaged")
+    np.testing.assert_array_equal(cached.encode_queries(queries, show_progress=False), first)  # encoded again
+    assert len(calls) == 3 and cached.hits == 0
+
+
 def test_store_random_access(corpus, tiny_encoder, tmp_path):
     build(corpus, tiny_encoder, tmp_path / "idx")
     store = PassageStore(tmp_path / "idx" / "passages.sqlite")

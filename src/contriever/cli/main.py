@@ -305,6 +305,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print("the encode cache is off ($CONTRIEVER_CACHE=off)")
         return 0
     entries = sorted((root / "encodings").glob("*")) if (root / "encodings").is_dir() else []
+    queries = sorted((root / "queries").glob("*.npy")) if (root / "queries").is_dir() else []
     total = 0
     for entry in entries:
         size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
@@ -316,8 +317,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
             what = "(no plan)"
         print(f"{size / 2**20:9.1f} MiB  {entry.name}  {what}")
     print(f"{total / 2**20:9.1f} MiB in {len(entries)} encodings under {root / 'encodings'}")
-    if args.clear and entries:
-        shutil.rmtree(root / "encodings")
+    query_bytes = sum(path.stat().st_size for path in queries)
+    print(f"{query_bytes / 2**20:9.1f} MiB in {len(queries)} query sets under {root / 'queries'}")
+    if args.clear and (entries or queries):
+        for folder in ("encodings", "queries"):
+            shutil.rmtree(root / folder, ignore_errors=True)
         print("cleared")
     return 0
 

@@ -169,7 +169,8 @@ def evaluate_beir(
 
     The corpus is encoded with `contriever.retrieval.encode` into the encode cache (reused when the
     same model, settings and corpus come again; `use_cache=False` or `CONTRIEVER_CACHE=off` encode
-    into a temporary folder). `words > 0` splits documents into passages of `words` words
+    into a temporary folder), and so are the query vectors (`CachedQueryEncoder`; `meta` says
+    `queries_from_cache`). `words > 0` splits documents into passages of `words` words
     (`overlap` shared) and scores each document by its best passage among the top
     `k * PASSAGE_DEPTH` passages; `words=0` encodes whole documents, truncated at `max_length`.
 
@@ -181,6 +182,7 @@ def evaluate_beir(
     re-scored exactly from the folder's shards.
     """
     from contriever.data.beir import load_beir, refuse_ids_with_whitespace
+    from contriever.retrieval.encode import CachedQueryEncoder, cache_dir
     from contriever.retrieval.retrieve import bm25_retrieve, dense_retrieve, hybrid_retrieve
 
     if k < 1:
@@ -263,6 +265,9 @@ def evaluate_beir(
                     index.embeddings(), index.ids, index_factory, show_progress=show_progress
                 )
         corpus_seconds = time.perf_counter() - encoding
+        cache_root = cache_dir() if use_cache else None
+        if cache_root is not None:  # queries searched before with this model are not encoded again
+            encoder = CachedQueryEncoder(encoder, cache_root)
         passage_depth = PASSAGE_DEPTH if words else 0
         meta.update(words=words, overlap=overlap, scoring="max over passages" if words else "truncation")
         if system == "dense":
@@ -298,6 +303,7 @@ def evaluate_beir(
             )
             meta.update(fusion="rrf", rrf_k=60, bm25=dict(DEFAULTS))
         timings["encode_corpus_s"] = corpus_seconds  # the retrieval calls saw a ready index
+        meta["queries_from_cache"] = isinstance(encoder, CachedQueryEncoder) and encoder.hits > 0
         if temporary is not None:
             temporary.cleanup()
     evaluating = time.perf_counter()

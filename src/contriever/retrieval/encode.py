@@ -28,6 +28,8 @@ The encode cache: the same settings on the same bytes give the same vectors, so 
 kept (hard links, no extra disk where the filesystem allows) under `cache_dir()/encodings/KEY/` and
 reused by `index` and `evaluate`. `cache_dir()` is `$CONTRIEVER_CACHE`, else
 `$XDG_CACHE_HOME/contriever`, else `~/.cache/contriever`; `CONTRIEVER_CACHE=off` disables it.
+`evaluate` keeps query vectors there too (`queries/KEY.npy`, `CachedQueryEncoder`): the same model,
+settings and query texts are encoded once, whatever index or ANN setting they are searched with.
 Deleting the folder is always safe (`contriever cache --clear`).
 """
 
@@ -55,7 +57,7 @@ from contriever.data.passages import (
     iter_passages,
 )
 from contriever.errors import ConfigError, DataError
-from contriever.io import write_json
+from contriever.io import atomic_write, write_json
 from contriever.machine import release_freed_memory
 from contriever.retrieval.shards import (
     FP16_MAX,
@@ -168,6 +170,64 @@ def cache_folder(settings: dict) -> Path | None:
     return None if root is None else root / "encodings" / settings_key(settings)
 
 
+def resolved_precision(encoder, precision: str) -> str:
+    """`precision` with "auto" made the one the encoder will use ("bf16" where native, else "fp32")."""
+    from contriever.model.encoder import bf16_supported
+
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_supported(encoder.device) else "fp32"
+
+
+class CachedQueryEncoder:
+    """`encoder` whose `encode_queries` is served from the cache, `root/queries/KEY.npy`, KEY hashing
+    the model's fingerprint, its pooling, normalization, length and text options, the precision and
+    the query texts in order. Every other attribute is the encoder's own. For evaluation, where the
+    weights do not change between calls (the fingerprint is taken once)."""
+
+    def __init__(self, encoder, root: Path):
+        self.encoder = encoder
+        self.folder = Path(root) / "queries"
+        self.fingerprint = encoder_fingerprint(encoder)
+        self.hits = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.encoder, name)
+
+    def _path(self, texts: list[str], precision: str) -> Path:
+        encoder = self.encoder
+        digest = hashlib.blake2b(digest_size=16)
+        settings = [self.fingerprint, encoder.pooling, bool(encoder.normalize), int(encoder.max_length)]
+        settings += [
+            bool(encoder.lowercase),
+            bool(encoder.normalize_text),
+            resolved_precision(encoder, precision),
+        ]
+        digest.update(json.dumps(settings).encode())
+        for text in texts:
+            digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+        return self.folder / f"{digest.hexdigest()}.npy"
+
+    def encode_queries(
+        self, queries, batch_size: int = 64, *, precision: str = "auto", **kwargs
+    ) -> np.ndarray:
+        texts = list(queries)
+        path = self._path(texts, precision)
+        if path.is_file():
+            try:
+                vectors = np.load(path, allow_pickle=False)
+            except (OSError, ValueError):  # damaged: encode again and replace it
+                vectors = None
+            if vectors is not None and vectors.shape == (len(texts), self.encoder.dim):
+                self.hits += 1
+                return vectors
+        vectors = self.encoder.encode_queries(texts, batch_size, precision=precision, **kwargs)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(vectors), allow_pickle=False)
+        return vectors
+
+
 # ----- settings ---------------------------------------------------------------------------------------
 def encoding_settings(
     encoder,
@@ -181,10 +241,7 @@ def encoding_settings(
     dtype: str = "float16",
 ) -> dict:
     """Everything that determines the vectors (compared on resume, hashed for the cache)."""
-    from contriever.model.encoder import bf16_supported
-
-    if precision == "auto":
-        precision = "bf16" if bf16_supported(encoder.device) else "fp32"
+    precision = resolved_precision(encoder, precision)
     if shard_rows < 1:
         raise ConfigError(f"--shard-size must be at least 1, got {shard_rows}")
     if dtype not in ("float16", "float32"):
