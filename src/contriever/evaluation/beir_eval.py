@@ -55,14 +55,6 @@ def _describe_model_path(name: str) -> str:
     return str(source.resolve()) if isinstance(source, Path) else source
 
 
-def _resolved_precision(precision: str, device) -> str:
-    if precision != "auto":
-        return precision
-    from contriever.model.encoder import bf16_supported
-
-    return "bf16" if bf16_supported(device) else "fp32"
-
-
 def _load_encoder(path: str | None, max_length: int | None, device: str | None, **text_options):
     import torch
 
@@ -78,14 +70,13 @@ def _encoded_corpus(
 ):
     """The corpus encoded into an index folder (the encode cache, or a temporary folder):
     `(ShardedIndex, summary for meta, temporary folder or None)`."""
-    from contriever.data.beir import corpus_file as find_corpus
+    from contriever.data.beir import corpus_file
     from contriever.data.passages import PassageSettings
     from contriever.retrieval.encode import cached_index
     from contriever.retrieval.shards import open_index
 
-    corpus_file = find_corpus(data_dir)
     folder, summary, temporary = cached_index(
-        [corpus_file],
+        [corpus_file(data_dir)],
         encoder,
         model=model_path,
         passages=PassageSettings(words, overlap),
@@ -100,7 +91,8 @@ def _encoded_corpus(
 
 
 def _open_built_index(index_path, model: str | None, device, ann, search_params: dict):
-    """`(index, its encoder)` for an index folder; `model`, when named, must be the folder's model."""
+    """`(index, its encoder)` for an index folder; `model`, when named, must be the folder's model
+    (then the folder's `model_fingerprint` is checked to be the encoder's)."""
     from contriever.retrieval.encode import encoder_fingerprint
     from contriever.retrieval.index import load_for_search
     from contriever.retrieval.retrieve import encoder_for_index
@@ -182,6 +174,7 @@ def evaluate_beir(
     re-scored exactly from the folder's shards.
     """
     from contriever.data.beir import load_beir, refuse_ids_with_whitespace
+    from contriever.model.encoder import resolve_precision
     from contriever.retrieval.encode import CachedQueryEncoder, cache_dir
     from contriever.retrieval.retrieve import bm25_retrieve, dense_retrieve, hybrid_retrieve
 
@@ -237,7 +230,7 @@ def evaluate_beir(
             batch_size=batch_size,
             index_factory=index_factory,
             device=str(encoder.device),
-            precision=_resolved_precision(precision, encoder.device),
+            precision=resolve_precision(precision, encoder.device),
         )
         temporary = None
         encoding = time.perf_counter()
@@ -267,7 +260,12 @@ def evaluate_beir(
         corpus_seconds = time.perf_counter() - encoding
         cache_root = cache_dir() if use_cache else None
         if cache_root is not None:  # queries searched before with this model are not encoded again
-            encoder = CachedQueryEncoder(encoder, cache_root)
+            # the folder's fingerprint is this encoder's when the corpus was just encoded with it or
+            # a named model was checked against it; else (the folder's own model, loaded from where
+            # the folder says) it is taken from the weights
+            checked = index_path is None or model_path is not None
+            fingerprint = index.metadata.get("model_fingerprint") if checked else None
+            encoder = CachedQueryEncoder(encoder, cache_root, fingerprint=fingerprint)
         passage_depth = PASSAGE_DEPTH if words else 0
         meta.update(words=words, overlap=overlap, scoring="max over passages" if words else "truncation")
         if system == "dense":

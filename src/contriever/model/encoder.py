@@ -73,10 +73,16 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`precision` with "auto" made the one used on `device`: "bf16" where it is fast, else "fp32"."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_supported(device) else "fp32"
+
+
 def autocast_context(device: torch.device, precision: str):
     """`precision`: "auto" (bf16 where supported, else fp32), "bf16", "fp16" or "fp32"."""
-    if precision == "auto":
-        precision = "bf16" if bf16_supported(device) else "fp32"
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return nullcontext()
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 from contriever.errors import DataError
 from contriever.io import atomic_folder, write_json
 from contriever.retrieval.index import _as_float32_rows, _ensure_threads, _faiss_reason, search_in_batches
+from contriever.retrieval.shards import merge_top_k
 
 ANN_DIR = "ann"
 ANN_MANIFEST = "ann.json"
@@ -465,9 +466,9 @@ def rescore_exactly(
         owner = np.nonzero(found)[0] + start
         exact = np.full(block.shape, -np.inf, dtype=np.float32)
         exact[found] = np.einsum("nd,nd->n", source.vectors_for(block[found]), queries[owner])
-        order = np.lexsort((np.where(found, block, np.iinfo(np.int64).max), -exact), axis=1)[:, :k]
-        best_scores[start : start + len(block)] = np.take_along_axis(exact, order, axis=1)
-        best_rows[start : start + len(block)] = np.take_along_axis(block, order, axis=1)
+        merge_top_k(
+            best_scores[start : start + len(block)], best_rows[start : start + len(block)], exact, block
+        )
     return best_scores, best_rows
 
 

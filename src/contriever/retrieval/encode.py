@@ -170,38 +170,35 @@ def cache_folder(settings: dict) -> Path | None:
     return None if root is None else root / "encodings" / settings_key(settings)
 
 
-def resolved_precision(encoder, precision: str) -> str:
-    """`precision` with "auto" made the one the encoder will use ("bf16" where native, else "fp32")."""
-    from contriever.model.encoder import bf16_supported
-
-    if precision != "auto":
-        return precision
-    return "bf16" if bf16_supported(encoder.device) else "fp32"
-
-
 class CachedQueryEncoder:
     """`encoder` whose `encode_queries` is served from the cache, `root/queries/KEY.npy`, KEY hashing
     the model's fingerprint, its pooling, normalization, length and text options, the precision and
     the query texts in order. Every other attribute is the encoder's own. For evaluation, where the
-    weights do not change between calls (the fingerprint is taken once)."""
+    weights do not change between calls (the fingerprint, `encoder_fingerprint(encoder)` unless the
+    caller already has it, is taken once)."""
 
-    def __init__(self, encoder, root: Path):
+    def __init__(self, encoder, root: Path, *, fingerprint: str | None = None):
         self.encoder = encoder
         self.folder = Path(root) / "queries"
-        self.fingerprint = encoder_fingerprint(encoder)
+        self.fingerprint = fingerprint or encoder_fingerprint(encoder)
         self.hits = 0
 
     def __getattr__(self, name: str):
         return getattr(self.encoder, name)
 
     def _path(self, texts: list[str], precision: str) -> Path:
+        from contriever.model.encoder import resolve_precision
+
         encoder = self.encoder
         digest = hashlib.blake2b(digest_size=16)
-        settings = [self.fingerprint, encoder.pooling, bool(encoder.normalize), int(encoder.max_length)]
-        settings += [
+        settings = [
+            self.fingerprint,
+            encoder.pooling,
+            bool(encoder.normalize),
+            int(encoder.max_length),
             bool(encoder.lowercase),
             bool(encoder.normalize_text),
-            resolved_precision(encoder, precision),
+            resolve_precision(precision, encoder.device),
         ]
         digest.update(json.dumps(settings).encode())
         for text in texts:
@@ -241,7 +238,9 @@ def encoding_settings(
     dtype: str = "float16",
 ) -> dict:
     """Everything that determines the vectors (compared on resume, hashed for the cache)."""
-    precision = resolved_precision(encoder, precision)
+    from contriever.model.encoder import resolve_precision
+
+    precision = resolve_precision(precision, encoder.device)
     if shard_rows < 1:
         raise ConfigError(f"--shard-size must be at least 1, got {shard_rows}")
     if dtype not in ("float16", "float32"):

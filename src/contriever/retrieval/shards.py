@@ -387,7 +387,7 @@ class ShardedIndex:
                 scores, rows = faiss.knn(
                     queries, chunk, min(k, len(chunk)), metric=faiss.METRIC_INNER_PRODUCT
                 )
-                _merge_top_k(best_scores, best_rows, scores, rows + (int(self.offsets[number]) + start))
+                merge_top_k(best_scores, best_rows, scores, rows + (int(self.offsets[number]) + start))
         return best_scores, best_rows
 
     def search(self, query_vectors, k: int, *, show_progress: bool = False, **kwargs):
@@ -420,9 +420,7 @@ class ShardedIndex:
         return self.store.get(rows)
 
 
-def _merge_top_k(
-    best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarray, rows: np.ndarray
-) -> None:
+def merge_top_k(best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> None:
     """Merge candidates `scores`, `rows` [n, c] into the running top k, in place.
 
     Ties keep the lower row first, as a flat index scanning rows in order does."""
