@@ -169,7 +169,7 @@ def test_full_disk_leaves_the_shard_absent_and_the_index_unloadable(
 ):
     from contriever.retrieval import shards
 
-    real, calls = shards._write_checked, []
+    real, calls = shards._write_summed, []
 
     def full(path, data):
         calls.append(path.name)
@@ -177,14 +177,14 @@ def test_full_disk_leaves_the_shard_absent_and_the_index_unloadable(
             raise OSError(28, "No space left on device")
         return real(path, data)
 
-    monkeypatch.setattr(shards, "_write_checked", full)
+    monkeypatch.setattr(shards, "_write_summed", full)
     with pytest.raises(OSError, match="No space"):
         build(corpus, tiny_encoder, tmp_path / "idx")
     assert not (tmp_path / "idx" / "embeddings-00001.npy").exists()
     assert not (tmp_path / "idx" / "index.json").exists()
     with pytest.raises(DataError, match="incomplete index: 1 of"):
         open_index(tmp_path / "idx")
-    monkeypatch.setattr(shards, "_write_checked", real)
+    monkeypatch.setattr(shards, "_write_summed", real)
     assert build(corpus, tiny_encoder, tmp_path / "idx")["already_done"] == 1
 
 
