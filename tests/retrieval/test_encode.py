@@ -240,7 +240,9 @@ def test_query_vectors_come_from_the_cache_the_second_time(tiny_encoder, tmp_pat
     assert calls == [queries]  # encoded once
     cached.encode_queries(queries[::-1], show_progress=False)  # other texts (or order): encoded
     (path,) = [
-        p for p in (tmp_path / "cache" / "queries").iterdir() if np.load(p)[0].tolist() == first[0].tolist()
+        p
+        for p in (tmp_path / "cache" / "queries").glob("*.npy")
+        if np.load(p)[0].tolist() == first[0].tolist()
     ]
     path.write_bytes(b"damaged")
     np.testing.assert_array_equal(cached.encode_queries(queries, show_progress=False), first)  # encoded again

@@ -240,7 +240,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from contriever.retrieval.retrieve import encoder_for_index
 
     _check_models(args.model)
-    queries = args.queries or [line.strip() for line in sys.stdin if line.strip()]
+    queries = [_utf8_argument(query) for query in args.queries] or _stdin_queries()
     if not queries:
         raise UsageError("no queries: pass them as arguments or one a line on standard input")
     empty = [i for i, query in enumerate(queries, start=1) if not query.strip()]
@@ -274,6 +274,35 @@ def cmd_search(args: argparse.Namespace) -> int:
             if "text" in result:
                 print(f"     {_snippet(result['text'])}")
     return 0
+
+
+def _stdin_queries() -> list[str]:
+    """Non-blank lines of standard input, each decoded as UTF-8 on its own: a bad byte is a one-line
+    error naming the line and column (not a tokenizer TypeError on an undecodable string)."""
+    from contriever.errors import DataError
+
+    queries = []
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(
+                "<stdin>",
+                f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1})",
+                number,
+            ) from None
+        if line.strip():
+            queries.append(line.strip())
+    return queries
+
+
+def _utf8_argument(text: str) -> str:
+    """A query argument; bytes the locale could not decode (kept as surrogates) are refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UsageError(f"query {text!r} is not UTF-8 text (at character {error.start + 1})") from None
+    return text
 
 
 def cmd_ann_build(args: argparse.Namespace) -> int:
