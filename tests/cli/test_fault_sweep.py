@@ -62,9 +62,13 @@ def test_search_with_a_passage_store_of_random_bytes_or_none(index, capsys):
     store.write_bytes(np.random.default_rng(0).bytes(store.stat().st_size))
     assert main(["search", "--index", str(index), "scurvy"]) == 2
     assert str(store) in one_line_error(capsys)
-    store.unlink()  # deleted while index.json records it: an error, not ids without a warning
-    assert main(["search", "--index", str(index), "scurvy"]) == 2
-    assert f"{store}: missing (index.json records it)" in one_line_error(capsys)
+    store.unlink()  # deleted while index.json records it: ids only, with a warning; verify fails
+    assert main(["search", "--index", str(index), "scurvy"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {store}: missing (index.json records it): results show ids only" in captured.err
+    assert "d1" in captured.out
+    assert main(["verify", str(index)]) == 2
+    assert f"{store}: missing (index.json records it)" in capsys.readouterr().out
 
 
 def test_a_bit_flipped_shard_and_swapped_ids_stop_search(index, capsys):

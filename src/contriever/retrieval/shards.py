@@ -41,6 +41,7 @@ import errno
 import fcntl
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -326,13 +327,12 @@ class ShardedIndex:
         if version == 1:
             self._check_shared_ids()
         self._store = None
-        self._check_files()
-        if self.recorded_bytes() <= CHEAP_BYTES:  # a small folder: every content checked at once
+        small = self.recorded_bytes() <= CHEAP_BYTES  # a small folder: every content checked at once
+        self._check_files(checksums=small)
+        if small:
             for number in range(len(self._shards)):
                 self.verify_shard(number)
                 self.shard_ids(number)
-            for problem in self._file_problems(checksums=True):
-                raise problem
 
     # ----- contents -----------------------------------------------------------------------------------
     def recorded_bytes(self) -> int:
@@ -361,8 +361,19 @@ class ShardedIndex:
     def _file_problems(self, *, checksums: bool, progress=None):
         return recorded_file_problems(self.folder, self.manifest, checksums=checksums, progress=progress)
 
-    def _check_files(self) -> None:
-        for problem in self._file_problems(checksums=False):
+    def _check_files(self, checksums: bool = False) -> None:
+        """Refuse a recorded file that is missing, resized (or with `checksums`, changed); a missing
+        passage store is a warning."""
+        for problem in self._file_problems(checksums=checksums):
+            store = self.folder / STORE
+            if problem.path == str(store) and not store.exists():
+                # the vectors and ids are whole: search still works, with ids only; said, not silent
+                print(
+                    f"warning: {store}: missing ({MANIFEST} records it): results show ids only, without "
+                    "titles or text; restore the file or rebuild the index with `contriever index`",
+                    file=sys.stderr,
+                )
+                continue
             raise problem
 
     # ----- ids ----------------------------------------------------------------------------------------

@@ -230,9 +230,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as error:
         sock.close()
-        raise UsageError(
-            f"cannot listen on {host}:{port}: {error.strerror}; choose another --port"
-        ) from None
+        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port") from None
     sock.listen(2048)  # connections made while the model loads wait in the backlog, not refused
     return sock
 
