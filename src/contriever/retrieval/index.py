@@ -373,7 +373,8 @@ class DenseIndex:
             index.ids = sharded.ids
             index._vectors = [vectors for _, vectors in sharded.iter_shards()]  # memory-mapped
         else:
-            for ids, vectors in sharded.iter_shards():
+            for number, (ids, vectors) in enumerate(sharded.iter_shards()):
+                sharded.verify_shard(number)  # every vector is read into RAM anyway: check it first
                 index.add(np.asarray(vectors), ids, show_progress=show_progress)
         params = sharded.manifest.get("search_params") or {}
         index.search_params = {k: int(v) for k, v in params.items()}
