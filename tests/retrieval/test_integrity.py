@@ -190,3 +190,7 @@ def test_a_damaged_encode_cache_entry_is_encoded_again_and_the_metrics_equal_a_c
         flip_bit(query_set, offset_from_end=8)
     assert evaluate() == clean
     assert "damaged cache entry" in capsys.readouterr().err
+    (store,) = (tmp_path / "cache" / "encodings").glob("*/passages.sqlite")
+    flip_bit(store, offset_from_end=store.stat().st_size // 2)
+    assert evaluate() == clean
+    assert "passages.sqlite: contents changed" in capsys.readouterr().err

@@ -72,6 +72,7 @@ from contriever.retrieval.shards import (
     ids_name,
     read_shard_record,
     record_name,
+    recorded_file_problems,
     shard_problems,
     vectors_name,
     write_manifest,
@@ -419,6 +420,11 @@ def repair_cached(folder: Path) -> int:
     manifest = _read_json(folder / MANIFEST)
     if manifest is None:
         return 0
+    problem = next(recorded_file_problems(folder, manifest, checksums=True), None)
+    if problem is not None:  # the passage store: the whole entry is made again
+        print(f"warning: {problem}; making this cache entry again", file=sys.stderr)
+        shutil.rmtree(folder, ignore_errors=True)
+        return 1
     damaged = 0
     for number in range(len(manifest.get("shards") or [])):
         record = read_shard_record(folder, number)
