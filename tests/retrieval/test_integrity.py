@@ -18,8 +18,6 @@ from contriever.retrieval.ann import AnnIndex, build_ann
 from contriever.retrieval.index import DenseIndex
 from contriever.retrieval.shards import open_index
 
-pytestmark = pytest.mark.bad_input
-
 N, DIM = 300, 16
 
 
@@ -53,6 +51,7 @@ def test_checksums_are_recorded_from_the_bytes_as_written(tmp_path, monkeypatch)
     assert manifest["checksums"]["a.bin"] == io.checksum_bytes(b"x" * 1000)
 
 
+@pytest.mark.bad_input
 def test_a_bit_flipped_in_a_shard_is_caught(tmp_path, monkeypatch):
     folder = make_index(tmp_path / "idx")
     shard = folder / "embeddings-00001.npy"
@@ -67,6 +66,7 @@ def test_a_bit_flipped_in_a_shard_is_caught(tmp_path, monkeypatch):
         index.search(np.ones((1, DIM), dtype=np.float32), 5)
 
 
+@pytest.mark.bad_input
 def test_two_swapped_id_lines_are_caught(tmp_path, monkeypatch):
     folder = make_index(tmp_path / "idx")
     path = folder / "ids-00002.txt"
@@ -81,6 +81,7 @@ def test_two_swapped_id_lines_are_caught(tmp_path, monkeypatch):
         index.ids_for([250])
 
 
+@pytest.mark.bad_input
 def test_an_ann_copied_from_another_index_is_refused(tmp_path):
     folder = make_index(tmp_path / "a", seed=0)
     other = make_index(tmp_path / "b", seed=1)  # same rows, dim, ids and file sizes; other vectors
@@ -94,6 +95,7 @@ def test_an_ann_copied_from_another_index_is_refused(tmp_path):
     AnnIndex.load(folder, "ivf")  # its own index: fine
 
 
+@pytest.mark.bad_input
 def test_an_ann_is_not_built_from_a_damaged_shard(tmp_path, monkeypatch):
     folder = make_index(tmp_path / "idx")
     monkeypatch.setattr(shards, "CHEAP_BYTES", 0)
@@ -103,6 +105,7 @@ def test_an_ann_is_not_built_from_a_damaged_shard(tmp_path, monkeypatch):
     assert not (folder / "ann").exists()
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", ".hidden", "x\\y", ""])
 def test_an_ann_name_with_separators_or_dots_is_refused_before_writing(tmp_path, name):
     folder = make_index(tmp_path / "idx")
@@ -125,6 +128,7 @@ def strip_checksums(folder: Path) -> None:
         record.write_text(json.dumps(data))
 
 
+@pytest.mark.bad_input
 def test_folders_written_before_checksums_still_load_with_their_sizes_checked(tmp_path):
     folder = make_index(tmp_path / "idx")
     strip_checksums(folder)
@@ -135,6 +139,7 @@ def test_folders_written_before_checksums_still_load_with_their_sizes_checked(tm
         open_index(folder)
 
 
+@pytest.mark.bad_input
 def test_a_passage_store_of_random_bytes_is_an_error_and_a_deleted_one_a_warning(
     tmp_path, tiny_encoder, capsys
 ):
@@ -162,6 +167,7 @@ def test_a_passage_store_of_random_bytes_is_an_error_and_a_deleted_one_a_warning
     )
 
 
+@pytest.mark.bad_input
 def test_a_damaged_encode_cache_entry_is_encoded_again_and_the_metrics_equal_a_clean_run(
     tmp_path, tiny_model, write_beir, monkeypatch, capsys
 ):

@@ -282,6 +282,8 @@ def _stdin_queries() -> list[str]:
     from contriever.errors import DataError
 
     queries = []
+    if getattr(sys.stdin, "buffer", None) is None:  # a text stream (tests, embedding): already decoded
+        return [_utf8_argument(line.strip()) for line in sys.stdin if line.strip()]
     for number, raw in enumerate(sys.stdin.buffer, start=1):
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8")

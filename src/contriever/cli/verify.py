@@ -36,12 +36,15 @@ class _Counter:
             self.bar.update(n)
 
 
+_QUIET = False
+
+
 def _progress(total: int, label: str):
     from tqdm.auto import tqdm
 
     from contriever.io import CHEAP_BYTES
 
-    if total <= CHEAP_BYTES:
+    if total <= CHEAP_BYTES or _QUIET:
         return _Counter()
     return _Counter(tqdm(total=total, desc=f"verifying {label}", unit="B", unit_scale=True, leave=False))
 
@@ -191,6 +194,8 @@ def report_lines(folder: str | Path) -> tuple[list[str], bool]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    global _QUIET
+    _QUIET = args.quiet
     good = True
     for folder in args.folders:
         lines, folder_good = report_lines(folder)
@@ -210,3 +215,4 @@ def add_subcommand(sub, make_subcommand) -> None:
         cmd_verify,
     )
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="folders to check")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, even on big folders")
