@@ -36,15 +36,12 @@ class _Counter:
             self.bar.update(n)
 
 
-_QUIET = False
-
-
-def _progress(total: int, label: str):
+def _progress(total: int, label: str, show: bool):
     from tqdm.auto import tqdm
 
     from contriever.io import CHEAP_BYTES
 
-    if total <= CHEAP_BYTES or _QUIET:
+    if total <= CHEAP_BYTES or not show:
         return _Counter()
     return _Counter(tqdm(total=total, desc=f"verifying {label}", unit="B", unit_scale=True, leave=False))
 
@@ -69,14 +66,14 @@ class _IndexShape:
         return self._count
 
 
-def index_report(folder: Path) -> tuple[list[DataError], list[str], int]:
+def index_report(folder: Path, show_progress: bool = True) -> tuple[list[DataError], list[str], int]:
     """(problems, notes, files checked) for an index folder and its ANNs."""
     from contriever.retrieval.ann import ANN_DIR, list_ann
     from contriever.retrieval.shards import MANIFEST, index_problems
 
     manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
     entries = [e for e in manifest.get("shards") or [] if isinstance(e, dict)]
-    counter = _progress(_index_bytes(manifest), folder.name)
+    counter = _progress(_index_bytes(manifest), folder.name, show_progress)
     problems = list(index_problems(folder, counter))
     notes = []
     if manifest and (not entries or not all("vectors_checksum" in e for e in entries)):
@@ -87,14 +84,14 @@ def index_report(folder: Path) -> tuple[list[DataError], list[str], int]:
     if counter.bar is not None:
         counter.bar.close()
     for name in list_ann(folder):
-        more, more_notes, count = ann_report(folder / ANN_DIR / name)
+        more, more_notes, count = ann_report(folder / ANN_DIR / name, show_progress)
         problems += more
         notes += more_notes
         files += count
     return problems, notes, files
 
 
-def ann_report(path: Path) -> tuple[list[DataError], list[str], int]:
+def ann_report(path: Path, show_progress: bool = True) -> tuple[list[DataError], list[str], int]:
     """(problems, notes, files checked) for the ANN folder `path` (inside `IDX/ann/`)."""
     from contriever.io import MANIFEST_NAME, manifest_problems, read_manifest
     from contriever.retrieval.ann import ANN_MANIFEST, source_fingerprint, source_mismatch
@@ -106,7 +103,7 @@ def ann_report(path: Path) -> tuple[list[DataError], list[str], int]:
         manifest = read_manifest(path)
     except DataError as error:
         return [error], notes, 0
-    counter = _progress(sum(manifest["files"].values()), path.name)
+    counter = _progress(sum(manifest["files"].values()), path.name, show_progress)
     problems += manifest_problems(path, manifest, checksums=True, progress=counter)
     if counter.bar is not None:
         counter.bar.close()
@@ -137,7 +134,7 @@ def ann_report(path: Path) -> tuple[list[DataError], list[str], int]:
     return problems, notes, len(manifest["files"]) + 1
 
 
-def manifest_report(folder: Path) -> tuple[list[DataError], list[str], int]:
+def manifest_report(folder: Path, show_progress: bool = True) -> tuple[list[DataError], list[str], int]:
     """(problems, notes, files checked) for a folder with a `manifest.json`."""
     from contriever.io import MANIFEST_NAME, manifest_problems, read_manifest
 
@@ -145,7 +142,7 @@ def manifest_report(folder: Path) -> tuple[list[DataError], list[str], int]:
         manifest = read_manifest(folder)
     except DataError as error:
         return [error], [], 0
-    counter = _progress(sum(manifest["files"].values()), folder.name)
+    counter = _progress(sum(manifest["files"].values()), folder.name, show_progress)
     problems = list(manifest_problems(folder, manifest, checksums=True, progress=counter))
     if counter.bar is not None:
         counter.bar.close()
@@ -155,7 +152,9 @@ def manifest_report(folder: Path) -> tuple[list[DataError], list[str], int]:
     return problems, notes, len(manifest["files"])
 
 
-def verify_folder(folder: str | Path) -> tuple[str, list[DataError], list[str], int]:
+def verify_folder(
+    folder: str | Path, show_progress: bool = True
+) -> tuple[str, list[DataError], list[str], int]:
     """`(kind, problems, notes, files checked)` for any folder contriever writes (see the module
     docstring). A folder of no known kind is one problem."""
     from contriever.io import MANIFEST_NAME
@@ -166,11 +165,11 @@ def verify_folder(folder: str | Path) -> tuple[str, list[DataError], list[str], 
     if not folder.is_dir():
         return "none", [DataError(folder, "no such folder" if not folder.exists() else "not a folder")], [], 0
     if (folder / MANIFEST).is_file() or (folder / PLAN).is_file():
-        return ("index", *index_report(folder))
+        return ("index", *index_report(folder, show_progress))
     if (folder / ANN_MANIFEST).is_file():
-        return ("ANN", *ann_report(folder))
+        return ("ANN", *ann_report(folder, show_progress))
     if (folder / MANIFEST_NAME).is_file():
-        return ("folder", *manifest_report(folder))
+        return ("folder", *manifest_report(folder, show_progress))
     problem = DataError(
         folder,
         f"not a folder contriever wrote, or an unfinished one (no {MANIFEST}, {ANN_MANIFEST} or {MANIFEST_NAME})",
@@ -178,12 +177,12 @@ def verify_folder(folder: str | Path) -> tuple[str, list[DataError], list[str], 
     return "none", [problem], [], 0
 
 
-def report_lines(folder: str | Path) -> tuple[list[str], bool]:
+def report_lines(folder: str | Path, show_progress: bool = True) -> tuple[list[str], bool]:
     """(the lines `verify` prints for `folder`, whether it is good)."""
     import contriever.retrieval.ann  # noqa: F401 - imported (FAISS) before the clock starts
 
     started = time.perf_counter()
-    kind, problems, notes, files = verify_folder(folder)
+    kind, problems, notes, files = verify_folder(folder, show_progress)
     lines = [str(problem) for problem in problems] + [f"note: {note}" for note in notes]
     seconds = time.perf_counter() - started
     if problems:
@@ -194,11 +193,9 @@ def report_lines(folder: str | Path) -> tuple[list[str], bool]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    global _QUIET
-    _QUIET = args.quiet
     good = True
     for folder in args.folders:
-        lines, folder_good = report_lines(folder)
+        lines, folder_good = report_lines(folder, show_progress=not args.quiet)
         print("\n".join(lines), flush=True)
         good = good and folder_good
     return 0 if good else 2
