@@ -202,7 +202,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def add_subcommand(sub, make_subcommand) -> None:
-    """Register `verify` with `make_subcommand(sub, name, summary, example, handler)` (cli/main.py's)."""
+    """Register `verify` with `make_subcommand(sub, name, summary, example, handler)` (cli/options.py)."""
     p = make_subcommand(
         sub,
         "verify",

@@ -1,0 +1,115 @@
+"""What several subcommands share: the help format, the subcommand helper and the option groups
+(text options, passages, ANN search, precision), and the checks run before any slow import."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from contriever.cli.argtypes import non_negative_int, positive_int
+from contriever.errors import UsageError
+
+DEFAULT_DATA_ENV = "CONTRIEVER_DATA"
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISION_HELP = "encoding precision (auto: bf16 autocast where the hardware runs it fast, else fp32)"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every argument's help shows its default; descriptions and examples keep their line breaks."""
+
+
+def make_subcommand(sub, name: str, summary: str, example: str, func) -> argparse.ArgumentParser:
+    """A subcommand with a one-line description, an example, and defaults shown in its help."""
+    parser = sub.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=f"example:\n  {example}",
+        formatter_class=HelpFormatter,
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def data_dir(value: str | None) -> Path:
+    """--data, else $CONTRIEVER_DATA; a clear message when neither names a BEIR folder."""
+    value = value or os.environ.get(DEFAULT_DATA_ENV)
+    if not value:
+        raise UsageError(
+            "no dataset named. Pass --data DIR, a BEIR folder with corpus.jsonl[.gz], queries.jsonl "
+            f"and qrels/<split>.tsv (for example SciFact from the BEIR release), or set ${DEFAULT_DATA_ENV}."
+        )
+    return Path(value)
+
+
+def check_models(*names: str | None) -> None:
+    """Fail at once on a model path that does not exist, before the slow imports (torch, transformers).
+
+    Hub ids pass (they are resolved when the model loads); see `contriever.model.locate`.
+    """
+    from contriever.model.locate import locate_model
+
+    for name in names:
+        name = str(name or "").strip()
+        if name.lower().startswith("hybrid:"):
+            name = name.split(":", 1)[1].strip()
+            if not name:
+                raise UsageError("--model hybrid: names no model; pass hybrid:PATH, hybrid:default or hybrid")
+        if name and name.lower() not in ("default", "bm25", "hybrid"):
+            locate_model(name)
+
+
+def text_options(args: argparse.Namespace) -> dict:
+    """--lowercase / --normalize-text as Encoder.load arguments (None: the model's own setting)."""
+    return {"lowercase": args.lowercase, "normalize_text": args.normalize_text}
+
+
+def add_text_options(parser: argparse.ArgumentParser, what: str) -> None:
+    for flag, text in (
+        ("--lowercase", "lowercase"),
+        ("--normalize-text", "apply the paper code's normalize_text table (quotes, dashes, ...) to"),
+    ):
+        parser.add_argument(
+            flag,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"{text} {what} before tokenizing (default: the model's own setting, off)",
+        )
+
+
+def add_passage_arguments(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
+    what = "and score each document by its best passage (max over passages)" if evaluate else "(ids DOCID#N)"
+    p.add_argument(
+        "--words",
+        type=non_negative_int,
+        default=0,
+        help=f"split documents into passages of this many words, the title carried on each, {what}; "
+        "0 keeps documents whole, truncated by the model (the paper's Wikipedia setting: 100)",
+    )
+    p.add_argument("--overlap", type=non_negative_int, default=0, help="words shared by consecutive passages")
+
+
+def add_ann_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ann", metavar="NAME", help="search the approximate index IDX/ann/NAME (see ann-build)")
+    p.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query (with --ann); None: 32")
+    p.add_argument("--ef-search", type=positive_int, help="HNSW candidate list size (with --ann); None: 128")
+    p.add_argument(
+        "--rerank",
+        type=positive_int,
+        metavar="N",
+        help="re-score the approximate index's top N (or --k, if more) exactly from the folder's fp16 "
+        "shards (with --ann; for PQ/SQ indexes, which rank by compressed vectors)",
+    )
+
+
+def add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+
+
+def add_batch_size(p: argparse.ArgumentParser, what: str = "texts") -> None:
+    p.add_argument("--batch-size", type=positive_int, default=128, help=f"{what} encoded at a time")
+
+
+def add_max_length(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-length", type=positive_int, help="token limit; None: the model's own, else 512")
