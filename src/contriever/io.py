@@ -13,7 +13,7 @@
 - Checksums (`checksum_bytes`, `file_checksum`): xxHash's XXH3-128 (the `xxhash` package), written
   `"xxh3_128:<32 hex digits>"`. `atomic_write` hashes the bytes as they are written (no second read)
   and remembers the result, so a manifest made right after does not read the files again.
-- `folder_lock(folder, command)`: one writer per output folder (`fcntl.flock`, dropped by the OS when
+- `folder_lock(folder, command)`: one writer per output folder (or per lock `name` in it) (`fcntl.flock`, dropped by the OS when
   the process exits or crashes), refusing a second one with the holder's pid and host.
 
 Commands that write should call `ignore_file_size_signal()` first: a file-size limit (`ulimit -f`)
@@ -572,22 +572,32 @@ def verify_manifest(
 
 
 # ----- one writer per folder --------------------------------------------------------------------------
-_HELD: dict[Path, list] = {}  # folder -> [fd, depth]: this process may nest locks on one folder
+_HELD: dict[tuple[Path, str, bool], list] = {}  # (folder, lock name, shared) -> [fd, depth]: locks nest
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
-    """Hold an exclusive lock on `folder` (created if needed) for the duration of the block.
+def folder_lock(
+    folder: str | os.PathLike,
+    command: str = "",
+    *,
+    name: str = LOCK_NAME,
+    shared: bool = False,
+    wait: bool = False,
+) -> Iterator[Path]:
+    """Hold a lock on `folder/name` (the folder created if needed) for the duration of the block.
 
-    The lock is `fcntl.flock` on `folder/.contriever.lock`, so the OS drops it when the process ends
-    or crashes: no stale lock to delete by hand. A second process is refused at once with a
-    `FolderLockedError` naming the holder's command, pid and host. Nested use in one process is fine.
+    The lock is `fcntl.flock`, so the OS drops it when the process ends or crashes: no stale lock to
+    delete by hand. Exclusive unless `shared` (many readers, or the parts of one `contriever index`
+    run); a holder of an exclusive lock records its command, pid and host in the lock file. Without
+    `wait`, a lock held by another process raises `FolderLockedError` at once, naming the holder.
+    Nested use of one lock in one process is fine. Used by training (the run folder) and by
+    `contriever index` (the index folder, its parts, its passage store and its last step).
     """
     import fcntl
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    key = folder.resolve()
+    key = (folder.resolve(), name, shared)
     if key in _HELD:
         _HELD[key][1] += 1
         try:
@@ -595,10 +605,10 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
         finally:
             _HELD[key][1] -= 1
         return
-    path = folder / LOCK_NAME
+    path = folder / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask() | 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
     except OSError as error:
         holder = _read_holder(path)
         os.close(fd)
@@ -608,9 +618,10 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
             f"{folder}: in use by another process ({holder}); wait for it to finish or choose another "
             "output folder"
         ) from None
-    holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
+    if not shared:
+        holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
     _HELD[key] = [fd, 1]
     try:
         yield folder
@@ -624,7 +635,8 @@ def _read_holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["since"])))
-        return f"`contriever {info['command']}`, pid {info['pid']} on host {info['host']}, since {since}"
+        command = f"`contriever {info['command']}`, " if info["command"] else ""
+        return f"{command}pid {info['pid']} on host {info['host']}, since {since}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"
 

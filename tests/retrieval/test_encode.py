@@ -3,6 +3,7 @@ the encode cache, a full disk."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,9 +16,10 @@ import pytest
 from contriever.data.documents import document_text
 from contriever.data.passages import PassageSettings
 from contriever.errors import ConfigError, DataError
+from contriever.io import FolderLockedError
 from contriever.model.encoder import Encoder
 from contriever.retrieval.encode import build_index, owned_shards, resolve_part
-from contriever.retrieval.shards import FolderLockedError, folder_lock, open_index
+from contriever.retrieval.shards import open_index
 from contriever.retrieval.store import PassageStore
 
 SETTINGS = PassageSettings(words=12, overlap=0)
@@ -151,14 +153,44 @@ def test_other_settings_model_or_corpus_are_refused(corpus, tiny_encoder, tmp_pa
         build(corpus, tiny_encoder, tmp_path / "notes")
 
 
+@contextlib.contextmanager
+def lock_held_by_another_process(folder: Path, name: str):
+    """`contriever.io.folder_lock(folder, name=name)` held by a child process for the block."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from contriever.io import folder_lock\n"
+            "with folder_lock(sys.argv[1], 'index', name=sys.argv[2]):\n"
+            "    print('held', flush=True); sys.stdin.read()",
+            str(folder),
+            name,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+
+
 def test_a_second_writer_is_refused(corpus, tiny_encoder, tmp_path):
+    from contriever.io import LOCK_NAME
+
     folder = tmp_path / "idx"
-    with folder_lock(folder):  # another `contriever index` on the same folder
-        with pytest.raises(FolderLockedError, match="is being written by process"):
+    with lock_held_by_another_process(folder, LOCK_NAME) as pid:  # another `contriever index`
+        with pytest.raises(
+            FolderLockedError, match=f"in use by another process \\(`contriever index`, pid {pid}"
+        ):
             build(corpus, tiny_encoder, folder)
         with pytest.raises(FolderLockedError):
             build(corpus, tiny_encoder, folder, part=(0, 2))
-    with folder_lock(folder, ".lock-part-1-of-2"):  # the same part twice
+    with lock_held_by_another_process(folder, ".lock-part-1-of-2"):  # the same part twice
         build(corpus, tiny_encoder, folder, part=(0, 2))
         with pytest.raises(FolderLockedError):
             build(corpus, tiny_encoder, folder, part=(1, 2))

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from contriever.errors import DataError
+from contriever.io import FolderLockedError, folder_lock
 from contriever.retrieval.index import DenseIndex
 from contriever.retrieval.shards import (
-    FolderLockedError,
-    folder_lock,
     open_index,
     read_shard_record,
     write_manifest,
@@ -122,7 +121,7 @@ def test_lock_refuses_a_second_writer(tmp_path):
     try:
         assert ready.wait(30)
         with (
-            pytest.raises(FolderLockedError, match=f"is being written by process {holder.pid}"),
+            pytest.raises(FolderLockedError, match=f"in use by another process \\(pid {holder.pid} on host"),
             folder_lock(tmp_path),
         ):
             pass

@@ -82,9 +82,8 @@ def _user_facing(error: BaseException) -> bool:
     ("temperature must be positive"). A ValueError from deep inside numpy or torch is not.
     """
     from contriever.errors import ConfigError, DataError
-    from contriever.retrieval.shards import FolderLockedError
 
-    if isinstance(error, (DataError, ConfigError, UsageError, OSError, FolderLockedError)):
+    if isinstance(error, (DataError, ConfigError, UsageError, OSError)):  # FolderLockedError is an OSError
         return True
     if type(error) is ValueError and error.__traceback__ is not None:
         frames = traceback.extract_tb(error.__traceback__)

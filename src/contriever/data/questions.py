@@ -189,7 +189,7 @@ def load_questions(path: str | os.PathLike) -> list[Question]:
 
 
 def _warn_empty_answers(path: Path, questions: list[Question]) -> None:
-    from contriever.evaluation.qa import dpr_tokens
+    from contriever.data.answer_tokens import dpr_tokens
 
     empty = [q.id for q in questions if any(not dpr_tokens(a) for a in q.answers)]
     if empty:

@@ -32,18 +32,11 @@ from functools import lru_cache
 
 import regex
 
+from contriever.data.answer_tokens import dpr_tokens
+
 MATCH_TYPES = ("string", "regex")
 
-# DPR's SimpleTokenizer: a run of letters/numbers/marks, or one non-space, non-control character.
-_DPR_TOKEN = regex.compile(
-    r"([\p{L}\p{N}\p{M}]+)|([^\p{Z}\p{C}])", flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
-)
 _REGEX_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
-
-
-def dpr_tokens(text: str) -> list[str]:
-    """DPR's tokens of `text`: NFD, simple tokenizer, lowercased (steps 1-3 of the module doc)."""
-    return [match.group().lower() for match in _DPR_TOKEN.finditer(unicodedata.normalize("NFD", text))]
 
 
 def contains_sequence(haystack: Sequence[str], needle: Sequence[str]) -> bool:

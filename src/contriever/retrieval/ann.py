@@ -57,7 +57,12 @@ from tqdm.auto import tqdm
 
 from contriever.errors import DataError, UsageError
 from contriever.io import atomic_folder, verify_manifest, write_json
-from contriever.retrieval.index import _as_float32_rows, _ensure_threads, _faiss_reason, search_in_batches
+from contriever.retrieval.faiss_calls import (
+    _as_float32_rows,
+    _ensure_threads,
+    _faiss_reason,
+    search_in_batches,
+)
 from contriever.retrieval.shards import merge_top_k
 
 ANN_DIR = "ann"

@@ -60,7 +60,7 @@ from contriever.data.passages import (
     iter_passages,
 )
 from contriever.errors import ConfigError, DataError
-from contriever.io import atomic_write, checksum_bytes, write_json
+from contriever.io import atomic_write, checksum_bytes, folder_lock, write_json
 from contriever.machine import release_freed_memory
 from contriever.retrieval.shards import (
     FP16_MAX,
@@ -68,7 +68,6 @@ from contriever.retrieval.shards import (
     PLAN,
     STORE,
     file_entry,
-    folder_lock,
     ids_name,
     read_shard_record,
     record_name,
@@ -336,7 +335,7 @@ def _prepare_store(
     folder: Path, inputs: Sequence[Path], settings: dict, skip_bad: bool, show_progress: bool
 ) -> dict:
     """Write the passage store and the plan once (other processes wait), then return the plan."""
-    with folder_lock(folder, ".store.lock", wait=True):
+    with folder_lock(folder, "index", name=".store.lock", wait=True):
         plan = _read_json(folder / PLAN)
         if plan is not None:
             _check_same(folder, plan["settings"], settings, "a partly encoded index")
@@ -532,7 +531,7 @@ def _log(folder: Path, entry: dict) -> None:
 
 def _finish(folder: Path, plan: dict) -> tuple[dict | None, list[int]]:
     """Write `index.json` if every shard is complete; return (manifest or None, missing shards)."""
-    with folder_lock(folder, ".finish.lock", wait=True):
+    with folder_lock(folder, "index", name=".finish.lock", wait=True):
         manifest = _read_json(folder / MANIFEST)
         if manifest is not None:
             return manifest, []
@@ -607,10 +606,10 @@ def build_index(
         cache = None
     with ExitStack() as locks:
         if part[1] == 1:
-            locks.enter_context(folder_lock(folder))
+            locks.enter_context(folder_lock(folder, "index"))
         else:
-            locks.enter_context(folder_lock(folder, shared=True))
-            locks.enter_context(folder_lock(folder, f".lock-part-{part[0]}-of-{part[1]}"))
+            locks.enter_context(folder_lock(folder, "index", shared=True))
+            locks.enter_context(folder_lock(folder, "index", name=f".lock-part-{part[0]}-of-{part[1]}"))
         plan = _prepare_store(folder, inputs, settings, skip_bad, show_progress)
         counts = _encode_shards(
             folder, encoder, plan, part, batch_size=batch_size, cache=cache, show_progress=show_progress

@@ -38,12 +38,10 @@ has a passage store. Memory: one chunk of one shard (`chunk_rows x dim` fp32) pl
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -215,34 +213,6 @@ def write_manifest(
     data = (json.dumps(manifest, indent=1) + "\n").encode("utf-8")
     _write_checked(Path(folder) / MANIFEST, data)
     return manifest
-
-
-# ----- locking ----------------------------------------------------------------------------------------
-class FolderLockedError(RuntimeError):
-    """Another process is writing the folder."""
-
-
-@contextmanager
-def folder_lock(folder: str | os.PathLike, name: str = ".lock", *, shared: bool = False, wait: bool = False):
-    """Hold an advisory lock on `folder/name` (released on exit, and by the kernel when the process
-    dies). Without `wait`, a lock held by another process raises `FolderLockedError` at once."""
-    path = Path(folder) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
-        try:
-            fcntl.flock(handle.fileno(), flags)
-        except BlockingIOError:
-            holder = path.read_text().strip() or "another process"
-            raise FolderLockedError(
-                f"{folder} is being written by {holder}; wait for it to finish (or stop it) and run again"
-            ) from None
-        if not shared:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"process {os.getpid()} on {os.uname().nodename}\n")
-            handle.flush()
-        yield path
 
 
 # ----- reading ----------------------------------------------------------------------------------------
@@ -471,7 +441,7 @@ class ShardedIndex:
         """
         import faiss
 
-        from contriever.retrieval.index import _ensure_threads
+        from contriever.retrieval.faiss_calls import _ensure_threads
 
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
