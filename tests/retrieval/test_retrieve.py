@@ -61,11 +61,11 @@ def test_prebuilt_index_and_factories(tiny_encoder):
 
 @pytest.mark.parametrize("passage_depth", [0, 3])
 def test_queries_searched_in_blocks_give_the_same_run(tiny_encoder, monkeypatch, passage_depth):
-    import contriever.retrieval.retrieve as retrieve
+    import contriever.retrieval.retrievers as retrievers
 
     index = build_dense_index(tiny_encoder, CORPUS, show_progress=False)
     whole = dense_search(tiny_encoder, index, QUERIES, k=4, passage_depth=passage_depth, show_progress=False)
-    monkeypatch.setattr(retrieve, "SEARCH_ENTRIES", 1)  # one query a block
+    monkeypatch.setattr(retrievers, "SEARCH_ENTRIES", 1)  # one query a block
     searched = []
     search = index.search
     monkeypatch.setattr(

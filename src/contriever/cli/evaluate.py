@@ -17,7 +17,8 @@ from contriever.cli.options import (
     add_text_options,
     check_models,
     data_dir,
-    text_options,
+    encoding_settings,
+    search_settings,
 )
 from contriever.errors import UsageError
 
@@ -40,24 +41,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             output = Path(args.output) / names[model]
         results[model] = evaluate_beir(
-            data,
-            split=args.split,
-            model=model,
-            output_dir=output,
-            k=args.k,
-            batch_size=args.batch_size,
-            index_factory=args.index_factory,
-            max_length=args.max_length,
-            precision=args.precision,
-            words=args.words,
-            overlap=args.overlap,
-            use_cache=not args.no_cache,
-            **text_options(args),
-            index_path=args.index,
-            ann=args.ann,
-            nprobe=args.nprobe,
-            ef_search=args.ef_search,
-            rerank=args.rerank,
+            data, args.split, model, output, encoding=encoding_settings(args), search=search_settings(args)
         )
     searched = f" on {args.index}" + (f" ({args.ann})" if args.ann else "") if args.index else ""
     print(format_table(results, title=f"{data.name} ({args.split}){searched}"))

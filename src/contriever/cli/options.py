@@ -113,3 +113,33 @@ def add_batch_size(p: argparse.ArgumentParser, what: str = "texts") -> None:
 
 def add_max_length(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=positive_int, help="token limit; None: the model's own, else 512")
+
+
+def encoding_settings(args: argparse.Namespace):
+    """The encoding options a command was given, as one `EncodingSettings` value."""
+    from contriever.retrieval.settings import EncodingSettings
+
+    return EncodingSettings(
+        max_length=args.max_length,
+        **text_options(args),
+        precision=args.precision,
+        words=args.words,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        index_factory=args.index_factory,
+        use_cache=not args.no_cache,
+    )
+
+
+def search_settings(args: argparse.Namespace):
+    """The search options a command was given (`--k`, `--index`, `--ann` and its parameters)."""
+    from contriever.retrieval.settings import SearchSettings
+
+    return SearchSettings(
+        k=args.k,
+        index_path=args.index,
+        ann=args.ann,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
+        rerank=args.rerank,
+    )

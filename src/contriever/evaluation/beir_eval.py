@@ -20,11 +20,13 @@ import platform
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from contriever.errors import UsageError
 from contriever.evaluation.metrics import METRICS, evaluate_run, write_trec_run
 from contriever.io import atomic_files, write_json
+from contriever.retrieval.settings import EncodingSettings, SearchSettings, merge_settings
 
 PASSAGE_DEPTH = 10  # passages retrieved per document wanted, when documents are scored by their best passage
 COLUMNS = {"ndcg@10": "nDCG@10", "recall@100": "R@100", "mrr@10": "MRR@10", "recall@1000": "R@1000"}
@@ -65,13 +67,10 @@ def _load_encoder(path: str | None, max_length: int | None, device: str | None, 
     return Encoder.load(path, max_length=max_length, device=device, **text_options)
 
 
-def _encoded_corpus(
-    data_dir, encoder, model_path, words, overlap, batch_size, precision, use_cache, show_progress
-):
+def _encoded_corpus(data_dir, encoder, model_path, encoding: EncodingSettings, show_progress: bool):
     """The corpus encoded into an index folder (the encode cache, or a temporary folder):
     `(ShardedIndex, summary for meta, temporary folder or None)`."""
     from contriever.data.beir import corpus_file
-    from contriever.data.passages import PassageSettings
     from contriever.retrieval.encode import cached_index
     from contriever.retrieval.shards import open_index
 
@@ -79,11 +78,11 @@ def _encoded_corpus(
         [corpus_file(data_dir)],
         encoder,
         model=model_path,
-        passages=PassageSettings(words, overlap),
-        batch_size=batch_size,
-        precision=precision,
+        passages=encoding.passages,
+        batch_size=encoding.batch_size,
+        precision=encoding.precision,
         show_progress=show_progress,
-        use_cache=use_cache,
+        use_cache=encoding.use_cache,
     )
     described = {key: summary.get(key) for key in ("passages", "encoded", "from_cache", "already_done")}
     described["folder"] = None if temporary is not None else str(folder)
@@ -128,36 +127,41 @@ def _warn_unindexed(index, qrels: Mapping, warnings: list[str]) -> None:
     logging.getLogger(__name__).warning(warnings[-1])
 
 
+@dataclass
+class _Job:
+    """One evaluation: its data and settings, and the meta and timings it records as it goes."""
+
+    data_dir: Path
+    system: str
+    model_path: str | None
+    encoding: EncodingSettings
+    search: SearchSettings
+    show_progress: bool
+    corpus: dict
+    qrels: dict
+    meta: dict
+    timings: dict
+
+
 def evaluate_beir(
     data_dir: str | os.PathLike,
     split: str = "test",
     model: str = "default",
     output_dir: str | os.PathLike | None = None,
-    k: int = 1000,
-    batch_size: int = 128,
-    index_factory: str = "Flat",
-    max_length: int | None = None,
     *,
-    device: str | None = None,
-    precision: str = "auto",
+    encoding: EncodingSettings | None = None,
+    search: SearchSettings | None = None,
     show_progress: bool = True,
-    words: int = 0,
-    overlap: int = 0,
-    use_cache: bool = True,
-    lowercase: bool | None = None,
-    normalize_text: bool | None = None,
-    index_path: str | os.PathLike | None = None,
-    ann: str | None = None,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    rerank: int | None = None,
+    **options,
 ) -> dict:
-    """Retrieve the top `k` documents for every query of `split` and evaluate them.
+    """Retrieve the top `search.k` documents for every query of `split` and evaluate them: load the
+    data, build the retriever, retrieve, score, write.
 
     Returns `{"ndcg@10", "recall@100", "mrr@10", "recall@1000", "meta"}` (metrics as fractions) and,
     with `output_dir`, writes it to `output_dir/metrics.json` with the run in `output_dir/run.trec`.
-    `precision` is the encoder's autocast ("auto": bf16 where the hardware is fast at it, else fp32;
-    "fp32" for bit-stable numbers); the one used is recorded in `meta`.
+    `options` are the settings' fields by name (`k=10, words=100, index_path=IDX, ...`), laid over
+    `encoding` and `search`. `encoding.precision` is the encoder's autocast ("auto": bf16 where the
+    hardware is fast at it, else fp32; "fp32" for bit-stable numbers); the one used is in `meta`.
 
     The corpus is encoded with `contriever.retrieval.encode` into the encode cache (reused when the
     same model, settings and corpus come again; `use_cache=False` or `CONTRIEVER_CACHE=off` encode
@@ -166,23 +170,18 @@ def evaluate_beir(
     (`overlap` shared) and scores each document by its best passage among the top
     `k * PASSAGE_DEPTH` passages; `words=0` encodes whole documents, truncated at `max_length`.
 
-    `index_path` evaluates an index folder that `contriever index` built (its corpus may be larger
-    than the BEIR folder's, e.g. with distractors): nothing is encoded but the queries, with the
-    model the folder records (a `model` given must be that model); passages are scored as the folder
-    was split. `ann` searches its approximate index `ann/<ann>` instead of exact search, with
-    `nprobe`/`ef_search` overriding the recorded search parameters, and its top `rerank` candidates
-    re-scored exactly from the folder's shards.
+    `search.index_path` evaluates an index folder that `contriever index` built (its corpus may be
+    larger than the BEIR folder's, e.g. with distractors): nothing is encoded but the queries, with
+    the model the folder records (a `model` given must be that model); passages are scored as the
+    folder was split. `search.ann` searches its approximate index `ann/<ann>` instead of exact
+    search, with `nprobe`/`ef_search` overriding the recorded search parameters, and its top `rerank`
+    candidates re-scored exactly from the folder's shards.
     """
     from contriever.data.beir import load_beir, refuse_ids_with_whitespace
-    from contriever.model.encoder import resolve_precision
-    from contriever.retrieval.encode import CachedQueryEncoder, cache_dir
-    from contriever.retrieval.retrieve import bm25_retrieve, dense_retrieve, hybrid_retrieve
 
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    encoding, search = merge_settings(encoding, search, options)
     system, model_path = parse_model(model)
-    search_params = {"nprobe": nprobe, "ef_search": ef_search, "rerank": rerank}
-    if index_path is None and (ann or any(search_params.values())):
+    if search.index_path is None and (search.ann or any(search.approximate.values())):
         raise ValueError(
             "ann, nprobe, ef_search and rerank search an index folder: pass index_path (--index)"
         )
@@ -191,119 +190,12 @@ def evaluate_beir(
     corpus, queries, qrels = load_beir(data_dir, split, warnings=warnings)
     if output_dir is not None:
         refuse_ids_with_whitespace(data_dir, corpus, queries)
+    meta = _data_meta(model, system, data_dir, split, (corpus, queries, qrels), search.k, warnings)
     timings: dict[str, float] = {"load_data_s": time.perf_counter() - started}
-    meta: dict = {
-        "model": str(model),
-        "system": system,
-        "data": str(Path(data_dir).resolve()),
-        "dataset": Path(data_dir).resolve().name,
-        "split": split,
-        "corpus_size": len(corpus),
-        "queries": len(queries),
-        "qrels": sum(len(docs) for docs in qrels.values()),
-        "k": k,
-        "warnings": warnings,
-    }
-    if system == "bm25":
-        from contriever.retrieval.bm25 import DEFAULTS
-
-        run = bm25_retrieve(corpus, queries, k, show_progress=show_progress, timings=timings)
-        meta["bm25"] = dict(DEFAULTS)
-    else:
-        loading = time.perf_counter()
-        if index_path is None:
-            encoder = _load_encoder(
-                model_path, max_length, device, lowercase=lowercase, normalize_text=normalize_text
-            )
-        else:
-            index, encoder = _open_built_index(index_path, model_path, device, ann, search_params)
-            split = index.metadata.get("passages") or {}  # how the folder was split: its scoring
-            words, overlap = int(split.get("words") or 0), int(split.get("overlap") or 0)
-        timings["load_model_s"] = time.perf_counter() - loading
-        meta.update(
-            model_path=_describe_model_path(model_path),
-            pooling=encoder.pooling,
-            normalize=encoder.normalize,
-            max_length=encoder.max_length,
-            lowercase=encoder.lowercase,
-            normalize_text=encoder.normalize_text,
-            batch_size=batch_size,
-            index_factory=index_factory,
-            device=str(encoder.device),
-            precision=resolve_precision(precision, encoder.device),
-        )
-        temporary = None
-        encoding = time.perf_counter()
-        if index_path is not None:
-            meta.update(index=str(Path(index_path).resolve()), indexed=len(index))
-            if ann:
-                meta.update(
-                    ann=ann,
-                    index_factory=index.factory,
-                    search_params=dict(index.search_params),
-                    rerank=index.rerank,  # re-scores max(rerank, the depth searched) candidates
-                )
-            _warn_unindexed(index, qrels, warnings)
-        else:
-            from contriever.retrieval.index import check_factory
-
-            check_factory(encoder.dim, index_factory, None if words else len(corpus))  # before encoding
-            index, meta["encoding"], temporary = _encoded_corpus(
-                data_dir, encoder, model_path, words, overlap, batch_size, precision, use_cache, show_progress
-            )
-            if index_factory.replace(" ", "") != "Flat":
-                from contriever.retrieval.index import DenseIndex
-
-                index = DenseIndex.build(
-                    index.embeddings(), index.ids, index_factory, show_progress=show_progress
-                )
-        corpus_seconds = time.perf_counter() - encoding
-        cache_root = cache_dir() if use_cache else None
-        if cache_root is not None:  # queries searched before with this model are not encoded again
-            # the folder's fingerprint is this encoder's when the corpus was just encoded with it or
-            # a named model was checked against it; else (the folder's own model, loaded from where
-            # the folder says) it is taken from the weights
-            checked = index_path is None or model_path is not None
-            fingerprint = index.metadata.get("model_fingerprint") if checked else None
-            encoder = CachedQueryEncoder(encoder, cache_root, fingerprint=fingerprint)
-        passage_depth = PASSAGE_DEPTH if words else 0
-        meta.update(words=words, overlap=overlap, scoring="max over passages" if words else "truncation")
-        if system == "dense":
-            run = dense_retrieve(
-                encoder,
-                None,
-                queries,
-                k,
-                batch_size,
-                index_factory,
-                index=index,
-                show_progress=show_progress,
-                timings=timings,
-                precision=precision,
-                passage_depth=passage_depth,
-            )
-        else:
-            from contriever.retrieval.bm25 import DEFAULTS
-
-            run = hybrid_retrieve(
-                encoder,
-                corpus,
-                queries,
-                k,
-                fusion="rrf",
-                batch_size=batch_size,
-                index_factory=index_factory,
-                show_progress=show_progress,
-                timings=timings,
-                precision=precision,
-                index=index,
-                passage_depth=passage_depth,
-            )
-            meta.update(fusion="rrf", rrf_k=60, bm25=dict(DEFAULTS))
-        timings["encode_corpus_s"] = corpus_seconds  # the retrieval calls saw a ready index
-        meta["queries_from_cache"] = isinstance(encoder, CachedQueryEncoder) and encoder.hits > 0
-        if temporary is not None:
-            temporary.cleanup()
+    job = _Job(
+        Path(data_dir), system, model_path, encoding, search, show_progress, corpus, qrels, meta, timings
+    )
+    run = _retrieve_bm25(job, queries) if system == "bm25" else _retrieve_dense(job, queries)
     evaluating = time.perf_counter()
     metrics = evaluate_run(qrels, run)
     timings["evaluate_s"] = time.perf_counter() - evaluating
@@ -318,6 +210,151 @@ def evaluate_beir(
             write_trec_run(run, staging / "run.trec", tag=_tag(model))
             write_json(staging / "metrics.json", result)
     return result
+
+
+def _data_meta(model, system, data_dir, split, data, k, warnings) -> dict:
+    corpus, queries, qrels = data
+    return {
+        "model": str(model),
+        "system": system,
+        "data": str(Path(data_dir).resolve()),
+        "dataset": Path(data_dir).resolve().name,
+        "split": split,
+        "corpus_size": len(corpus),
+        "queries": len(queries),
+        "qrels": sum(len(docs) for docs in qrels.values()),
+        "k": k,
+        "warnings": warnings,
+    }
+
+
+def _retrieve_bm25(job: _Job, queries: dict) -> dict:
+    from contriever.retrieval.bm25 import DEFAULTS
+    from contriever.retrieval.retrievers import BM25Retriever
+
+    run = BM25Retriever(job.corpus, show_progress=job.show_progress, timings=job.timings).retrieve(
+        queries, job.search.k
+    )
+    job.meta["bm25"] = dict(DEFAULTS)
+    return run
+
+
+def _retrieve_dense(job: _Job, queries: dict) -> dict:
+    """Dense or hybrid: the index (the encoded corpus, or the folder named), its retriever, the run."""
+    from contriever.retrieval.encode import CachedQueryEncoder
+    from contriever.retrieval.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+
+    encoder, index, passage_depth, temporary = _dense_index(job)
+    searching: dict[str, float] = {}
+    bm25_timings: dict[str, float] = {}
+    retriever = DenseRetriever(
+        encoder,
+        index,
+        batch_size=job.encoding.batch_size,
+        precision=job.encoding.precision,
+        passage_depth=passage_depth,
+        show_progress=job.show_progress,
+        timings=searching,
+    )
+    if job.system == "hybrid":
+        from contriever.retrieval.bm25 import DEFAULTS
+
+        lexical = BM25Retriever(job.corpus, show_progress=job.show_progress, timings=bm25_timings)
+        retriever = HybridRetriever(lexical, retriever, "rrf", timings=searching)
+        job.meta.update(fusion="rrf", rrf_k=60, bm25=dict(DEFAULTS))
+    run = retriever.retrieve(queries, job.search.k)
+    corpus_seconds = job.timings.pop("encode_corpus_s")
+    job.timings.update({f"bm25_{name}": value for name, value in bm25_timings.items()})
+    job.timings["encode_corpus_s"] = corpus_seconds  # the retrievers saw a ready index
+    job.timings.update(searching)
+    job.meta["queries_from_cache"] = isinstance(encoder, CachedQueryEncoder) and encoder.hits > 0
+    if temporary is not None:
+        temporary.cleanup()
+    return run
+
+
+def _dense_index(job: _Job):
+    """`(query encoder, index, passage depth, temporary folder or None)`, recording in `job.meta`
+    how the corpus was encoded (or which folder is searched) and in `job.timings` how long it took."""
+    from contriever.model.encoder import resolve_precision
+    from contriever.retrieval.encode import CachedQueryEncoder, cache_dir
+
+    encoding, search, meta = job.encoding, job.search, job.meta
+    loading = time.perf_counter()
+    if search.index_path is None:
+        encoder = _load_encoder(
+            job.model_path, encoding.max_length, encoding.device, **encoding.text_options()
+        )
+    else:
+        index, encoder = _open_built_index(
+            search.index_path, job.model_path, encoding.device, search.ann, search.approximate
+        )
+        split = index.metadata.get("passages") or {}  # how the folder was split: its scoring
+        encoding = replace(
+            encoding, words=int(split.get("words") or 0), overlap=int(split.get("overlap") or 0)
+        )
+    job.timings["load_model_s"] = time.perf_counter() - loading
+    meta.update(
+        model_path=_describe_model_path(job.model_path),
+        pooling=encoder.pooling,
+        normalize=encoder.normalize,
+        max_length=encoder.max_length,
+        lowercase=encoder.lowercase,
+        normalize_text=encoder.normalize_text,
+        batch_size=encoding.batch_size,
+        index_factory=encoding.index_factory,
+        device=str(encoder.device),
+        precision=resolve_precision(encoding.precision, encoder.device),
+    )
+    temporary = None
+    encoding_started = time.perf_counter()
+    if search.index_path is not None:
+        _describe_searched_index(index, job)
+    else:
+        index, temporary = _encode_corpus(encoder, job)
+    job.timings["encode_corpus_s"] = time.perf_counter() - encoding_started
+    cache_root = cache_dir() if encoding.use_cache else None
+    if cache_root is not None:  # queries searched before with this model are not encoded again
+        # the folder's fingerprint is this encoder's when the corpus was just encoded with it or
+        # a named model was checked against it; else (the folder's own model, loaded from where
+        # the folder says) it is taken from the weights
+        checked = search.index_path is None or job.model_path is not None
+        fingerprint = index.metadata.get("model_fingerprint") if checked else None
+        encoder = CachedQueryEncoder(encoder, cache_root, fingerprint=fingerprint)
+    words = encoding.words
+    meta.update(words=words, overlap=encoding.overlap, scoring="max over passages" if words else "truncation")
+    return encoder, index, PASSAGE_DEPTH if words else 0, temporary
+
+
+def _describe_searched_index(index, job: _Job) -> None:
+    search = job.search
+    job.meta.update(index=str(Path(search.index_path).resolve()), indexed=len(index))
+    if search.ann:
+        job.meta.update(
+            ann=search.ann,
+            index_factory=index.factory,
+            search_params=dict(index.search_params),
+            rerank=index.rerank,  # re-scores max(rerank, the depth searched) candidates
+        )
+    _warn_unindexed(index, job.qrels, job.meta["warnings"])
+
+
+def _encode_corpus(encoder, job: _Job):
+    """The BEIR corpus encoded (or found in the cache): `(index, temporary folder or None)`; a FAISS
+    index other than Flat is built from its vectors in RAM."""
+    from contriever.retrieval.index import check_factory
+
+    encoding = job.encoding
+    factory = encoding.index_factory
+    check_factory(encoder.dim, factory, None if encoding.words else len(job.corpus))  # before encoding
+    index, job.meta["encoding"], temporary = _encoded_corpus(
+        job.data_dir, encoder, job.model_path, encoding, job.show_progress
+    )
+    if factory.replace(" ", "") != "Flat":
+        from contriever.retrieval.index import DenseIndex
+
+        index = DenseIndex.build(index.embeddings(), index.ids, factory, show_progress=job.show_progress)
+    return index, temporary
 
 
 def format_table(results: Mapping, title: str | None = None) -> str:

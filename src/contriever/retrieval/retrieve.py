@@ -1,9 +1,9 @@
-"""Retrieval pipelines: corpus + queries in, a run `{qid: {doc_id: score}}` out.
+"""Retrieval in one call: corpus + queries in, a run `{qid: {doc_id: score}}` out, each function
+building the retriever of `contriever.retrieval.retrievers` that does the work.
 
-- `dense_retrieve`: encode the corpus into a `DenseIndex` (or use a given one), encode the queries,
-  search by inner product;
-- `bm25_retrieve`: BM25 through bm25s (`contriever.retrieval.bm25`);
-- `hybrid_retrieve`: both, fused by reciprocal rank fusion or a normalized weighted sum.
+- `dense_retrieve`: encode the corpus into a `DenseIndex` (or use a given one), then `DenseRetriever`;
+- `bm25_retrieve`: `BM25Retriever` (bm25s, `contriever.retrieval.bm25`);
+- `hybrid_retrieve`: both, fused by `HybridRetriever` (reciprocal rank fusion or a weighted sum).
 
 All of them skip a retrieved document whose id equals the query id (BEIR's rule, applied in
 `runs.py`; set `ignore_identical_ids=False` to keep it), taking one more document so a query still
@@ -15,14 +15,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from tqdm.auto import tqdm
-
-from contriever.data.passages import doc_id_of
 from contriever.errors import UsageError
 from contriever.retrieval.index import DenseIndex, check_factory
-from contriever.retrieval.runs import Run, run_from_search
-
-SEARCH_ENTRIES = 2_000_000  # ranked ids held at once while searching (block of queries x depth)
+from contriever.retrieval.retrievers import (
+    FUSIONS,
+    BM25Retriever,
+    DenseRetriever,
+    HybridRetriever,
+)
+from contriever.retrieval.runs import Run
 
 
 def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
@@ -93,43 +94,19 @@ def dense_search(
     precision: str = "auto",
     passage_depth: int = 0,
 ) -> Run:
-    """Encode `queries` and search `index`: a run with each query's `k` best documents.
-
-    With `passage_depth > 0` the index holds passages (`DOCID#N`): the best `k * passage_depth`
-    passages are retrieved and each document is scored by its best one (`run_from_search(doc_of=doc_id_of)`).
-    """
-    if not queries:
-        return {}
-    start = time.perf_counter()
-    vectors = encoder.encode_queries(
-        list(queries.values()), batch_size=batch_size, show_progress=show_progress, precision=precision
+    """Encode `queries` and search `index`: a run with each query's `k` best documents
+    (`DenseRetriever`; `passage_depth` > 0: documents scored by their best passage)."""
+    retriever = DenseRetriever(
+        encoder,
+        index,
+        batch_size=batch_size,
+        precision=precision,
+        passage_depth=passage_depth,
+        ignore_identical_ids=ignore_identical_ids,
+        show_progress=show_progress,
+        timings=timings,
     )
-    encoded = time.perf_counter()
-    depth = k * passage_depth if passage_depth > 0 else k + 1 if ignore_identical_ids else k
-    # the search results of a block of queries are made a run before the next block is searched: at
-    # k * passage_depth ranked ids a query, all queries' results at once would be gigabytes
-    block = max(1, SEARCH_ENTRIES // depth)
-    names = list(queries)
-    run: Run = {}
-    progress = tqdm(total=len(names), desc="searching", unit="query", disable=not show_progress)
-    for first in range(0, len(names), block):
-        scores, ranked = index.search(vectors[first : first + block], depth, show_progress=False)
-        progress.update(len(ranked))
-        run.update(
-            run_from_search(
-                names[first : first + block],
-                scores,
-                ranked,
-                k,
-                ignore_identical_ids=ignore_identical_ids,
-                doc_of=doc_id_of if passage_depth > 0 else None,
-            )
-        )
-    progress.close()
-    if timings is not None:
-        timings["encode_queries_s"] = encoded - start
-        timings["search_s"] = time.perf_counter() - encoded
-    return run
+    return retriever.retrieve(queries, k)
 
 
 def dense_retrieve(
@@ -192,18 +169,8 @@ def bm25_retrieve(
 ) -> Run:
     """BM25 over `corpus` (`title + " " + text`); `bm25_settings` go to `build_bm25` (k1, b, method,
     stemmer, stopwords; defaults follow BEIR's Elasticsearch BM25)."""
-    from contriever.retrieval.bm25 import bm25_search, build_bm25
-
-    start = time.perf_counter()
-    index = build_bm25(corpus, show_progress=show_progress, **bm25_settings)
-    built = time.perf_counter()
-    run = bm25_search(
-        index, queries, k, ignore_identical_ids=ignore_identical_ids, show_progress=show_progress
-    )
-    if timings is not None:
-        timings["index_s"] = built - start
-        timings["search_s"] = time.perf_counter() - built
-    return run
+    retriever = BM25Retriever(corpus, bm25_settings, ignore_identical_ids, show_progress, timings)
+    return retriever.retrieve(queries, k)
 
 
 def hybrid_retrieve(
@@ -231,43 +198,37 @@ def hybrid_retrieve(
         `"weighted"` (sum of per-query `normalization`-ed scores). `weights` is `(bm25, dense)`, equal by
         default. Each system retrieves `depth` documents (default `max(k, 100)`) before fusion. `index`,
     when given, is searched instead of encoding `corpus` (`passage_depth`: see `dense_search`)."""
-    from contriever.retrieval.hybrid import reciprocal_rank_fusion, weighted_sum
-
-    if fusion not in ("rrf", "weighted"):
+    if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; choose 'rrf' or 'weighted'")
-    depth = depth or max(k, 100)
     bm25_timings: dict = {}
     dense_timings: dict = {}
-    lexical = bm25_retrieve(
-        corpus,
-        queries,
-        depth,
-        ignore_identical_ids=ignore_identical_ids,
-        show_progress=show_progress,
-        timings=bm25_timings,
-        **(bm25_settings or {}),
-    )
-    dense = dense_retrieve(
-        encoder,
-        corpus,
-        queries,
-        depth,
-        batch_size=batch_size,
-        index_factory=index_factory,
-        ignore_identical_ids=ignore_identical_ids,
-        show_progress=show_progress,
-        timings=dense_timings,
-        precision=precision,
-        index=index,
-        passage_depth=passage_depth,
-    )
+    lexical = BM25Retriever(corpus, bm25_settings or {}, ignore_identical_ids, show_progress, bm25_timings)
     start = time.perf_counter()
-    if fusion == "rrf":
-        fused = reciprocal_rank_fusion([lexical, dense], k=rrf_k, weights=weights, top_k=k)
-    else:
-        fused = weighted_sum([lexical, dense], weights=weights, normalization=normalization, top_k=k)
+    if index is None:
+        index = build_dense_index(
+            encoder,
+            corpus,
+            batch_size=batch_size,
+            index_factory=index_factory,
+            show_progress=show_progress,
+            precision=precision,
+        )
+    dense_timings["encode_corpus_s"] = time.perf_counter() - start
+    dense = DenseRetriever(
+        encoder,
+        index,
+        batch_size,
+        precision,
+        passage_depth,
+        ignore_identical_ids,
+        show_progress,
+        dense_timings,
+    )
+    fused = HybridRetriever(
+        lexical, dense, fusion, weights, depth, rrf_k, normalization, timings=dense_timings
+    )
+    run = fused.retrieve(queries, k)
     if timings is not None:
         timings.update({f"bm25_{name}": value for name, value in bm25_timings.items()})
         timings.update(dense_timings)
-        timings["fusion_s"] = time.perf_counter() - start
-    return fused
+    return run

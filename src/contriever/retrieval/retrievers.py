@@ -1,0 +1,149 @@
+"""Retrievers with one method, `retrieve(queries, k) -> Run` (`{qid: {doc_id: score}}`), the shape
+pyserini's searchers and BEIR's `EvaluateRetrieval` give: build one, retrieve, score apart.
+
+- `DenseRetriever(encoder, index)`: encode the queries, search the index (`search(vectors, k) ->
+  (scores, ids)`: an index folder searched exactly or through its ANN, or a `DenseIndex`); with
+  `passage_depth > 0` the index holds passages (`DOCID#N`) and each document scores as its best one.
+- `BM25Retriever(corpus)`: BM25 through bm25s, built on first use.
+- `HybridRetriever(first, second)`: any two retrievers fused, by reciprocal rank fusion or a
+  normalized weighted sum, each asked for `depth` documents (default `max(k, 100)`).
+
+Each skips a retrieved document whose id equals the query id (BEIR's rule, applied in `runs.py`;
+`ignore_identical_ids=False` keeps it), taking one more document so a query still gets k. `timings`,
+when given, receives the seconds each stage took.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from contriever.data.passages import doc_id_of
+from contriever.retrieval.runs import Run, run_from_search
+
+SEARCH_ENTRIES = 2_000_000  # ranked ids held at once while searching (block of queries x depth)
+
+
+class Retriever(Protocol):
+    def retrieve(self, queries: dict[str, str], k: int) -> Run: ...
+
+
+@dataclass
+class DenseRetriever:
+    encoder: Any
+    index: Any
+    batch_size: int = 128
+    precision: str = "auto"
+    passage_depth: int = 0
+    ignore_identical_ids: bool = True
+    show_progress: bool = True
+    timings: dict | None = None
+
+    def retrieve(self, queries: dict[str, str], k: int) -> Run:
+        if not queries:
+            return {}
+        start = time.perf_counter()
+        vectors = self.encoder.encode_queries(
+            list(queries.values()),
+            batch_size=self.batch_size,
+            show_progress=self.show_progress,
+            precision=self.precision,
+        )
+        encoded = time.perf_counter()
+        run = self._search(list(queries), vectors, k)
+        if self.timings is not None:
+            self.timings["encode_queries_s"] = encoded - start
+            self.timings["search_s"] = time.perf_counter() - encoded
+        return run
+
+    def _search(self, names: list[str], vectors, k: int) -> Run:
+        passages = self.passage_depth > 0
+        depth = k * self.passage_depth if passages else k + 1 if self.ignore_identical_ids else k
+        # the search results of a block of queries are made a run before the next block is searched: at
+        # k * passage_depth ranked ids a query, all queries' results at once would be gigabytes
+        block = max(1, SEARCH_ENTRIES // depth)
+        run: Run = {}
+        progress = tqdm(total=len(names), desc="searching", unit="query", disable=not self.show_progress)
+        for first in range(0, len(names), block):
+            scores, ranked = self.index.search(vectors[first : first + block], depth, show_progress=False)
+            progress.update(len(ranked))
+            run.update(
+                run_from_search(
+                    names[first : first + block],
+                    scores,
+                    ranked,
+                    k,
+                    ignore_identical_ids=self.ignore_identical_ids,
+                    doc_of=doc_id_of if passages else None,
+                )
+            )
+        progress.close()
+        return run
+
+
+@dataclass
+class BM25Retriever:
+    corpus: dict[str, dict | str]
+    settings: dict = field(default_factory=dict)  # build_bm25's: k1, b, method, stemmer, stopwords
+    ignore_identical_ids: bool = True
+    show_progress: bool = True
+    timings: dict | None = None
+    _index: Any = field(default=None, repr=False)
+
+    def retrieve(self, queries: dict[str, str], k: int) -> Run:
+        from contriever.retrieval.bm25 import bm25_search, build_bm25
+
+        start = time.perf_counter()
+        if self._index is None:
+            self._index = build_bm25(self.corpus, show_progress=self.show_progress, **self.settings)
+        built = time.perf_counter()
+        run = bm25_search(
+            self._index,
+            queries,
+            k,
+            ignore_identical_ids=self.ignore_identical_ids,
+            show_progress=self.show_progress,
+        )
+        if self.timings is not None:
+            self.timings["index_s"] = built - start
+            self.timings["search_s"] = time.perf_counter() - built
+        return run
+
+
+FUSIONS = ("rrf", "weighted")
+
+
+@dataclass
+class HybridRetriever:
+    """`first` and `second` fused; `weights` is `(first, second)`, equal by default."""
+
+    first: Retriever
+    second: Retriever
+    fusion: str = "rrf"
+    weights: Sequence[float] | None = None
+    depth: int | None = None
+    rrf_k: float = 60
+    normalization: str = "minmax"
+    timings: dict | None = None
+
+    def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose 'rrf' or 'weighted'")
+
+    def retrieve(self, queries: dict[str, str], k: int) -> Run:
+        from contriever.retrieval.hybrid import reciprocal_rank_fusion, weighted_sum
+
+        depth = self.depth or max(k, 100)
+        runs = [self.first.retrieve(queries, depth), self.second.retrieve(queries, depth)]
+        start = time.perf_counter()
+        if self.fusion == "rrf":
+            fused = reciprocal_rank_fusion(runs, k=self.rrf_k, weights=self.weights, top_k=k)
+        else:
+            fused = weighted_sum(runs, weights=self.weights, normalization=self.normalization, top_k=k)
+        if self.timings is not None:
+            self.timings["fusion_s"] = time.perf_counter() - start
+        return fused
