@@ -132,3 +132,23 @@ def test_an_approximate_index_is_served_with_the_exact_results_when_every_list_i
     assert reranked.index.rerank == 20
     for a, b in zip(exact.encode_batch(jobs), reranked.encode_batch(jobs)):
         assert [i for i, _ in a.hits] == [i for i, _ in b.hits]
+
+
+def test_info_logging_hides_faiss_and_bm25s_chatter(searcher, caplog):
+    import logging
+
+    from contriever.serving.server import CHATTY_LOGGERS, configure_logging
+
+    try:
+        configure_logging("info")
+        for name in CHATTY_LOGGERS:
+            assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
+        with caplog.at_level(logging.INFO):
+            assert searcher.bm25_hits(["zzqx qqzx"], 5) == [[]]  # only unknown words
+        assert "query is empty" not in caplog.text
+        configure_logging("debug")
+        assert logging.getLogger("bm25s").getEffectiveLevel() == logging.DEBUG
+    finally:
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.getLogger("bm25s").setLevel(logging.DEBUG)  # as bm25s leaves it

@@ -345,6 +345,8 @@ def serve_command(args: argparse.Namespace) -> int:
 def configure_logging(level: str) -> None:
     """The root logger at `level`; the chatty libraries (CHATTY_LOGGERS) at WARNING unless debugging."""
     logging.basicConfig(level=level.upper(), format="%(levelname)-8s %(name)s: %(message)s", force=True)
+    import bm25s  # noqa: F401  (it sets its logger to DEBUG when imported: import it first, then set)
+
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
