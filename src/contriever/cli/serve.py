@@ -96,15 +96,8 @@ def serve_command(args: argparse.Namespace) -> int:
         require_serve_extra()
     except ImportError as error:
         raise SystemExit(f"error: {error}") from None
-    from contriever.serving.app import ServeSettings, create_app
-    from contriever.serving.server import (
-        allowed_hosts,
-        bind,
-        configure_logging,
-        load_searcher,
-        run,
-        set_threads,
-    )
+    from contriever.serving.app import create_app
+    from contriever.serving.server import bind, configure_logging, load_searcher, run, set_threads
 
     configure_logging(args.log_level)
     sock = bind(args.host, args.port)  # before loading: a taken port fails in a second, not a minute
@@ -126,20 +119,7 @@ def serve_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     searcher.precision = args.precision
-    settings = ServeSettings(
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        batching=not args.no_batching,
-        max_queue=args.max_queue,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,  # not a default: --help never shows it
-        index_name=args.index,
-        max_k=args.max_k,
-        max_chars=args.max_chars,
-        max_queries=args.max_queries,
-        max_inputs=args.max_inputs,
-        cors_origins=tuple(args.cors_origin),
-        allowed_hosts=allowed_hosts(args.host),
-    )
+    settings = settings_from_args(args)
     app = create_app(searcher, settings)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -152,3 +132,25 @@ def serve_command(args: argparse.Namespace) -> int:
     run(app, sock, log_level=args.log_level, access_log=args.access_log)
     print("stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The service's `ServeSettings` from the parsed options (the API key from $CONTRIEVER_API_KEY
+    when --api-key is not given: read here, not as a default, so --help never shows it)."""
+    from contriever.serving.server import allowed_hosts
+    from contriever.serving.service import ServeSettings
+
+    return ServeSettings(
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        batching=not args.no_batching,
+        max_queue=args.max_queue,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        index_name=args.index,
+        max_k=args.max_k,
+        max_chars=args.max_chars,
+        max_queries=args.max_queries,
+        max_inputs=args.max_inputs,
+        cors_origins=tuple(args.cors_origin),
+        allowed_hosts=allowed_hosts(args.host),
+    )
