@@ -116,8 +116,10 @@ def serve_command(args: argparse.Namespace) -> int:
             rerank=args.rerank,
             show_progress=args.log_level == "debug",  # bm25s's bars; the log says what is built
         )
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    except ValueError as error:  # DataError, UsageError: one line, exit code 2 (a missing index folder)
+        from contriever.errors import UsageError
+
+        raise UsageError(str(error)) from None
     searcher.precision = args.precision
     settings = settings_from_args(args)
     app = create_app(searcher, settings)

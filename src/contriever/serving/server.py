@@ -162,11 +162,13 @@ def _documents(index, dense, data, corpus, need_texts: bool):
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on host:port, or SystemExit saying why not."""
+    """A listening-ready socket on host:port, or a UsageError saying why not (exit code 2)."""
+    from contriever.errors import UsageError
+
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise SystemExit(f"error: cannot resolve --host {host!r}: {error.strerror}") from None
+        raise UsageError(f"cannot resolve --host {host!r}: {error.strerror}") from None
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -174,9 +176,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as error:
         sock.close()
-        raise SystemExit(
-            f"error: cannot listen on {host}:{port}: {error.strerror}; choose another --port"
-        ) from None
+        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port") from None
     sock.listen(2048)  # connections made while the model loads wait in the backlog, not refused
     return sock
 
