@@ -44,11 +44,25 @@ def _texts(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else value
 
 
+def _token_counts(encoder, texts: list[str], at_most: int) -> list[int]:
+    """Tokens of each text (special tokens included, counted up to `at_most`), after the model's
+    text options. Not `encoder.tokenize`: it cuts at the position table, so it never sees a text
+    longer than the model can read, which is what this must find."""
+    from contriever.data.normalize import transform_text
+
+    if encoder.lowercase or encoder.normalize_text:
+        texts = [
+            transform_text(t, lowercase=encoder.lowercase, normalize=encoder.normalize_text) for t in texts
+        ]
+    ids = encoder.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=at_most)["input_ids"]
+    return [len(row) for row in ids]
+
+
 async def _check_lengths(service: Service, texts: list[str], name: str, single: bool) -> None:
     """413 naming the first text longer than the model's max length (for `truncate=false`)."""
     encoder = service.searcher.encoder
     limit = encoder.max_length
-    counts = await asyncio.to_thread(lambda: [len(ids) for ids in encoder.tokenize(texts, limit + 1)])
+    counts = await asyncio.to_thread(_token_counts, encoder, texts, limit + 1)
     for position, count in enumerate(counts):
         if count > limit:
             where = name if single else f"{name}[{position}]"
