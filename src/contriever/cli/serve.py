@@ -1,16 +1,18 @@
-"""`contriever serve`: the HTTP server's command line (the server itself is contriever.serving)."""
+"""`contriever serve`: its options and its handler (the service itself is `contriever.serving`).
+
+Module-level imports are the standard library only, so `contriever --help` stays fast and works
+without the `serve` extra.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from contriever.cli.argtypes import non_negative_int, positive_int
 
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from contriever.serving.server import serve_command
-
-    return serve_command(args)
+API_KEY_ENV = "CONTRIEVER_API_KEY"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +49,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill")
     parser.add_argument("--no-batching", action="store_true", help="encode each request on its own")
     parser.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=1024,
+        help="texts waiting for the model before new requests get 429 with Retry-After",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="forward-pass precision; auto: bf16 where the CPU/GPU computes it natively, else fp32",
+    )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"require `Authorization: Bearer KEY` on every route but /health (else ${API_KEY_ENV}); "
+        "set it before binding beyond 127.0.0.1",
+    )
+    parser.add_argument(
         "--threads",
         type=positive_int,
         default=1,
@@ -55,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-k", type=positive_int, default=1000, help="largest k a request may ask for")
     parser.add_argument("--max-chars", type=positive_int, default=10_000, help="longest query or input text")
     parser.add_argument("--max-queries", type=positive_int, default=256, help="queries per POST /search")
-    parser.add_argument("--max-inputs", type=positive_int, default=2048, help="texts per POST /v1/embeddings")
+    parser.add_argument("--max-inputs", type=positive_int, default=2048, help="texts per embeddings request")
     parser.add_argument(
         "--cors-origin",
         action="append",
@@ -69,12 +89,81 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--access-log", action="store_true", help="log every request")
 
 
+def serve_command(args: argparse.Namespace) -> int:
+    from contriever.serving import require_serve_extra
+
+    try:
+        require_serve_extra()
+    except ImportError as error:
+        raise SystemExit(f"error: {error}") from None
+    from contriever.serving.app import create_app
+    from contriever.serving.server import bind, configure_logging, load_searcher, run, set_threads
+
+    configure_logging(args.log_level)
+    sock = bind(args.host, args.port)  # before loading: a taken port fails in a second, not a minute
+    set_threads(args.threads)
+    try:
+        searcher = load_searcher(
+            args.index,
+            data=args.data,
+            corpus=args.corpus,
+            bm25=args.bm25,
+            no_bm25=args.no_bm25,
+            model=args.model,
+            ann=args.ann,
+            nprobe=args.nprobe,
+            ef_search=args.ef_search,
+            rerank=args.rerank,
+            show_progress=args.log_level == "debug",  # bm25s's bars; the log says what is built
+        )
+    except ValueError as error:  # DataError, UsageError: one line, exit code 2 (a missing index folder)
+        from contriever.errors import UsageError
+
+        raise UsageError(str(error)) from None
+    searcher.precision = args.precision
+    settings = settings_from_args(args)
+    app = create_app(searcher, settings)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"serving {searcher.size:,} documents ({', '.join(searcher.modes) or 'embeddings only'}) on "
+        f"http://{shown}:{port}/  (API docs: /docs; Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
+    run(app, sock, log_level=args.log_level, access_log=args.access_log)
+    print("stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The service's `ServeSettings` from the parsed options (the API key from $CONTRIEVER_API_KEY
+    when --api-key is not given: read here, not as a default, so --help never shows it)."""
+    from contriever.serving.server import allowed_hosts
+    from contriever.serving.service import ServeSettings
+
+    return ServeSettings(
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        batching=not args.no_batching,
+        max_queue=args.max_queue,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        index_name=args.index,
+        max_k=args.max_k,
+        max_chars=args.max_chars,
+        max_queries=args.max_queries,
+        max_inputs=args.max_inputs,
+        cors_origins=tuple(args.cors_origin),
+        allowed_hosts=allowed_hosts(args.host),
+    )
+
+
 def add_subcommand(sub, make_subcommand) -> None:
     p = make_subcommand(
         sub,
         "serve",
         "search and embeddings over HTTP, with a page comparing retrievers",
         "contriever serve --index indexes/scifact --port 8000",
-        cmd_serve,
+        serve_command,
     )
     add_arguments(p)
