@@ -321,113 +321,57 @@ def prepare(
     that is neither empty nor prepared is refused. Returns `output`.
     Raises DataError (file and line) for unreadable input, invalid JSON or a missing text field.
     """
-    from contriever.model.locate import load_tokenizer
-
-    paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
-    if not paths:
-        raise ValueError("no input files")
-    kinds = []
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such input file")
-        kinds.append(input_format(path))
+    paths, kinds = _checked_inputs(inputs)
     output = Path(output)
     _prepare_target(output)
-
-    tok = load_tokenizer(tokenizer)  # a local folder or a Hub id, never waiting on an unreachable Hub
-    if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
-        raise ValueError(f"{tokenizer}: needs a fast (Rust) tokenizer with a tokenizer.json")
-    vocab_size = len(tok)
-    dtype = token_dtype(vocab_size)
-    init_args = (
-        tok.backend_tokenizer.to_str(),
-        text_field,
-        title_field,
-        include_title,
-        dtype.name,
-        lowercase,
-        normalize_text,
-    )
-
+    tok = _fast_tokenizer(tokenizer)
+    dtype = token_dtype(len(tok))
+    text_options = {
+        "text_field": text_field,
+        "title_field": title_field,
+        "include_title": include_title,
+        "lowercase": lowercase,
+        "normalize_text": normalize_text,
+    }
+    init_args = (tok.backend_tokenizer.to_str(), text_field, title_field, include_title, dtype.name)
+    init_args += (lowercase, normalize_text)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary data folder
     pool = bar = None
     started = time.perf_counter()
     try:
-        if workers > 1:
-            pool = multiprocessing.get_context("spawn").Pool(
-                workers, initializer=_init_worker, initargs=init_args
-            )
-            submit = lambda *args: pool.apply_async(_tokenize_lines, args)  # noqa: E731
-        else:
-            _init_worker(*init_args, pool_worker=False)
-            submit = lambda *args: _InProcess(_tokenize_lines(*args))  # noqa: E731
-        max_in_flight = 2 * max(1, workers)
-
+        pool, submit = _tokenizing_pool(workers, init_args)
         bar = tqdm(desc="tokenizing", unit=" docs", unit_scale=True, disable=not show_progress, smoothing=0.1)
         writer = _StreamWriter(staging, output, bar, started)
         with writer:
             for path, kind in zip(paths, kinds):
-                stats = writer.start_input(path)
-                pending: deque = deque()
-                for first, lines in _line_batches(path, batch_docs, batch_chars):
-                    pending.append(submit(kind, first, lines))
-                    if len(pending) >= max_in_flight:
-                        writer.write(path, stats, pending.popleft().get())
-                while pending:
-                    writer.write(path, stats, pending.popleft().get())
+                _tokenize_input(writer, path, kind, submit, (batch_docs, batch_chars), 2 * max(1, workers))
         bar.close()
-        n_docs, n_tokens, skipped, input_stats = writer.n_docs, writer.n_tokens, writer.skipped, writer.inputs
-        if n_docs == 0:
+        if writer.n_docs == 0:
             raise DataError(
                 paths[0] if len(paths) == 1 else ", ".join(map(str, paths)), "no non-empty documents"
             )
-
-        lengths = np.fromfile(staging / "lengths.tmp", dtype=np.int64)
-        offsets = np.zeros(n_docs + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        assert int(offsets[-1]) == n_tokens
-        # Written through a checked handle, not a memory map (a full disk under a map is a SIGBUS crash).
-        with atomic_write(staging / OFFSETS_FILE, "wb", size_hint=offsets.nbytes + 128) as handle:
-            np.save(handle, offsets)
-        del offsets, lengths
-        (staging / "lengths.tmp").unlink()
-
-        seconds = time.perf_counter() - started
+        _write_offsets(staging, writer.n_docs, writer.n_tokens)
         meta = {
             "format_version": FORMAT_VERSION,
             "dtype": dtype.name,
-            "n_tokens": n_tokens,
-            "n_docs": n_docs,
-            "skipped_empty": skipped,
-            "tokenizer": {
-                "path": str(Path(tokenizer).resolve()) if Path(tokenizer).exists() else str(tokenizer),
-                "name": type(tok).__name__,
-                "vocab_size": vocab_size,
-                "special_ids": _special_ids(tok),
-            },
+            "n_tokens": writer.n_tokens,
+            "n_docs": writer.n_docs,
+            "skipped_empty": writer.skipped,
+            "tokenizer": _tokenizer_record(tokenizer, tok),
             "special_tokens_added": False,
-            "text_field": text_field,
-            "title_field": title_field,
-            "include_title": include_title,
-            "lowercase": lowercase,
-            "normalize_text": normalize_text,
-            "inputs": input_stats,
+            **text_options,
+            "inputs": writer.inputs,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "seconds": round(seconds, 3),
+            "seconds": round(time.perf_counter() - started, 3),
         }
         write_json(staging / META_FILE, meta)
         write_manifest(staging)  # last: its presence says the folder is complete
         _install(staging, output)
     except BaseException as error:
-        if bar is not None:
-            bar.close()  # ends the progress line, so the error is a line of its own
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-            pool = None
-        shutil.rmtree(staging, ignore_errors=True)
+        _abandon(staging, bar, pool)
+        pool = None
         if isinstance(error, DiskFullError) and Path(error.path).parent == staging:
             raise DiskFullError(
                 output / Path(error.path).name, error.written, error.needed, error.reason
@@ -438,6 +382,86 @@ def prepare(
             pool.close()
             pool.join()
     return output
+
+
+def _abandon(staging: Path, bar, pool) -> None:
+    """After a failure: end the progress line (so the error is a line of its own), stop the workers,
+    remove the staging folder."""
+    if bar is not None:
+        bar.close()
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _checked_inputs(inputs) -> tuple[list[Path], list[str]]:
+    """The input paths and their formats; a missing file fails before anything is written."""
+    paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    if not paths:
+        raise ValueError("no input files")
+    kinds = []
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such input file")
+        kinds.append(input_format(path))
+    return paths, kinds
+
+
+def _fast_tokenizer(tokenizer):
+    from contriever.model.locate import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)  # a local folder or a Hub id, never waiting on an unreachable Hub
+    if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
+        raise ValueError(f"{tokenizer}: needs a fast (Rust) tokenizer with a tokenizer.json")
+    return tok
+
+
+def _tokenizer_record(tokenizer, tok) -> dict:
+    return {
+        "path": str(Path(tokenizer).resolve()) if Path(tokenizer).exists() else str(tokenizer),
+        "name": type(tok).__name__,
+        "vocab_size": len(tok),
+        "special_ids": _special_ids(tok),
+    }
+
+
+def _tokenizing_pool(workers: int, init_args: tuple):
+    """`(pool or None, submit)`: `submit(kind, first, lines)` returns something with `.get()`."""
+    if workers > 1:
+        pool = multiprocessing.get_context("spawn").Pool(
+            workers, initializer=_init_worker, initargs=init_args
+        )
+        return pool, lambda *args: pool.apply_async(_tokenize_lines, args)
+    _init_worker(*init_args, pool_worker=False)
+    return None, lambda *args: _InProcess(_tokenize_lines(*args))
+
+
+def _tokenize_input(
+    writer, path: Path, kind: str, submit, batch: tuple[int, int], max_in_flight: int
+) -> None:
+    """One input file through the workers, its batches written in order as they come back."""
+    stats = writer.start_input(path)
+    pending: deque = deque()
+    for first, lines in _line_batches(path, *batch):
+        pending.append(submit(kind, first, lines))
+        if len(pending) >= max_in_flight:
+            writer.write(path, stats, pending.popleft().get())
+    while pending:
+        writer.write(path, stats, pending.popleft().get())
+
+
+def _write_offsets(staging: Path, n_docs: int, n_tokens: int) -> None:
+    """doc_offsets.npy from the lengths written as the documents came."""
+    lengths = np.fromfile(staging / "lengths.tmp", dtype=np.int64)
+    offsets = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    assert int(offsets[-1]) == n_tokens
+    # Written through a checked handle, not a memory map (a full disk under a map is a SIGBUS crash).
+    with atomic_write(staging / OFFSETS_FILE, "wb", size_hint=offsets.nbytes + 128) as handle:
+        np.save(handle, offsets)
+    del offsets, lengths
+    (staging / "lengths.tmp").unlink()
 
 
 class TokenDataset:
