@@ -38,6 +38,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "mcontriever"
 WORK = Path(os.environ.get("MCONTRIEVER_WORK", "/work/mdata/eval"))
 CONTRIEVER = str(Path(sys.executable).with_name("contriever"))
 XQUAD_LANGUAGES = ["ar", "de", "en", "es", "ru", "zh"]
+# (folder under WORK, name in the results): the random debian-xling subset scores 100 for every language
+# before training (too easy to show a change), so the hard one is what `evaluate` runs by default.
+BEDS = [("xquad-subset", "xquad"), ("xling-subset", "debian_xling"), ("xling-hard", "debian_xling_hard")]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -70,6 +73,21 @@ def write_subset(folder: Path, corpus: list[dict], keep: set[str], queries: dict
 def read_qrels(folder: Path) -> dict[str, str]:
     rows = (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]
     return {q: d for q, d, _ in (row.split("\t") for row in rows)}
+
+
+def write_hard_subset(xling: Path, corpus: list[dict], queries: dict, qrels: dict, pool_k: int) -> dict:
+    """WORK/xling-hard/LANG: the same queries over their targets + each query's BM25 top `pool_k` of the
+    full 60,000-document corpus (bm25s, no stemmer, no stop words: the queries are not English), so
+    the distractors are the near-duplicate descriptions of sibling packages BM25 confuses."""
+    from contriever.retrieval.bm25 import bm25_search, build_bm25
+
+    index = build_bm25({d["_id"]: d for d in corpus}, stemmer=None, stopwords=None, show_progress=False)
+    pool = {d for per_lang in qrels.values() for d in per_lang.values()}
+    for lang in queries:
+        run = bm25_search(index, {q["_id"]: q["text"] for q in queries[lang]}, k=pool_k, show_progress=False)
+        pool |= {d for docs in run.values() for d in docs}
+    write_subset(WORK / "xling-hard", corpus, pool, queries, qrels)
+    return {"documents": len(pool), "bm25_top_k": pool_k}
 
 
 def step_subset(args) -> None:
@@ -110,6 +128,7 @@ def step_subset(args) -> None:
         "documents": len(keep),
         "judged": len(judged),
     }
+    summary["debian_xling"]["hard"] = write_hard_subset(xling, corpus, queries, qrels, args.pool_k)
     summary["seed"] = args.seed
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "subsets.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -133,14 +152,16 @@ def evaluate_one(model: str, data: Path, output: Path, max_length: int | None) -
 
 def step_evaluate(args) -> None:
     """XQuAD and the debian-xling subset, every language, one model; results/mcontriever/NAME.json."""
-    if not (WORK / "xling-subset").exists() or not (WORK / "xquad-subset").exists():
+    if not all((WORK / folder).exists() for folder, _ in BEDS):
         sys.exit(f"{WORK}: no subsets; run `python {sys.argv[0]} subset` first")
     out = RESULTS / f"{args.name}.json"
     result = json.loads(out.read_text()) if out.exists() else {}
     result.update({"model": args.model, "max_length": args.max_length, "xquad": result.get("xquad", {})})
-    result["debian_xling"] = result.get("debian_xling", {})
-    beds = [("xquad", d.name, d) for d in sorted((WORK / "xquad-subset").iterdir()) if d.is_dir()]
-    beds += [("debian_xling", d.name, d) for d in sorted((WORK / "xling-subset").iterdir()) if d.is_dir()]
+    chosen = [(folder, bed) for folder, bed in BEDS if bed in args.beds.split(",")]
+    beds = []
+    for folder, bed in chosen:
+        result[bed] = result.get(bed, {})
+        beds += [(bed, d.name, d) for d in sorted((WORK / folder).iterdir()) if d.is_dir()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     for bed, lang, data in beds:
         if lang in result[bed]:
@@ -158,8 +179,10 @@ def step_table(args) -> None:
     first, last = args.names[0], args.names[-1]
     print("| test bed | language | " + " | ".join(args.names) + f" | change ({last} - {first}) |")
     print("|---|---|" + "---:|" * (len(args.names) + 1))
-    for bed in ("xquad", "debian_xling"):
+    for bed in [b for _, b in BEDS]:
         languages = list(runs[first].get(bed, {}))
+        if not languages:
+            continue
         for lang in languages + ["mean"]:
             if lang == "mean":
                 values = [
@@ -187,11 +210,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--languages", default="de,fr,ja,ru", help="debian-xling languages")
     p.add_argument("--queries", type=int, default=50, help="debian-xling queries a language")
     p.add_argument("--docs", type=int, default=500, help="debian-xling documents: targets + random")
+    p.add_argument("--pool-k", type=int, default=5, help="hard debian-xling subset: BM25 top k a query")
     p.add_argument("--seed", type=int, default=18)
     p.set_defaults(func=step_subset)
     p = sub.add_parser("evaluate")
     p.add_argument("--model", required=True)
     p.add_argument("--name", required=True)
+    p.add_argument(
+        "--beds", default="xquad,debian_xling", help="comma-separated: " + ",".join(b for _, b in BEDS)
+    )
     p.add_argument("--max-length", type=int, default=256, help="token limit (0: the model's own)")
     p.set_defaults(func=step_evaluate)
     p = sub.add_parser("table")
