@@ -14,6 +14,7 @@ seeded subsets (`subset`, seed 18) written under $MCONTRIEVER_WORK (default /wor
     python benchmarks/mcontriever_eval.py subset            # 300 XQuAD questions / 400 paragraphs; 4 x 50 / 500
     python benchmarks/mcontriever_eval.py evaluate --model MODEL --name before      # results/mcontriever/before.json
     python benchmarks/mcontriever_eval.py table before after                      # the markdown table
+    python benchmarks/mcontriever_eval.py paired before after     # per-query change, mean +- standard error
 
 Documents are truncated at `--max-length` tokens (256; 0: the model's own 512). No prompts are added
 (this tree's encoder has none; see benchmarks/README.md).
@@ -197,6 +198,42 @@ def step_table(args) -> None:
             print(f"| {bed} | {lang} | {cells} | {values[-1] - values[0]:+.2f} |")
 
 
+def read_run(path: Path) -> dict[str, dict[str, float]]:
+    run: dict[str, dict[str, float]] = {}
+    for line in path.read_text().splitlines():
+        qid, _, doc, _, score, _ = line.split()
+        run.setdefault(qid, {})[doc] = float(score)
+    return run
+
+
+def step_paired(args) -> None:
+    """Per-query nDCG@10 change (second name minus first), mean +- standard error, queries better/worse."""
+    import statistics
+
+    import pytrec_eval
+
+    first, second = args.names
+    for folder, bed in BEDS:
+        for data in (
+            sorted(d for d in (WORK / folder).iterdir() if d.is_dir()) if (WORK / folder).exists() else []
+        ):
+            runs = [WORK / name / f"{bed}-{data.name}" / "run.trec" for name in (first, second)]
+            if not all(path.exists() for path in runs):
+                continue
+            qrels: dict[str, dict[str, int]] = {}
+            for row in (data / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+                qid, doc, score = row.split("\t")
+                qrels.setdefault(qid, {})[doc] = int(score)
+            evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"})
+            before, after = (evaluator.evaluate(read_run(path)) for path in runs)
+            diffs = [100 * (after[q]["ndcg_cut_10"] - before[q]["ndcg_cut_10"]) for q in qrels]
+            error = statistics.stdev(diffs) / len(diffs) ** 0.5
+            better, worse = sum(d > 1e-9 for d in diffs), sum(d < -1e-9 for d in diffs)
+            print(
+                f"| {bed} | {data.name} | {statistics.mean(diffs):+.2f} +- {error:.2f} | {better} | {worse} |"
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -224,6 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("table")
     p.add_argument("names", nargs="+")
     p.set_defaults(func=step_table)
+    p = sub.add_parser("paired")
+    p.add_argument("names", nargs=2)
+    p.set_defaults(func=step_paired)
     args = parser.parse_args(argv)
     args.func(args)
 
