@@ -19,7 +19,9 @@ from pathlib import Path
 from contriever.data.passages import PassageSettings, iter_passages
 from contriever.io import atomic_write
 
-ENWIKI = sorted(Path(__file__).resolve().parents[1].joinpath("../shared/data/enwiki-2015-sample").glob("part-*.jsonl.gz"))
+ENWIKI = sorted(
+    Path(__file__).resolve().parents[1].joinpath("../shared/data/enwiki-2015-sample").glob("part-*.jsonl.gz")
+)
 
 
 def write_slice(n: int, output: Path, words: int = 100) -> int:
@@ -32,7 +34,9 @@ def write_slice(n: int, output: Path, words: int = 100) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--passages", type=int, required=True, help="N: the first N passages")
     parser.add_argument("--output", type=Path, required=True, help="corpus file to write (.jsonl)")
     args = parser.parse_args()

@@ -196,6 +196,27 @@ class _RegexAnswers:
         self.ids: list[str] = []
         self.texts: list[str] = []
         self.size = 0
+        self._automaton = None
+        self._automaton_for = -1  # how many patterns were pending when it was built
+
+    def _present(self, folded: str):
+        """The literals occurring in `folded`: one Aho-Corasick pass (pyahocorasick), else one `in`
+        test per literal (the same answer, slower)."""
+        literals = {lit for _, _, found in self.patterns if found for lit in found}
+        try:
+            import ahocorasick
+        except ImportError:
+            return {lit for lit in literals if lit in folded}
+        if self._automaton is None or len(self.patterns) < 0.8 * self._automaton_for:
+            automaton = ahocorasick.Automaton()
+            for literal in literals:
+                automaton.add_word(literal, literal)
+            if literals:
+                automaton.make_automaton()
+            self._automaton, self._automaton_for = automaton, len(self.patterns)
+        if not len(self._automaton):
+            return set()
+        return {literal for _, literal in self._automaton.iter(folded)}
 
     def add(self, passage_text: str, passage_id: str, found: dict[int, object]) -> None:
         if not self.patterns:
@@ -211,13 +232,13 @@ class _RegexAnswers:
         if not self.texts:
             return
         chunk = "\n".join(self.texts)
-        folded = chunk.casefold()
+        present = self._present(chunk.casefold())
         starts, position = [], 0
         for text in self.texts:
             starts.append(position)
             position += len(text) + 1
         for number, pattern, literals in self.patterns:
-            if number in found or (literals is not None and not any(lit in folded for lit in literals)):
+            if number in found or (literals is not None and present.isdisjoint(literals)):
                 continue
             match = pattern.search(chunk)
             if match is None:

@@ -179,10 +179,21 @@ def parse_system(model: str) -> tuple[str, str | None]:
     return parse_model(model)
 
 
-def system_name(model: str) -> str:
-    return (
-        re.sub(r"[^A-Za-z0-9._:-]+", "_", str(model).strip("/")).strip("_")[-60:].replace(":", "-") or "model"
-    )
+def system_names(systems: Sequence[str]) -> dict[str, str]:
+    """A distinct folder name per system: `bm25`, the model path's tail, `hybrid-` + that tail; numbered
+    when two tails coincide."""
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_")[-50:] or "model"
+
+    names = []
+    for model in systems:
+        kind, path = parse_system(model)
+        names.append({"bm25": "bm25", "dense": slug(str(path)), "hybrid": f"hybrid-{slug(str(path))}"}[kind])
+    return {
+        model: f"{i + 1}-{name}" if names.count(name) > 1 else name
+        for i, (model, name) in enumerate(zip(systems, names, strict=True))
+    }
 
 
 class _Retrievers:
@@ -545,6 +556,7 @@ def evaluate_qa(
     }
     retrievers = _Retrievers(passages, loaded_index, index, options)
     texts = passages.text_of()
+    folders = system_names(systems)
     try:
         for system in systems:
             for qset in sets:
@@ -563,7 +575,7 @@ def evaluate_qa(
                 results["sets"][qset.name]["systems"][system] = metrics
                 if output is not None:
                     _write_results(
-                        output / qset.name / system_name(system) / "results.jsonl", qset, ranked, ranks, depth
+                        output / qset.name / folders[system] / "results.jsonl", qset, ranked, ranks, depth
                     )
                     write_json(output / "metrics.json", results)
     finally:
