@@ -106,7 +106,7 @@ def test_several_systems_and_question_files_in_one_run(qa_setup, tmp_path):
     assert set(results["sets"]) == {"qa", "curated"}
     curated = results["sets"]["curated"]
     assert curated["ceiling"] == pytest.approx(2 / 3)  # 1969 and Liverpool (the text); beatles: title only
-    for name, entry in results["sets"].items():
+    for entry in results["sets"].values():
         assert set(entry["systems"]) == {"bm25", model, f"hybrid:{model}"}
         for metrics in entry["systems"].values():
             assert metrics["top1"] <= metrics["top5"] <= entry["ceiling"] + 1e-9
