@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from contriever.cli.argtypes import non_negative_int, output_folder, positive_int
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         nprobe=args.nprobe,
         ef_search=args.ef_search,
         rerank=args.rerank,
+        command=shlex.join(["contriever", *sys.argv[1:]]) if sys.argv[1:] else None,
     )
     where = args.index or " ".join(Path(c).name for c in args.corpus)
     print(format_accuracy(results, title=f"top-k accuracy (x100) on {where}"))

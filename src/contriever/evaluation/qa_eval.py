@@ -455,6 +455,7 @@ def evaluate_qa(
     nprobe: int | None = None,
     ef_search: int | None = None,
     rerank: int | None = None,
+    command: str | None = None,
 ) -> dict:
     """Top-k accuracy of every system on every question file (see the module doc):
     `{"sets": {name: {"n_questions", "ceiling", "n_answerable", "systems": {system: {"top1", ...}}}}, "meta"}`.
@@ -543,6 +544,7 @@ def evaluate_qa(
         "systems": systems,
         "rrf_k": RRF_K,
         "ceiling_s": round(ceiling_s, 1),
+        "command": command,
         "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
     }
     output = Path(output_dir) if output_dir is not None else None
