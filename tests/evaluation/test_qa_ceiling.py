@@ -133,3 +133,14 @@ def test_without_pyahocorasick_the_same_answer(monkeypatch):
     monkeypatch.setattr(qa_ceiling, "CHUNK_CHARS", 40)
     first = first_answering_passages(QUESTIONS, _passages(), show_progress=False)
     assert first == ["p1", None, "p2", "p2", None, "p3", None, "p0", "p2"]
+
+
+def test_prepared_passages_are_what_the_matching_reads():
+    from contriever.evaluation.qa import prepare_passage
+
+    prepared: list[str] = []
+    first = first_answering_passages(QUESTIONS, _passages(), show_progress=False, prepared=prepared)
+    assert first == first_answering_passages(QUESTIONS, _passages(), show_progress=False)
+    assert prepared == [
+        prepare_passage(text) for _, text in _passages()
+    ]  # every passage, even after all are found

@@ -156,14 +156,13 @@ class _StringAnswers:
             self.by_key.setdefault(_key(tokens, counts), []).append(entry)
         self.keys = set(self.by_key)
 
-    def scan(self, passage_text: str, found: dict[int, object], passage_id: str) -> None:
-        tokens = dpr_tokens(passage_text)
+    def scan(self, tokens: list[str], found: dict[int, object], passage_id: str, joined: str | None) -> None:
         held = set(tokens)
         present = self.keys.intersection(held)
         present.update(self.keys.intersection([f"{a} {b}" for a, b in zip(tokens, tokens[1:])]))
         if not present:
             return
-        joined = joined_tokens(tokens)
+        joined = joined if joined is not None else joined_tokens(tokens)
         for key in present:
             entries = self.by_key[key]
             hits = [
@@ -261,9 +260,13 @@ def first_answering_passages(
     *,
     total: int | None = None,
     show_progress: bool = True,
+    prepared: list[str] | None = None,
 ) -> list[str | None]:
     """For each question, the id of the first of `passages` (`(id, text)`, in order) holding an
-    answer under its own match type (see the module doc), or None when no passage does."""
+    answer under its own match type (see the module doc), or None when no passage does.
+
+    `prepared`, a list, receives every passage's joined DPR tokens (`qa.prepare_passage`), in order:
+    the accuracy's matching then never tokenizes a passage again."""
     numbered = list(enumerate(questions))
     strings = _StringAnswers([(n, q) for n, q in numbered if q.match == "string"])
     regexes = _RegexAnswers([(n, q) for n, q in numbered if q.match == "regex"])
@@ -277,10 +280,16 @@ def first_answering_passages(
             first_id = passage_id
             for number in strings.matches_everything:
                 found.setdefault(number, passage_id)
-        if strings.keys:
-            strings.scan(text, found, passage_id)
+        joined = None
+        if prepared is not None or strings.keys:
+            tokens = dpr_tokens(text)
+            if prepared is not None:
+                joined = joined_tokens(tokens)
+                prepared.append(joined)
+            if strings.keys:
+                strings.scan(tokens, found, passage_id, joined)
         regexes.add(text, passage_id, found)
-        if not strings.keys and not regexes.patterns:
+        if prepared is None and not strings.keys and not regexes.patterns:
             break
     regexes.flush(found)
     return [found.get(number) for number in range(len(questions))]  # type: ignore[misc]

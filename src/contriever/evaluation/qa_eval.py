@@ -341,11 +341,13 @@ def hit_ranks(
     texts: dict[str, str],
     match: str | None = None,
     show_progress: bool = True,
+    prepared: dict[tuple[str, str], str] | None = None,
 ) -> list[int | None]:
     """The 1-based rank of each question's first passage holding an answer (None: none does), each
-    question matched by its own match type (`match` overrides it)."""
+    question matched by its own match type (`match` overrides it). `prepared`: `{(match type, passage
+    id): qa.prepare_passage(text, match type)}`, filled as passages are prepared (pass one to share it)."""
     ranks: list[int | None] = []
-    prepared: dict[tuple[str, str], str] = {}
+    prepared = {} if prepared is None else prepared
     for question, ids in tqdm(
         zip(questions, retrieved_ids, strict=True),
         total=len(questions),
@@ -508,9 +510,16 @@ def evaluate_qa(
     # ceilings: one pass over the corpus for every question file, the accuracy's own matching
     ceiling_started = time.perf_counter()
     everything = [q for qset in sets for q in qset.questions]
+    tokenized: list[str] = []  # every passage's joined DPR tokens, made once here for all the matching
     first = first_answering_passages(
-        everything, zip(passages.ids, passages.texts), total=len(passages), show_progress=show_progress
+        everything,
+        zip(passages.ids, passages.texts),
+        total=len(passages),
+        show_progress=show_progress,
+        prepared=tokenized,
     )
+    prepared = {("string", pid): joined for pid, joined in zip(passages.ids, tokenized, strict=True)}
+    del tokenized
     offset = 0
     for qset in sets:
         qset.corpus_passage = first[offset : offset + len(qset.questions)]
@@ -568,7 +577,7 @@ def evaluate_qa(
                 ranked = retrieve(retrievers, system, qset.questions, depth, options)
                 search_s = time.perf_counter() - searching
                 retrieved = [[doc for doc, _ in docs[:depth]] for docs in ranked]
-                ranks = hit_ranks(qset.questions, retrieved, texts, match, show_progress)
+                ranks = hit_ranks(qset.questions, retrieved, texts, match, show_progress, prepared)
                 metrics = {
                     **accuracy_from_ranks(ranks, ks),
                     "retrieval_s": round(search_s, 2),
