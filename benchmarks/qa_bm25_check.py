@@ -135,7 +135,7 @@ def main() -> None:
         accuracy = accuracy_from_ranks(ranks, (1, 5, 20, 100))
         entry = {"independent": accuracy}
         line = f"{qset.name:<14}" + "".join(f"  top-{k[3:]} {100 * v:5.1f}" for k, v in accuracy.items())
-        if ours and qset.name in ours["sets"]:
+        if ours and "bm25" in ours["sets"].get(qset.name, {}).get("systems", {}):
             theirs = ours["sets"][qset.name]["systems"]["bm25"]
             entry["ours"] = {k: theirs[k] for k in accuracy}
             line += "   ours:" + "".join(f"  top-{k[3:]} {100 * theirs[k]:5.1f}" for k in accuracy)
