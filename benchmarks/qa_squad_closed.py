@@ -42,14 +42,16 @@ def main() -> None:
     args = parser.parse_args()
     qrels = load_qrels(args.data, "test")
     metrics = json.loads((args.output / "metrics.json").read_text())
-    entry = metrics["sets"]["squad-dev"]
+    (set_name,) = metrics["sets"]  # one question file: squad-dev's questions, or a fixed part of them
+    entry = metrics["sets"][set_name]
     report = {}
     print(
         f"{'system':<20} {'top-1':>6} {'top-5':>6} {'top-20':>6} {'top-100':>7} {'nDCG@10':>8} {'R@100':>6}"
     )
     folders = system_names(list(entry["systems"]))
     for system, name in folders.items():
-        beir = evaluate_run(qrels, run_from_results(args.output / "squad-dev" / name / "results.jsonl"))
+        run = run_from_results(args.output / set_name / name / "results.jsonl")
+        beir = evaluate_run({qid: qrels[qid] for qid in run}, run)  # the questions evaluated, all judged
         accuracy = entry["systems"][system]
         report[system] = {**{k: accuracy[k] for k in ("top1", "top5", "top20", "top100")}, **beir}
         cells = [100 * accuracy[k] for k in ("top1", "top5", "top20", "top100")] + [
