@@ -427,7 +427,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from contriever.serving.server import serve_command
+    from contriever.cli.serve import serve_command
 
     return serve_command(args)
 
@@ -725,7 +725,7 @@ def _add_training(sub) -> None:
 
 
 def _add_serve(sub) -> None:
-    from contriever.serving.server import add_arguments as add_serve_arguments
+    from contriever.cli.serve import add_arguments as add_serve_arguments
 
     p = _subcommand(
         sub,
