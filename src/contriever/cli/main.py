@@ -4,7 +4,7 @@ contriever evaluate --data DIR [--split test] [--model PATH|default|bm25|hybrid:
 contriever index    --data DIR | --corpus FILE... [--model M] --output IDX [--words 100] [--shard I/N]
 contriever search   --index IDX [--k 10] [--ann NAME --nprobe N --ef-search N --rerank N] "query" ...  (or stdin)
 contriever ann-build --index IDX --factory "IVF4096,PQ48" [--name NAME] [--train-size N] [--in-memory]
-contriever evaluate-qa --questions FILE --index IDX [--corpus FILE]   (top-1/5/20/100 accuracy, DPR matching)
+contriever evaluate-qa --questions FILE... --index IDX | --corpus FILE... [--model M|bm25|hybrid:M ...]
 contriever cache    [--clear]                                  (the encode cache)
 contriever verify   FOLDER...                                  (sizes and checksums of any folder we write)
 contriever prepare  --input FILE... [--model M] --output DIR
