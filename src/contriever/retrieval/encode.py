@@ -85,6 +85,7 @@ SETTING_KEYS = (
     "max_length",
     "lowercase",
     "normalize_text",
+    "prompts",  # the model's query/passage prompts (E5's `query: `); absent when it has none
     "precision",
     "passages",
     "input_fingerprint",
@@ -161,7 +162,8 @@ def cache_dir() -> Path | None:
 
 
 def settings_key(settings: dict) -> str:
-    chosen = {key: settings.get(key) for key in SETTING_KEYS}
+    # a key absent from settings made before it existed (prompts) leaves the key of those unchanged
+    chosen = {key: settings.get(key) for key in SETTING_KEYS if key != "prompts" or settings.get(key)}
     return hashlib.blake2b(json.dumps(chosen, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
@@ -200,6 +202,8 @@ class CachedQueryEncoder:
             bool(encoder.normalize_text),
             resolve_precision(precision, encoder.device),
         ]
+        if prompt_settings(encoder):
+            settings.append(prompt_settings(encoder))
         digest.update(json.dumps(settings).encode())
         for text in texts:
             digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
@@ -226,6 +230,15 @@ class CachedQueryEncoder:
 
 
 # ----- settings ---------------------------------------------------------------------------------------
+def prompt_settings(encoder) -> dict[str, str] | None:
+    """The prompts an encoder puts before queries and passages, as recorded in an index folder's
+    settings (and hashed into the cache key); None when it has none."""
+    prompts = (
+        {name: encoder.prompt(name) for name in ("query", "passage")} if hasattr(encoder, "prompt") else {}
+    )
+    return prompts if any(prompts.values()) else None
+
+
 def encoding_settings(
     encoder,
     inputs: Sequence[str | os.PathLike],
@@ -256,6 +269,7 @@ def encoding_settings(
         # the paper code's text options: queries must get them too (`encoder_for_index` reads them)
         "lowercase": bool(encoder.lowercase),
         "normalize_text": bool(encoder.normalize_text),
+        **({"prompts": prompt_settings(encoder)} if prompt_settings(encoder) else {}),
         "precision": precision,
         "passages": passages.as_dict(),
         "input_fingerprint": files["fingerprint"],
@@ -422,7 +436,13 @@ def _encode_shards(
             for start in range(0, len(texts), 8 * batch_size):  # 8 batches at a time: the bar moves
                 block = texts[start : start + 8 * batch_size]
                 blocks.append(
-                    encoder.encode(block, batch_size, precision=settings["precision"], show_progress=False)
+                    encoder.encode(
+                        block,
+                        batch_size,
+                        precision=settings["precision"],
+                        show_progress=False,
+                        prompt_name="passage",
+                    )
                 )
                 progress.update(len(block))
             vectors = np.concatenate(blocks)

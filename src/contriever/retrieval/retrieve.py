@@ -40,6 +40,8 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
         device=device,
         lowercase=meta.get("lowercase"),
         normalize_text=meta.get("normalize_text"),
+        # the prompts the passages got decide the queries' (an index without any: none)
+        prompts=meta.get("prompts") or {"query": None, "passage": None},
     )
     if encoder.dim != index.dim:
         raise UsageError(
