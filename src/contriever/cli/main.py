@@ -64,8 +64,15 @@ def _check_models(*names: str | None) -> None:
 
 
 def _text_options(args: argparse.Namespace) -> dict:
-    """--lowercase / --normalize-text as Encoder.load arguments (None: the model's own setting)."""
-    return {"lowercase": args.lowercase, "normalize_text": args.normalize_text}
+    """--lowercase / --normalize-text / --query-prompt / --passage-prompt / --force-prompts as
+    Encoder.load arguments (None: the model's own setting)."""
+    prompts = {"query": args.query_prompt, "passage": args.passage_prompt}
+    return {
+        "lowercase": args.lowercase,
+        "normalize_text": args.normalize_text,
+        "prompts": {name: text for name, text in prompts.items() if text is not None} or None,
+        "force_prompts": args.force_prompts,
+    }
 
 
 def _add_text_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -79,6 +86,19 @@ def _add_text_options(parser: argparse.ArgumentParser, what: str) -> None:
             default=None,
             help=f"{text} {what} before tokenizing (default: the model's own setting, off)",
         )
+    for kind in ("query", "passage"):
+        parser.add_argument(
+            f"--{kind}-prompt",
+            default=None,
+            metavar="TEXT",
+            help=f"text put before every {kind} (default: the model's own prompt, from its "
+            f"config_sentence_transformers.json; multilingual: '{kind}: '); '' for none",
+        )
+    parser.add_argument(
+        "--force-prompts",
+        action="store_true",
+        help="use --query-prompt/--passage-prompt even where the model records other prompts",
+    )
 
 
 def _slug(model: str) -> str:
@@ -162,6 +182,10 @@ def _refuse_encoding_options(args: argparse.Namespace) -> None:
             ("--no-cache", args.no_cache),
             ("--lowercase/--no-lowercase", args.lowercase is not None),
             ("--normalize-text/--no-normalize-text", args.normalize_text is not None),
+            (
+                "--query-prompt/--passage-prompt",
+                args.query_prompt is not None or args.passage_prompt is not None,
+            ),
             ("--index-factory", args.index_factory.replace(" ", "") != "Flat"),
         )
         if value
@@ -501,7 +525,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument(
         "--model",
         action="append",
-        help="model folder, 'default', 'bm25' or 'hybrid:PATH' (repeat to compare); None: the default model",
+        help="model folder, 'default', 'multilingual' (multilingual-e5-small, retrieval-tuned), 'bm25' or 'hybrid:PATH' (repeat to compare); None: the default model",
     )
     p.add_argument(
         "--output",
@@ -543,7 +567,7 @@ def _add_index_and_search(sub) -> None:
         nargs="+",
         help="corpus files: .jsonl[.gz] (_id or id, title, text), DPR .tsv (id, text, title) or plain text",
     )
-    p.add_argument("--model", default="default", help="model folder, 'default' or a Hub id")
+    p.add_argument("--model", default="default", help="model folder, 'default', 'multilingual' or a Hub id")
     p.add_argument("--output", type=output_folder, required=True, help="index folder to write")
     p.add_argument("--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32")
     p.add_argument("--batch-size", type=positive_int, default=128, help="texts encoded at a time")
@@ -656,7 +680,9 @@ def _add_training(sub) -> None:
         cmd_prepare,
     )
     p.add_argument("--input", nargs="+", required=True, help="jsonl / txt files, gzip allowed")
-    p.add_argument("--model", default="default", help="model folder whose tokenizer to use, or 'default'")
+    p.add_argument(
+        "--model", default="default", help="model folder whose tokenizer to use, 'default' or 'multilingual'"
+    )
     p.add_argument(
         "--output",
         type=output_folder,
@@ -718,7 +744,7 @@ def _add_training(sub) -> None:
         cmd_mine,
     )
     p.add_argument("--data", required=True, help="BEIR folder with the qrels of SPLIT")
-    p.add_argument("--model", required=True, help="model folder, 'default' or 'bm25'")
+    p.add_argument("--model", required=True, help="model folder, 'default', 'multilingual' or 'bm25'")
     p.add_argument("--output", type=output_file, required=True, help="training file to write (.jsonl)")
     p.add_argument("--split", default="train", help="qrels split whose queries to mine for")
     p.add_argument("--k", type=positive_int, default=100, help="documents retrieved per query")

@@ -146,6 +146,8 @@ def evaluate_beir(
     use_cache: bool = True,
     lowercase: bool | None = None,
     normalize_text: bool | None = None,
+    prompts: dict[str, str] | None = None,
+    force_prompts: bool = False,
     index_path: str | os.PathLike | None = None,
     ann: str | None = None,
     nprobe: int | None = None,
@@ -213,7 +215,13 @@ def evaluate_beir(
         loading = time.perf_counter()
         if index_path is None:
             encoder = _load_encoder(
-                model_path, max_length, device, lowercase=lowercase, normalize_text=normalize_text
+                model_path,
+                max_length,
+                device,
+                lowercase=lowercase,
+                normalize_text=normalize_text,
+                prompts=prompts,
+                force_prompts=force_prompts,
             )
         else:
             index, encoder = _open_built_index(index_path, model_path, device, ann, search_params)
@@ -227,6 +235,7 @@ def evaluate_beir(
             max_length=encoder.max_length,
             lowercase=encoder.lowercase,
             normalize_text=encoder.normalize_text,
+            prompts=dict(getattr(encoder, "prompts", {})),
             batch_size=batch_size,
             index_factory=index_factory,
             device=str(encoder.device),

@@ -135,6 +135,24 @@ PROMPT_NAMES = ("query", "passage")  # what `encode_queries` / `encode_corpus` p
 PROMPT_ALIASES = {"passage": ("passage", "document", "corpus")}  # sentence-transformers' other names
 
 
+def merge_prompts(recorded: dict, given: dict | None, force: bool, model: str) -> dict[str, str]:
+    """The model's prompts with `given` ones in their place; a given prompt that differs from one the
+    model records is refused unless `force` (the model was trained with its own: another one
+    silently costs quality)."""
+    merged = dict(recorded)
+    for name, text in (given or {}).items():
+        text = text or ""
+        if not force and recorded.get(name) and recorded[name] != text:
+            from contriever.errors import UsageError
+
+            raise UsageError(
+                f"{model} records the {name} prompt {recorded[name]!r}; refusing {text!r} "
+                "(to use it anyway: --force-prompts, or model.force_prompts = true in a training config)"
+            )
+        merged[name] = text
+    return {name: text for name, text in merged.items() if text}
+
+
 def read_prompts(folder: Path) -> dict[str, str]:
     """sentence-transformers' `prompts` of `config_sentence_transformers.json` ({} without them):
     text put before a query or a passage, as E5 expects `query: ` and `passage: `."""
@@ -286,6 +304,7 @@ class Encoder(torch.nn.Module):
         lowercase: bool | None = None,
         normalize_text: bool | None = None,
         prompts: dict[str, str | None] | None = None,
+        force_prompts: bool = False,
     ) -> Encoder:
         """Load a local model folder, a Hugging Face Hub id, or the default model (`path` None or "default").
 
@@ -294,7 +313,8 @@ class Encoder(torch.nn.Module):
         The text options come from the folder too (`do_lower_case` in `sentence_bert_config.json`,
         `contriever_normalize_text` in `config.json`; both off when absent), and arguments override.
         So do the prompts (`prompts` of `config_sentence_transformers.json`); `prompts` given here
-        replace the folder's name by name (an empty string or None removes one).
+        replace the folder's name by name (an empty string or None removes one), but a prompt that
+        contradicts one the folder records is refused (`UsageError`) unless `force_prompts`.
         A name that is not a local folder and looks like a Hub id (`bert-base-uncased`,
         `facebook/contriever`) goes to `transformers` (its cache, then the Hub where the network
         allows); a mistyped local path fails at once. See `contriever.model.locate`.
@@ -332,9 +352,7 @@ class Encoder(torch.nn.Module):
             settings = read_sentence_transformers_settings(source)
         else:
             settings = hub_sentence_transformers_settings(source)
-        chosen_prompts = dict(settings.get("prompts", {}))
-        for name, text in (prompts or {}).items():
-            chosen_prompts[name] = text or ""
+        chosen_prompts = merge_prompts(settings.get("prompts", {}), prompts, force_prompts, str(source))
         encoder = cls(
             model,
             tokenizer,
@@ -452,6 +470,16 @@ class Encoder(torch.nn.Module):
             if self.prompts.get(key):
                 return self.prompts[key]
         return ""
+
+    def prompt_token_ids(self) -> dict[str, list[int]]:
+        """Each prompt's token ids alone (no special tokens; trailing spaces dropped, since in
+        `prompt + text` the space joins the next word): pretraining puts them into token views."""
+        out = {}
+        for name in PROMPT_NAMES:
+            text = self.prompt(name).rstrip()
+            if text:
+                out[name] = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return out
 
     def tokenize(
         self, texts: Sequence[str], max_length: int | None = None, *, prompt_name: str | None = None

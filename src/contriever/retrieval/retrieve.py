@@ -42,6 +42,7 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
         normalize_text=meta.get("normalize_text"),
         # the prompts the passages got decide the queries' (an index without any: none)
         prompts=meta.get("prompts") or {"query": None, "passage": None},
+        force_prompts=True,  # the index's own record decides, whatever the model folder says now
     )
     if encoder.dim != index.dim:
         raise UsageError(

