@@ -218,11 +218,13 @@ def _documents(index, dense, data, corpus, need_texts: bool):
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on host:port, or SystemExit saying why not."""
+    """A listening-ready socket on host:port, or a UsageError saying why not (exit code 2)."""
+    from contriever.errors import UsageError
+
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise SystemExit(f"error: cannot resolve --host {host!r}: {error.strerror}") from None
+        raise UsageError(f"cannot resolve --host {host!r}: {error.strerror}") from None
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -230,9 +232,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as error:
         sock.close()
-        raise SystemExit(
-            f"error: cannot listen on {host}:{port}: {error.strerror}; choose another --port"
-        ) from None
+        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port") from None
     sock.listen(2048)  # connections made while the model loads wait in the backlog, not refused
     return sock
 
@@ -286,8 +286,10 @@ def serve_command(args: argparse.Namespace) -> int:
             ef_search=args.ef_search,
             rerank=args.rerank,
         )
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    except ValueError as error:  # DataError, UsageError: one line, exit code 2 (a missing index folder)
+        from contriever.errors import UsageError
+
+        raise UsageError(str(error)) from None
     settings = ServeSettings(
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
