@@ -18,7 +18,7 @@ import os
 import pickle
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -591,11 +591,13 @@ class Encoder(torch.nn.Module):
         show_progress: bool = True,
         desc: str = "encoding",
         prompt_name: str | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Vectors `[n, dim]` (float32) for `texts`, in input order.
 
         Texts are tokenized in blocks of `64 * batch_size` and each block is sorted by length, so a
-        batch pads to nearly its own length; results are put back in input order.
+        batch pads to nearly its own length; results are put back in input order. `on_batch(n)` is
+        called after each forward pass of n texts (a caller's own progress bar).
         """
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -617,6 +619,8 @@ class Encoder(torch.nn.Module):
                         vectors = self(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
                         out[start + rows] = vectors.float().cpu().numpy()
                         progress.update(len(rows))
+                        if on_batch is not None:
+                            on_batch(len(rows))
         finally:
             progress.close()
             self.train(was_training)

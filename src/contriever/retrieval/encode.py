@@ -496,7 +496,7 @@ def _encode_shards(
             batch = store.range(number * shard_rows, (number + 1) * shard_rows)
             texts = [document_text({"title": title, "text": text}) for _, title, text in batch]
             blocks = []
-            for start in range(0, len(texts), 8 * batch_size):  # 8 batches at a time: the bar moves
+            for start in range(0, len(texts), 8 * batch_size):  # 8 batches at a time, sorted by length
                 block = texts[start : start + 8 * batch_size]
                 blocks.append(
                     encoder.encode(
@@ -505,9 +505,9 @@ def _encode_shards(
                         precision=settings["precision"],
                         show_progress=False,
                         prompt_name="passage",
+                        on_batch=progress.update,  # the bar moves every forward pass, not every block
                     )
                 )
-                progress.update(len(block))
             vectors = np.concatenate(blocks)
             vectors = _fp16(vectors) if settings["dtype"] == "float16" else vectors.astype(np.float32)
             write_shard(folder, number, [pid for pid, _, _ in batch], vectors)
