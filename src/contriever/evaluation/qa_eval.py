@@ -143,7 +143,7 @@ def evaluate_qa(
     model: str | None = None,
     ks: Sequence[int] = PAPER_KS,
     match: str = "string",
-    batch_size: int = 128,
+    batch_size: int | None = None,
     precision: str = "auto",
     output_dir: str | os.PathLike | None = None,
     show_progress: bool = True,
