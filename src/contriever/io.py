@@ -7,7 +7,12 @@
 - `atomic_folder(path)`: the same for a whole folder (a staging folder renamed into place), and
   `atomic_files(folder)` for a few files of a folder replaced together.
 - `write_manifest(folder)` / `verify_manifest(folder)`: `manifest.json`, written last, lists each
-  file's size; a folder is complete only when its manifest says so, and loaders check the sizes.
+  file's size and content checksum; a folder is complete only when its manifest says so. Loaders
+  check the sizes always and the checksums where that is cheap (`CHEAP_BYTES`); `contriever verify`
+  checks everything.
+- Checksums (`checksum_bytes`, `file_checksum`): xxHash's XXH3-128 (the `xxhash` package), written
+  `"xxh3_128:<32 hex digits>"`. `atomic_write` hashes the bytes as they are written (no second read)
+  and remembers the result, so a manifest made right after does not read the files again.
 - `folder_lock(folder, command)`: one writer per output folder (`fcntl.flock`, dropped by the OS when
   the process exits or crashes), refusing a second one with the holder's pid and host.
 
@@ -37,6 +42,12 @@ from typing import IO
 from contriever.errors import DataError
 
 MANIFEST_NAME = "manifest.json"
+CHECKSUM_ALGORITHM = "xxh3_128"
+# A folder whose files total at most this many bytes has its checksums verified every time it is
+# loaded: about 0.1 s at the read-and-hash rate measured on CPU B (benchmarks/checksum_speed.py), less
+# than loading what such a folder holds (a model, an evaluation run) takes. Bigger folders get sizes
+# checked on load and contents by `contriever verify`.
+CHEAP_BYTES = 256 << 20
 LOCK_NAME = ".contriever.lock"
 # Out of space, out of quota, or over the file-size limit: each means "the disk is full" to a user.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
@@ -150,6 +161,7 @@ class CheckedFile:
         self.size_hint = size_hint
         self.requested = 0  # bytes (characters in text mode) handed to write()
         self.failure: DiskFullError | None = None
+        self._hasher = new_hasher()  # over the bytes as written: the checksum costs no second read
 
     def write(self, data) -> int:
         try:
@@ -157,7 +169,12 @@ class CheckedFile:
         except OSError as error:
             raise self.fail(error, len(data)) from None
         self.requested += len(data)
+        self._hasher.update(data.encode("utf-8") if isinstance(data, str) else data)
         return written
+
+    def checksum(self) -> str:
+        """The checksum of every byte written so far (`"xxh3_128:..."`)."""
+        return f"{CHECKSUM_ALGORITHM}:{self._hasher.hexdigest()}"
 
     def fail(self, error: OSError, pending: int = 0) -> OSError:
         """The error to raise for `error`: a DiskFullError when it means no space, else `error`."""
@@ -210,6 +227,7 @@ def atomic_write(
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it an ordinary file's mode
         os.replace(tmp, target)
         _fsync_folder(target.parent)
+        remember_checksum(target, checked.checksum())
     except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -272,6 +290,74 @@ def append_line(path: str | os.PathLike, line: str) -> None:
             raise
 
 
+# ----- checksums ----------------------------------------------------------------------------------------
+def new_hasher():
+    """A fresh XXH3-128 hasher (`update(bytes)`, `hexdigest()`)."""
+    try:
+        import xxhash
+    except ImportError:  # a hard dependency; say so in one line if an install lost it
+        raise ImportError("contriever needs the `xxhash` package for checksums: pip install xxhash") from None
+    return xxhash.xxh3_128()
+
+
+def checksum_bytes(data: bytes | memoryview) -> str:
+    """The checksum of `data`, as `"xxh3_128:<hex>"`."""
+    hasher = new_hasher()
+    hasher.update(data)
+    return f"{CHECKSUM_ALGORITHM}:{hasher.hexdigest()}"
+
+
+def file_checksum(path: str | os.PathLike, progress=None, chunk: int = 8 << 20) -> str:
+    """The checksum of the file at `path`, read in `chunk`-byte blocks (`progress.update(n)` after
+    each, when given)."""
+    hasher = new_hasher()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            hasher.update(block)
+            if progress is not None:
+                progress.update(len(block))
+    return f"{CHECKSUM_ALGORITHM}:{hasher.hexdigest()}"
+
+
+def is_checksum(value) -> bool:
+    """Whether `value` is a checksum this version can check (`"xxh3_128:<32 hex>"`)."""
+    return isinstance(value, str) and re.fullmatch(rf"{CHECKSUM_ALGORITHM}:[0-9a-f]{{32}}", value) is not None
+
+
+# What `atomic_write` hashed, by path: (size, mtime_ns, inode, checksum). A manifest written soon
+# after takes the checksum from here when the file is unchanged, instead of reading it again.
+_WRITTEN: dict[str, tuple[int, int, int, str]] = {}
+_WRITTEN_LIMIT = 100_000
+
+
+def remember_checksum(path: Path, checksum: str) -> None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return
+    if len(_WRITTEN) >= _WRITTEN_LIMIT:
+        _WRITTEN.clear()
+    _WRITTEN[os.path.abspath(path)] = (stat.st_size, stat.st_mtime_ns, stat.st_ino, checksum)
+
+
+def written_checksum(path: str | os.PathLike) -> str:
+    """The checksum of the file at `path`: the one `atomic_write` computed while writing it when the
+    file is unchanged since, else read and hashed now (files a library wrote by path)."""
+    key = os.path.abspath(path)
+    stat = os.stat(path)
+    known = _WRITTEN.pop(key, None)
+    if known is not None and known[:3] == (stat.st_size, stat.st_mtime_ns, stat.st_ino):
+        return known[3]
+    return file_checksum(path)
+
+
+def _forget_checksums(folder: Path) -> None:
+    """Staging paths are gone after a rename: drop what was remembered under them."""
+    prefix = os.path.abspath(folder) + os.sep
+    for key in [k for k in _WRITTEN if k.startswith(prefix)]:
+        del _WRITTEN[key]
+
+
 # ----- folders ------------------------------------------------------------------------------------------
 @contextmanager
 def atomic_folder(
@@ -295,6 +381,7 @@ def atomic_folder(
         if manifest:
             write_manifest(staging)
         swap_into_place(staging, target)
+        _forget_checksums(staging)
     except BaseException as error:
         _discard_staging(error, staging, target, size_hint)
         raise
@@ -331,6 +418,7 @@ def atomic_files(folder: str | os.PathLike, *, size_hint: int | None = None) -> 
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, target / name)
         shutil.rmtree(staging, ignore_errors=True)
+        _forget_checksums(staging)
         _fsync_folder(target)
     except BaseException as error:
         _discard_staging(error, staging, target, size_hint)
@@ -378,28 +466,27 @@ def folder_files(folder: str | os.PathLike) -> list[str]:
 
 
 def write_manifest(folder: str | os.PathLike, files: Iterable[str] | None = None, **extra) -> dict:
-    """Write `folder/manifest.json` listing the size of `files` (default: every file in the folder).
+    """Write `folder/manifest.json` listing the size and checksum of `files` (default: every file).
 
     Call it after everything else is written and fsynced: its presence is what says "complete".
-    `extra` keys are stored beside the file list (e.g. what wrote the folder).
+    Checksums come from `atomic_write` where it wrote the file (no second read), else the file is
+    hashed once here. `extra` keys are stored beside the file list (e.g. what wrote the folder).
     """
     folder = Path(folder)
     names = folder_files(folder) if files is None else sorted(files)
     manifest = {
         "complete": True,
         "files": {name: (folder / name).stat().st_size for name in names},
+        "checksums": {name: written_checksum(folder / name) for name in names},
         **extra,
     }
     write_json(folder / MANIFEST_NAME, manifest)
     return manifest
 
 
-def verify_manifest(folder: str | os.PathLike, *, required: bool = True) -> dict | None:
-    """Check every file listed in `folder/manifest.json` exists with its recorded size.
-
-    Returns the manifest (None when there is none and `required` is False). Raises DataError naming
-    the first file that is missing or has another size, or the folder when the manifest is absent.
-    """
+def read_manifest(folder: str | os.PathLike, *, required: bool = True) -> dict | None:
+    """`folder/manifest.json` as a dict with a `files` size table (None when absent and not
+    `required`); DataError when it is absent, not JSON, or not a manifest."""
     folder = Path(folder)
     path = folder / MANIFEST_NAME
     if not path.is_file():
@@ -412,24 +499,75 @@ def verify_manifest(folder: str | os.PathLike, *, required: bool = True) -> dict
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        files = dict(manifest["files"])
+        manifest["files"] = dict(manifest["files"])
+        manifest["checksums"] = dict(manifest.get("checksums") or {})
     except json.JSONDecodeError as error:
         raise DataError(path, f"not valid JSON ({error.msg})", error.lineno) from None
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError):
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError):
         raise DataError(path, "not a manifest (expected an object with a 'files' size table)") from None
-    for name, size in files.items():
+    return manifest
+
+
+def manifest_problems(
+    folder: str | os.PathLike, manifest: dict, *, checksums: bool, progress=None
+) -> Iterator[DataError]:
+    """Each file of `manifest` that is missing, has another size, or (with `checksums`) other
+    contents than when it was written, as a DataError naming the file. Files written before
+    checksums existed are checked by size only."""
+    folder = Path(folder)
+    recorded = manifest.get("checksums") or {}
+    for name, size in manifest["files"].items():
         relative = Path(name)
         if relative.is_absolute() or ".." in relative.parts:
-            raise DataError(path, f"lists {name!r}, which is outside the folder")
+            yield DataError(folder / MANIFEST_NAME, f"lists {name!r}, which is outside the folder")
+            continue
         file = folder / relative
         if not file.is_file():
-            raise DataError(file, f"missing (listed in {MANIFEST_NAME}); the folder is incomplete")
+            yield DataError(file, f"missing (listed in {MANIFEST_NAME}); the folder is incomplete")
+            continue
         actual = file.stat().st_size
         if actual != size:
-            raise DataError(
+            yield DataError(
                 file,
                 f"{actual:,} bytes, {MANIFEST_NAME} says {size:,}: truncated or changed since it was written",
             )
+            continue
+        expected = recorded.get(name)
+        if checksums and expected is not None:
+            yield from content_problem(file, expected, MANIFEST_NAME, progress)
+
+
+def content_problem(file: Path, expected, where: str, progress=None) -> Iterator[DataError]:
+    """A DataError when `file`'s checksum is not `expected` (or `expected` is unreadable)."""
+    if not is_checksum(expected):
+        yield DataError(file, f"{where} records checksum {expected!r}, which this version cannot check")
+        return
+    actual = file_checksum(file, progress)
+    if actual != expected:
+        yield DataError(
+            file,
+            f"contents changed since it was written (checksum {actual.split(':')[1][:12]}..., "
+            f"{where} says {expected.split(':')[1][:12]}...): damaged; restore or rebuild it",
+        )
+
+
+def verify_manifest(
+    folder: str | os.PathLike, *, required: bool = True, checksums: bool | None = None
+) -> dict | None:
+    """Check every file listed in `folder/manifest.json` exists with its recorded size, and with its
+    recorded checksum when `checksums` is True, or None and the files total at most `CHEAP_BYTES`.
+
+    Returns the manifest (None when there is none and `required` is False). Raises DataError naming
+    the first file that is missing, has another size or other contents, or the folder when the
+    manifest is absent.
+    """
+    manifest = read_manifest(folder, required=required)
+    if manifest is None:
+        return None
+    if checksums is None:
+        checksums = sum(manifest["files"].values()) <= CHEAP_BYTES
+    for problem in manifest_problems(folder, manifest, checksums=checksums):
+        raise problem
     return manifest
 
 

@@ -227,7 +227,7 @@ def one_line_error(capsys) -> str:
         ({"docs": []}, "no documents: the corpus is empty"),
         ({"qrels": ""}, "no judgments"),
         ({"qrels": "q1\tnot-there\t1\n"}, "none of the 1 judged documents is in the corpus"),
-        ({"docs": [("d1 ", "padded id")]}, "have whitespace around them"),
+        ({"docs": [("d1 ", "padded id")]}, "document id 'd1 ' has whitespace around it"),
         ({"docs": [("d 1", "spaced id"), ("d1", "x")]}, "contain whitespace"),
     ],
 )
@@ -361,6 +361,13 @@ def test_search_refuses_an_empty_query_a_model_of_another_size_and_a_nan_shard(t
     vectors = np.load(shard)
     vectors[1, 3] = np.nan
     np.save(shard, vectors)
+    assert main(["search", "--index", str(index), "scurvy"]) == 2  # its checksum says it changed
+    err = one_line_error(capsys)
+    assert str(shard) in err and "contents changed" in err
+    # a folder written before checksums (none recorded) still finds the NaN
+    manifest = json.loads((index / "index.json").read_text())
+    del manifest["shards"][0]["vectors_checksum"]
+    (index / "index.json").write_text(json.dumps(manifest))
     assert main(["search", "--index", str(index), "scurvy"]) == 2
     err = one_line_error(capsys)
     assert str(shard) in err and "NaN" in err

@@ -272,16 +272,53 @@ def test_qrels_without_rows_and_an_empty_corpus_are_errors(tmp_path):
 
 
 @pytest.mark.bad_input
-def test_ids_with_whitespace_around_them_are_refused_with_a_count(tmp_path):
+def test_ids_with_whitespace_around_them_are_refused_by_one_rule_in_every_loader(tmp_path):
+    """Corpus, queries, qrels and index inputs: the same message, naming the file and the line."""
+    from contriever.data.passages import iter_documents
+
     folder = make_folder(tmp_path, gz=False)
     docs = [{"_id": "d2", "text": "a"}, {"_id": "d1 ", "text": "b"}, {"_id": " 7", "text": "c"}]
     write_jsonl(folder / "corpus.jsonl", docs)
     with pytest.raises(DataError) as error:
         load_corpus(folder)
-    assert error.value.line == 2 and "2 document id(s) have whitespace around them" in error.value.message
-    assert "'d1 '" in error.value.message
+    expected = "document id 'd1 ' has whitespace around it"
+    assert error.value.line == 2 and expected in error.value.message
+    with pytest.raises(DataError) as error:  # `contriever index --data` reads the corpus this way
+        list(iter_documents([folder / "corpus.jsonl"]))
+    assert error.value.line == 2 and expected in error.value.message
+    (tmp_path / "corpus.tsv").write_text("id\ttext\ttitle\nd1 \tb\tt\n")
+    with pytest.raises(DataError) as error:
+        list(iter_documents([tmp_path / "corpus.tsv"]))
+    assert error.value.line == 2 and expected in error.value.message
     write_jsonl(folder / "queries.jsonl", [{"_id": "q1 ", "text": "x"}])
-    assert "1 query id(s) have whitespace around them" in error_of(load_queries, folder)
+    assert "query id 'q1 ' has whitespace around it" in error_of(load_queries, folder)
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1 \t1\n")
+    with pytest.raises(DataError) as error:  # the qrels reader once trimmed it silently
+        load_qrels(folder, "test")
+    assert error.value.line == 2 and expected in error.value.message
+
+
+@pytest.mark.bad_input
+def test_an_id_holding_a_line_break_names_the_file_and_line(tmp_path):
+    from contriever.data.passages import iter_documents
+
+    path = tmp_path / "corpus.jsonl"
+    write_jsonl(path, [{"_id": "a", "text": "x"}, {"_id": "b\nc", "text": "y"}])
+    with pytest.raises(DataError) as error:
+        list(iter_documents([path]))
+    assert error.value.path == str(path) and error.value.line == 2
+    assert "contains a tab or line break" in error.value.message
+
+
+@pytest.mark.bad_input
+def test_a_bad_byte_in_a_corpus_is_reported_at_its_line_and_column(tmp_path):
+    from contriever.data.passages import iter_documents
+
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b'{"_id": "a", "text": "fine"}\n{"_id": "b", "text": "caf\xe9"}\n')
+    with pytest.raises(DataError) as error:
+        list(iter_documents([path]))
+    assert error.value.line == 2 and "byte 0xe9 at column 26" in error.value.message
 
 
 @pytest.mark.bad_input

@@ -94,7 +94,9 @@ def test_truncated_gzip_names_the_file(tmp_path):
             handle.write(json.dumps({"_id": str(i), "text": words(50)}) + "\n")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=r"corpus\.jsonl\.gz.*truncated or damaged"):
+    with pytest.raises(
+        DataError, match=r"corpus\.jsonl\.gz:\d+: cannot read the file .*truncated or corrupt gzip"
+    ):
         list(iter_passages([path]))
 
 

@@ -169,7 +169,7 @@ def test_full_disk_leaves_the_shard_absent_and_the_index_unloadable(
 ):
     from contriever.retrieval import shards
 
-    real, calls = shards._write_checked, []
+    real, calls = shards._write_summed, []
 
     def full(path, data):
         calls.append(path.name)
@@ -177,14 +177,14 @@ def test_full_disk_leaves_the_shard_absent_and_the_index_unloadable(
             raise OSError(28, "No space left on device")
         return real(path, data)
 
-    monkeypatch.setattr(shards, "_write_checked", full)
+    monkeypatch.setattr(shards, "_write_summed", full)
     with pytest.raises(OSError, match="No space"):
         build(corpus, tiny_encoder, tmp_path / "idx")
     assert not (tmp_path / "idx" / "embeddings-00001.npy").exists()
     assert not (tmp_path / "idx" / "index.json").exists()
     with pytest.raises(DataError, match="incomplete index: 1 of"):
         open_index(tmp_path / "idx")
-    monkeypatch.setattr(shards, "_write_checked", real)
+    monkeypatch.setattr(shards, "_write_summed", real)
     assert build(corpus, tiny_encoder, tmp_path / "idx")["already_done"] == 1
 
 
@@ -240,7 +240,9 @@ def test_query_vectors_come_from_the_cache_the_second_time(tiny_encoder, tmp_pat
     assert calls == [queries]  # encoded once
     cached.encode_queries(queries[::-1], show_progress=False)  # other texts (or order): encoded
     (path,) = [
-        p for p in (tmp_path / "cache" / "queries").iterdir() if np.load(p)[0].tolist() == first[0].tolist()
+        p
+        for p in (tmp_path / "cache" / "queries").glob("*.npy")
+        if np.load(p)[0].tolist() == first[0].tolist()
     ]
     path.write_bytes(b"damaged")
     np.testing.assert_array_equal(cached.encode_queries(queries, show_progress=False), first)  # encoded again

@@ -139,23 +139,43 @@ def test_the_page_is_served_self_contained(client):
         assert f'data-mode="{mode}"' in page
 
 
-def test_openapi_docs_list_the_endpoints(client):
-    paths = client.get("/openapi.json").json()["paths"]
-    assert {"/search", "/v1/embeddings", "/health", "/metrics"} <= set(paths)
+def test_docs_are_served_offline_with_a_swagger_ui_that_reads_openapi_3_1(client):
+    assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
     docs = client.get("/docs")
     assert docs.status_code == 200 and "cdn" not in docs.text and "https://" not in docs.text
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):  # from the installed package: no internet
         assert f"/docs-assets/{asset}" in docs.text
         response = client.get(f"/docs-assets/{asset}")
         assert response.status_code == 200 and len(response.content) > 100_000
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
 
 
-def test_no_endpoint_takes_a_path(client):
-    """Nothing in a request names a file: no route has path parameters, and no parameter looks like one."""
-    for route in client.app.routes:
-        assert "{" not in route.path, route.path
-        for param in getattr(getattr(route, "dependant", None), "query_params", []):
-            assert param.name in {"q", "k", "mode"}, param.name
+def test_the_only_path_parameter_is_a_model_id(client):
+    """Nothing in a request names a file: the one templated path is the model card, whose id is
+    compared with the served model's name."""
+    paths = client.get("/openapi.json").json()["paths"]
+    assert [path for path in paths if "{" in path] == ["/v1/models/{model_id}"]
+
+
+# ----- k in every mode ----------------------------------------------------------------------------------
+MANY_TERMS = "vitamin cells diabetes mosquitoes vaccines"
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+@pytest.mark.parametrize("k", [1, 2, 5, 12, 20])
+def test_every_mode_returns_at_most_k_hits(client, searcher, docs, mode, k):
+    """k is honoured in every mode, by GET and POST (BM25 once returned its 100 candidates)."""
+    got = client.get("/search", params={"q": MANY_TERMS, "mode": mode, "k": k}).json()
+    posted = client.post("/search", json={"queries": [MANY_TERMS], "mode": mode, "k": k}).json()
+    ids = [hit["id"] for hit in got["hits"]]
+    assert got["k"] == k and ids == [hit["id"] for hit in posted["results"][0]["hits"]]
+    matching = [doc_id for doc_id, _ in searcher.bm25_hits([MANY_TERMS], 1000)[0]]
+    assert 5 < len(matching) < len(docs)  # the query is a real test of the cut-off
+    expected = {"dense": min(k, len(docs)), "bm25": min(k, len(matching)), "hybrid": min(k, len(docs))}
+    assert len(ids) == expected[mode] and len(set(ids)) == len(ids)
+    if mode == "bm25":
+        assert ids == matching[:k]
 
 
 # ----- bad requests ------------------------------------------------------------------------------------
@@ -164,19 +184,19 @@ LONG_URL = "x" * 20_000  # httpx refuses URLs over 64 KiB; test_server.py sends 
 BAD_REQUESTS = [
     ("empty q", "GET", "/search?q=", None, 422),
     ("blank q", "GET", "/search?q=%20%20", None, 422),
-    ("missing q", "GET", "/search", None, 422),
+    ("missing q", "GET", "/search", None, 400),
     ("k zero", "GET", "/search?q=vitamin&k=0", None, 422),
     ("k negative", "GET", "/search?q=vitamin&k=-3", None, 422),
     ("k above 1000", "GET", "/search?q=vitamin&k=1001", None, 422),
-    ("k not a number", "GET", "/search?q=vitamin&k=ten", None, 422),
+    ("k not a number", "GET", "/search?q=vitamin&k=ten", None, 400),
     ("unknown mode", "GET", "/search?q=vitamin&mode=fuzzy", None, 422),
     ("20,000-char GET query", "GET", f"/search?q={LONG_URL}", None, 422),
     ("malformed JSON", "POST", "/search", b'{"queries": ["vitamin"', 400),
     ("not UTF-8", "POST", "/search", b'{"queries": ["vitamin \xff\xfe"]}', 400),
     ("latin-1 JSON", "POST", "/v1/embeddings", '{"input": "caf\u00e9"}'.encode("latin-1"), 400),
     ("empty body", "POST", "/search", b"", 400),
-    ("JSON not an object", "POST", "/search", b"[1, 2]", 422),
-    ("queries a string", "POST", "/search", {"queries": "vitamin"}, 422),
+    ("JSON not an object", "POST", "/search", b"[1, 2]", 400),
+    ("queries a string", "POST", "/search", {"queries": "vitamin"}, 400),
     ("no queries", "POST", "/search", {"queries": []}, 422),
     ("empty query in batch", "POST", "/search", {"queries": ["vitamin", ""]}, 422),
     ("100,000-char POST query", "POST", "/search", {"queries": [LONG]}, 422),
@@ -184,21 +204,42 @@ BAD_REQUESTS = [
     ("k zero in batch", "POST", "/search", {"queries": ["vitamin"], "k": 0}, 422),
     ("k above 1000 in batch", "POST", "/search", {"queries": ["vitamin"], "k": 5000}, 422),
     ("unknown mode in batch", "POST", "/search", {"queries": ["vitamin"], "mode": "sparse"}, 422),
-    ("unknown field", "POST", "/search", {"queries": ["vitamin"], "path": "/etc/passwd"}, 422),
+    ("unknown field", "POST", "/search", {"queries": ["vitamin"], "path": "/etc/passwd"}, 400),
     ("empty input", "POST", "/v1/embeddings", {"input": ""}, 422),
     ("input list empty", "POST", "/v1/embeddings", {"input": []}, 422),
     ("token arrays", "POST", "/v1/embeddings", {"input": [101, 2000, 102]}, 422),
-    ("input not text", "POST", "/v1/embeddings", {"input": {"file": "/etc/passwd"}}, 422),
+    ("input not text", "POST", "/v1/embeddings", {"input": {"file": "/etc/passwd"}}, 400),
     ("100,000-char input", "POST", "/v1/embeddings", {"input": LONG}, 422),
     ("10,000 inputs", "POST", "/v1/embeddings", {"input": ["vitamin"] * 10_000}, 422),
     ("wrong dimensions", "POST", "/v1/embeddings", {"input": "vitamin", "dimensions": 7}, 422),
-    ("unknown encoding", "POST", "/v1/embeddings", {"input": "vitamin", "encoding_format": "hex"}, 422),
+    ("unknown encoding", "POST", "/v1/embeddings", {"input": "vitamin", "encoding_format": "hex"}, 400),
+    ("k true in batch", "POST", "/search", {"queries": ["vitamin"], "k": True}, 400),
+    ("k a string in batch", "POST", "/search", {"queries": ["vitamin"], "k": "10"}, 400),
+    ("k a float in batch", "POST", "/search", {"queries": ["vitamin"], "k": 2.5}, 400),
+    ("NUL in q", "GET", "/search?q=vita%00min", None, 422),
+    ("q not UTF-8", "GET", "/search?q=%00%ff", None, 400),
+    ("q latin-1", "GET", "/search?q=caf%e9", None, 400),
+    ("NUL in input", "POST", "/v1/embeddings", {"input": ["ok", "a\u0000b"]}, 422),
+    ("a number among the inputs", "POST", "/v1/embeddings", {"input": ["ok", 5]}, 400),
+    ("token arrays in a list", "POST", "/v1/embeddings", {"input": [[101, 2000, 102]]}, 422),
+    ("dimensions true", "POST", "/v1/embeddings", {"input": "vitamin", "dimensions": True}, 400),
+    ("embed: empty inputs", "POST", "/embed", {"inputs": []}, 422),
+    ("embed: unknown field", "POST", "/embed", {"inputs": "x", "prompt_name": "query"}, 400),
+    ("embed: left truncation", "POST", "/embed", {"inputs": "x", "truncation_direction": "Left"}, 400),
+    ("embed: normalize a string", "POST", "/embed", {"inputs": "x", "normalize": "no"}, 400),
+    ("embed: too long, truncate=false", "POST", "/embed", {"inputs": "word " * 600}, 413),
+    ("embed: wrong dimensions", "POST", "/embed", {"inputs": "x", "dimensions": 8}, 422),
+    ("rerank: no texts", "POST", "/rerank", {"query": "x", "texts": []}, 422),
+    ("rerank: empty query", "POST", "/rerank", {"query": " ", "texts": ["a"]}, 422),
+    ("rerank: texts a string", "POST", "/rerank", {"query": "x", "texts": "a"}, 400),
+    ("another model", "GET", "/v1/models/gpt-4", None, 404),
     ("unknown path", "GET", "/etc/passwd", None, 404),
     ("wrong method", "DELETE", "/search", None, 405),
     ("GET embeddings", "GET", "/v1/embeddings", None, 405),
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     "method, path, body, status", [case[1:] for case in BAD_REQUESTS], ids=[case[0] for case in BAD_REQUESTS]
 )
@@ -209,7 +250,7 @@ def test_bad_request_gets_a_4xx_json_error_and_the_server_goes_on(client, method
         response = client.request(method, path, json=body)
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert error["code"] == status and error["type"] == "invalid_request_error"
+    assert isinstance(error["code"], str) and error["code"] and error["type"] == "invalid_request_error"
     assert isinstance(error["message"], str) and 10 < len(error["message"]) < 400  # says what, briefly
     assert client.get("/health").status_code == 200
     assert client.get("/search", params={"q": "vitamin", "k": 2}).status_code == 200
@@ -228,6 +269,27 @@ def test_error_messages_say_what_is_wrong(client):
         client.post("/search", content=b"{", headers={"Content-Type": "application/json"})
     )
     assert "UTF-8" in message(client.post("/search", content=b'{"queries": ["\xff"]}'))
+    assert "UTF-8" in message(client.get("/search?q=%00%ff"))
+    assert "NUL" in message(client.get("/search?q=a%00"))
+
+
+@pytest.mark.bad_input
+def test_errors_name_the_element_as_a_client_writes_it(client):
+    def error(response):
+        return response.json()["error"]
+
+    assert error(client.post("/v1/embeddings", json={"input": ["ok", 5]}))["param"] == "input[1]"
+    assert error(client.post("/v1/embeddings", json={"input": ["ok", " "]}))["param"] == "input[1]"
+    assert error(client.post("/v1/embeddings", json={"input": " "}))["param"] == "input"
+    assert error(client.post("/search", json={"queries": ["a", 3]}))["param"] == "queries[1]"
+    assert error(client.post("/search", json={"queries": ["a"], "k": True}))["param"] == "k"
+    assert error(client.get("/search", params={"q": "x", "k": "ten"}))["param"] == "k"
+    unknown = error(client.post("/search", json={"queries": ["a"], "path": "/etc/passwd"}))
+    assert unknown["param"] == "path" and unknown["code"] == "unknown_field"
+    tokens = client.post("/v1/embeddings", json={"input": [[101, 2000, 102]]})
+    assert tokens.status_code == 422
+    assert "check_embedding_ctx_length=False" in error(tokens)["message"]
+    assert error(tokens)["code"] == "token_ids_not_supported"
 
 
 def test_a_body_over_the_limit_is_413(searcher, make_client):

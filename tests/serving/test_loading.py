@@ -132,3 +132,45 @@ def test_an_approximate_index_is_served_with_the_exact_results_when_every_list_i
     assert reranked.index.rerank == 20
     for a, b in zip(exact.encode_batch(jobs), reranked.encode_batch(jobs)):
         assert [i for i, _ in a.hits] == [i for i, _ in b.hits]
+
+
+def test_info_logging_hides_faiss_and_bm25s_chatter(searcher, caplog):
+    import logging
+
+    from contriever.serving.server import CHATTY_LOGGERS, configure_logging
+
+    try:
+        configure_logging("info")
+        for name in CHATTY_LOGGERS:
+            assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
+        with caplog.at_level(logging.INFO):
+            assert searcher.bm25_hits(["zzqx qqzx"], 5) == [[]]  # only unknown words
+        assert "query is empty" not in caplog.text
+        configure_logging("debug")
+        assert logging.getLogger("bm25s").getEffectiveLevel() == logging.DEBUG
+    finally:
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.getLogger("bm25s").setLevel(logging.DEBUG)  # as bm25s leaves it
+
+
+def test_serve_options_become_settings(monkeypatch, capsys):
+    from contriever.cli.main import build_parser
+    from contriever.cli.serve import API_KEY_ENV, settings_from_args
+
+    parse = build_parser().parse_args
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    args = parse(["serve", "--index", "idx", "--max-queue", "16", "--precision", "fp32", "--no-batching"])
+    settings = settings_from_args(args)
+    assert settings.max_queue == 16 and settings.batching is False and settings.api_key is None
+    assert args.precision == "fp32" and settings.allowed_hosts is not None  # loopback: Host checked
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert settings_from_args(parse(["serve", "--index", "idx"])).api_key == "from-env"
+    assert settings_from_args(parse(["serve", "--index", "idx", "--api-key", "given"])).api_key == "given"
+    with pytest.raises(SystemExit):
+        parse(["serve", "--help"])
+    shown = capsys.readouterr().out
+    assert "--api-key" in shown and "from-env" not in shown  # a key set in the environment stays unseen
+    assert settings_from_args(parse(["serve", "--index", "idx", "--host", "0.0.0.0"])).allowed_hosts is None
+    with pytest.raises(SystemExit):
+        parse(["serve", "--index", "idx", "--precision", "fp16"])

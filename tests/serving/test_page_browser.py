@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 
@@ -36,27 +33,13 @@ def chromium_path() -> str:
 
 
 @pytest.fixture
-def live_url(searcher):
+def live_url(searcher, serve_app):
     """The app served by uvicorn on 127.0.0.1 in a thread of this process."""
-    import uvicorn
-
     from contriever.serving.app import ServeSettings, create_app
     from contriever.serving.server import LOOPBACK_HOSTS
 
-    app = create_app(searcher, ServeSettings(allowed_hosts=LOOPBACK_HOSTS))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    server.should_exit = True
-    thread.join(30)
-    sock.close()
+    with serve_app(create_app(searcher, ServeSettings(allowed_hosts=LOOPBACK_HOSTS))) as url:
+        yield url
 
 
 def test_page_shows_three_columns_of_results_and_works_from_the_keyboard(live_url, tmp_path):
@@ -71,6 +54,7 @@ def test_page_shows_three_columns_of_results_and_works_from_the_keyboard(live_ur
             page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(live_url) else None)
             errors = []
             page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)  # favicon 404
             page.goto(live_url)
             expect(page.locator("#status")).to_contain_text("12 documents")
             expect(page.locator("#q")).to_be_focused()  # autofocus: type straight away
@@ -98,6 +82,13 @@ def test_page_shows_three_columns_of_results_and_works_from_the_keyboard(live_ur
             page.keyboard.press("/")
             expect(page.locator("#q")).to_be_focused()
 
+            # k = 5: at most five in every column, BM25 included (it has seven matches for this query)
+            page.locator("#k").select_option("5")
+            page.locator("#q").fill("vitamin cells diabetes mosquitoes vaccines")
+            page.keyboard.press("Enter")
+            for mode in ("dense", "bm25", "hybrid"):
+                expect(page.locator(f'section[data-mode="{mode}"] article')).to_have_count(5)
+
             page.screenshot(path=str(tmp_path / "page.png"))
             assert (tmp_path / "page.png").stat().st_size > 10_000
             assert errors == [] and outside == []  # no script error, nothing fetched from elsewhere
@@ -116,5 +107,29 @@ def test_page_reports_a_server_error_in_the_columns(live_url):
             page.goto(live_url + "?q=" + "x" * 10_001)  # over --max-chars: every column says why
             for mode in ("dense", "bm25", "hybrid"):
                 expect(page.locator(f'section[data-mode="{mode}"] .state')).to_contain_text("10,000")
+        finally:
+            browser.close()
+
+
+def test_docs_page_lists_the_operations_in_chromium(live_url, client):
+    """Swagger UI renders the OpenAPI 3.1 document: every operation appears, and none of its error banners."""
+    from playwright.sync_api import expect, sync_playwright
+
+    paths = client.get("/openapi.json").json()["paths"]
+    operations = sum(len(methods) for methods in paths.values())
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors, outside = [], []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(live_url) else None)
+            page.goto(live_url + "docs")
+            expect(page.locator(".opblock")).to_have_count(operations)
+            summaries = page.locator(".opblock-summary-path").all_inner_texts()
+            assert {s.replace("\u200b", "") for s in summaries} == set(paths)
+            assert "Unable to render" not in page.content()
+            assert errors == [] and outside == []
         finally:
             browser.close()

@@ -6,6 +6,7 @@ contriever search   --index IDX [--k 10] [--ann NAME --nprobe N --ef-search N --
 contriever ann-build --index IDX --factory "IVF4096,PQ48" [--name NAME] [--train-size N] [--in-memory]
 contriever evaluate-qa --questions FILE --index IDX [--corpus FILE]   (top-1/5/20/100 accuracy, DPR matching)
 contriever cache    [--clear]                                  (the encode cache)
+contriever verify   FOLDER...                                  (sizes and checksums of any folder we write)
 contriever prepare  --input FILE... [--model M] --output DIR
 contriever pretrain --config FILE [--set key=value ...] --output DIR
 contriever mine     --data DIR --model M|bm25 --output FILE [--range 10-100] [--sample]
@@ -30,6 +31,7 @@ from contriever.cli.argtypes import (
     positive_int,
     rank_range,
 )
+from contriever.cli.verify import add_subcommand as add_verify
 from contriever.errors import UsageError
 
 DEFAULT_DATA_ENV = "CONTRIEVER_DATA"
@@ -59,6 +61,8 @@ def _check_models(*names: str | None) -> None:
         name = str(name or "").strip()
         if name.lower().startswith("hybrid:"):
             name = name.split(":", 1)[1].strip()
+            if not name:
+                raise UsageError("--model hybrid: names no model; pass hybrid:PATH, hybrid:default or hybrid")
         if name and name.lower() not in ("default", "bm25", "hybrid"):
             locate_model(name)
 
@@ -236,7 +240,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from contriever.retrieval.retrieve import encoder_for_index
 
     _check_models(args.model)
-    queries = args.queries or [line.strip() for line in sys.stdin if line.strip()]
+    queries = [_utf8_argument(query) for query in args.queries] or _stdin_queries()
     if not queries:
         raise UsageError("no queries: pass them as arguments or one a line on standard input")
     empty = [i for i, query in enumerate(queries, start=1) if not query.strip()]
@@ -272,6 +276,37 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdin_queries() -> list[str]:
+    """Non-blank lines of standard input, each decoded as UTF-8 on its own: a bad byte is a one-line
+    error naming the line and column (not a tokenizer TypeError on an undecodable string)."""
+    from contriever.errors import DataError
+
+    queries = []
+    if getattr(sys.stdin, "buffer", None) is None:  # a text stream (tests, embedding): already decoded
+        return [_utf8_argument(line.strip()) for line in sys.stdin if line.strip()]
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(
+                "<stdin>",
+                f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1})",
+                number,
+            ) from None
+        if line.strip():
+            queries.append(line.strip())
+    return queries
+
+
+def _utf8_argument(text: str) -> str:
+    """A query argument; bytes the locale could not decode (kept as surrogates) are refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UsageError(f"query {text!r} is not UTF-8 text (at character {error.start + 1})") from None
+    return text
+
+
 def cmd_ann_build(args: argparse.Namespace) -> int:
     from contriever.retrieval.ann import AnnIndex, build_ann
 
@@ -284,8 +319,8 @@ def cmd_ann_build(args: argparse.Namespace) -> int:
             seed=args.seed,
             on_disk=not args.in_memory,
         )
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    except ValueError as error:  # a bad factory, too few vectors, a PQ not dividing dim: exit code 2
+        raise UsageError(str(error)) from None
     info, sizes = (index := AnnIndex.load(args.index, path.name)).info, index.sizes()
     print(
         f"built {args.factory} over {info['count']} vectors in {info['build_s']:.1f} s: {path} "
@@ -417,7 +452,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from contriever.serving.server import serve_command
+    from contriever.cli.serve import serve_command
 
     return serve_command(args)
 
@@ -472,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_qa(sub)
     _add_training(sub)
     _add_serve(sub)
+    add_verify(sub, _subcommand)
     debug_help = f"show the traceback of an internal error (also ${DEBUG_ENV}=1)"
     parser.add_argument("--debug", action="store_true", help=debug_help)
     for subparser in sub.choices.values():  # accepted after the subcommand too
@@ -744,7 +780,7 @@ def _add_training(sub) -> None:
 
 
 def _add_serve(sub) -> None:
-    from contriever.serving.server import add_arguments as add_serve_arguments
+    from contriever.cli.serve import add_arguments as add_serve_arguments
 
     p = _subcommand(
         sub,

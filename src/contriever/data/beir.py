@@ -118,47 +118,33 @@ def follow_link_stub(path: Path) -> Path:
     return resolved
 
 
-def _string_id(path: Path, line: int, obj: dict, field: str = "_id") -> str:
+def id_problem(ident: str) -> str | None:
+    """What is wrong with an id, by the one rule every loader applies (corpus, queries, qrels, index
+    inputs), or None. An id is non-empty, holds no tab or line break, and has no whitespace around
+    it: qrels and run files name ids without it, so a padded id would never match its judgments."""
+    if ident == "":
+        return "is empty"
+    if any(c in ident for c in "\t\r\n"):
+        return "contains a tab or line break, which no qrels, run or ids file can hold"
+    if ident != ident.strip():
+        return "has whitespace around it; qrels and run files name ids without it, so it would never match: remove it"
+    return None
+
+
+def check_id(path: str | os.PathLike, line: int | None, ident: str, what: str = "document") -> str:
+    """`ident` if `id_problem` finds nothing, else a DataError naming the file and line."""
+    problem = id_problem(ident)
+    if problem is not None:
+        raise DataError(path, f"{what} id {ident!r} {problem}", line)
+    return ident
+
+
+def _string_id(path: Path, line: int, obj: dict, field: str = "_id", what: str = "document") -> str:
     value = obj.get(field)
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         found = "missing" if value is None else f"{value!r} is not a non-empty string"
         raise DataError(path, f"field {field!r} {found} (fields present: {sorted(obj)})", line)
-    value = str(value)
-    if any(c in value for c in "\t\r\n"):
-        raise DataError(
-            path,
-            f"field {field!r} {value!r} contains a tab or line break, which no qrels or run file can hold",
-            line,
-        )
-    return value
-
-
-class _PaddedIds:
-    """Counts ids with spaces or tabs around them (`"14717500 "`), to refuse them all in one message.
-
-    The qrels reader trims its columns, so such an id would never match its judgments: every metric
-    would quietly drop.
-    """
-
-    def __init__(self, path: Path, what: str):
-        self.path, self.what = path, what
-        self.count, self.first = 0, None
-
-    def check(self, ident: str, line: int) -> str:
-        if ident != ident.strip():
-            self.count += 1
-            self.first = self.first or (ident, line)
-        return ident
-
-    def refuse(self) -> None:
-        if self.count:
-            ident, line = self.first
-            raise DataError(
-                self.path,
-                f"{self.count} {self.what} id(s) have whitespace around them (first: {ident!r}); qrels "
-                f"and run files name ids without it, so they would never match: remove it",
-                line,
-            )
+    return check_id(path, line, str(value), what)
 
 
 def _text_field(path: Path, line: int, obj: dict, field: str, required: bool) -> str:
@@ -180,9 +166,8 @@ def load_corpus_file(path: str | os.PathLike) -> dict[str, dict]:
     path = Path(path)
     corpus: dict[str, dict] = {}
     first_line: dict[str, int] = {}
-    padded = _PaddedIds(path, "document")
     for line, obj in iter_jsonl(path, with_line_numbers=True):
-        doc_id = padded.check(_string_id(path, line, obj), line)
+        doc_id = _string_id(path, line, obj)
         if doc_id in corpus:
             raise DataError(
                 path, f"duplicate document id {doc_id!r} (first seen on line {first_line[doc_id]})", line
@@ -192,7 +177,6 @@ def load_corpus_file(path: str | os.PathLike) -> dict[str, dict]:
             "title": _text_field(path, line, obj, "title", required=False),
             "text": _text_field(path, line, obj, "text", required=True),
         }
-    padded.refuse()
     if not corpus:
         raise DataError(path, "no documents: the corpus is empty")
     return corpus
@@ -214,16 +198,14 @@ def load_queries_file(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    padded = _PaddedIds(path, "query")
     for line, obj in iter_jsonl(path, with_line_numbers=True):
-        query_id = padded.check(_string_id(path, line, obj), line)
+        query_id = _string_id(path, line, obj, what="query")
         if query_id in queries:
             raise DataError(
                 path, f"duplicate query id {query_id!r} (first seen on line {first_line[query_id]})", line
             )
         first_line[query_id] = line
         queries[query_id] = _text_field(path, line, obj, "text", required=True)
-    padded.refuse()
     if not queries:
         raise DataError(path, "no queries: the file is empty")
     return queries
@@ -262,9 +244,11 @@ def load_qrels_file(path: str | os.PathLike) -> dict[str, dict[str, int]]:
                 f"expected 3 tab-separated columns (query-id, corpus-id, score), found {len(columns)}: {line[:80]!r}",
                 line_number,
             )
-        query_id, doc_id, score_text = (c.strip() for c in columns)
-        if not query_id or not doc_id:
+        query_id, doc_id, score_text = columns[0], columns[1], columns[2].strip()
+        if not query_id.strip() or not doc_id.strip():
             raise DataError(path, f"empty query-id or corpus-id: {line[:80]!r}", line_number)
+        check_id(path, line_number, query_id, "query")
+        check_id(path, line_number, doc_id, "document")
         try:
             score = int(score_text)
         except ValueError:

@@ -32,9 +32,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from contriever.data.beir import json_object
+from contriever.data.beir import check_id, json_object
 from contriever.errors import DataError
-from contriever.io import open_text
+from contriever.io import numbered_lines
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,8 @@ def _field(obj: dict, names: Sequence[str], path: Path, line: int, required: boo
     return ""
 
 
-def _jsonl_documents(path: Path, handle, skip_bad: bool, stats: ReadStats) -> Iterator[Document]:
-    for line_number, raw in enumerate(handle, start=1):
+def _jsonl_documents(path: Path, lines, skip_bad: bool, stats: ReadStats) -> Iterator[Document]:
+    for line_number, raw in lines:
         if not raw.strip():
             continue
         try:
@@ -152,6 +152,7 @@ def _jsonl_documents(path: Path, handle, skip_bad: bool, stats: ReadStats) -> It
             doc_id = _field(obj, ("_id", "id"), path, line_number, required=True)
             if not doc_id.strip():
                 raise DataError(path, "empty document id", line_number)
+            check_id(path, line_number, doc_id)  # the one id rule of every loader (data.beir)
             text = _field(obj, ("text",), path, line_number, required=True)
             title = _field(obj, ("title",), path, line_number, required=False)
         except DataError as error:
@@ -162,8 +163,8 @@ def _jsonl_documents(path: Path, handle, skip_bad: bool, stats: ReadStats) -> It
         yield Document(doc_id, title, text, str(path), line_number)
 
 
-def _tsv_documents(path: Path, handle, skip_bad: bool, stats: ReadStats) -> Iterator[Document]:
-    reader = csv.reader(handle, delimiter="\t")
+def _tsv_documents(path: Path, lines, skip_bad: bool, stats: ReadStats) -> Iterator[Document]:
+    reader = csv.reader((line for _, line in lines), delimiter="\t")
     for row in reader:
         line_number = reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
@@ -180,12 +181,19 @@ def _tsv_documents(path: Path, handle, skip_bad: bool, stats: ReadStats) -> Iter
                 raise error
             stats.note_bad(error)
             continue
-        yield Document(row[0].strip(), row[2] if len(row) == 3 else "", row[1], str(path), line_number)
+        try:
+            doc_id = check_id(path, line_number, row[0])
+        except DataError as error:
+            if not skip_bad:
+                raise
+            stats.note_bad(error)
+            continue
+        yield Document(doc_id, row[2] if len(row) == 3 else "", row[1], str(path), line_number)
 
 
-def _text_documents(path: Path, handle, skip_bad: bool, stats: ReadStats) -> Iterator[Document]:
+def _text_documents(path: Path, lines, skip_bad: bool, stats: ReadStats) -> Iterator[Document]:
     stem = _stem(path)
-    for line_number, raw in enumerate(handle, start=1):
+    for line_number, raw in lines:
         yield Document(f"{stem}:{line_number}", "", raw.rstrip("\r\n"), str(path), line_number)
 
 
@@ -198,15 +206,14 @@ def iter_documents(
     """Stream the documents of `paths` in order (see the module docstring for formats and errors)."""
     stats = stats if stats is not None else ReadStats()
     for path in map(Path, paths):
+        # each line decoded on its own: a bad byte or a cut gzip is named at its line (and column)
+        lines = numbered_lines(path)
         try:
-            handle = open_text(path)
-        except FileNotFoundError:
-            raise DataError(path, "no such file") from None
-        with handle:
-            try:
-                yield from READERS[input_format(path)](path, handle, skip_bad, stats)
-            except (OSError, EOFError, UnicodeDecodeError, csv.Error) as error:  # truncated gzip, bad bytes
-                raise DataError(path, f"cannot read the file (truncated or damaged?): {error}") from error
+            yield from READERS[input_format(path)](path, lines, skip_bad, stats)
+        except csv.Error as error:
+            raise DataError(path, f"cannot read the file (truncated or damaged?): {error}") from error
+        finally:
+            lines.close()
 
 
 def iter_passages(

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+import pickle
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -191,6 +194,22 @@ def check_model_folder(folder: Path) -> None:
             _check_safetensors(path)
 
 
+def refuse_pickled_weights(source, error: BaseException) -> None:
+    """Raise a DataError naming `pytorch_model.bin` when `error` is torch's safe loader refusing it
+    (it holds pickled objects other than tensors; nothing in it ran); else return."""
+    text = str(error)
+    if not isinstance(source, Path) or not re.search(r"(?i)weights.only|unpickl|unsupported global", text):
+        return
+    path = source / "pytorch_model.bin"
+    found = re.search(r"GLOBAL [\w.]+", text)
+    raise DataError(
+        path,
+        "refused: pickled weights holding objects other than tensors"
+        + (f" ({found.group(0)})" if found else "")
+        + "; nothing in it ran. Load only weights you trust, converted to model.safetensors",
+    ) from None
+
+
 def _check_safetensors(path: Path) -> None:
     """A safetensors file is an 8-byte header length, a JSON header of tensor offsets, then the data:
     a file shorter than its header says was cut short (an interrupted copy or download)."""
@@ -218,6 +237,37 @@ def _check_safetensors(path: Path) -> None:
         )
 
 
+_LENGTH_NOTICES: set[tuple[int, int]] = set()
+
+
+def position_limit(model) -> int | None:
+    """The most tokens `model`'s position table holds (None: no table, e.g. rotary positions).
+    RoBERTa-style models number positions from padding_idx + 1, so two slots are not usable."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"):
+        limit -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    return limit
+
+
+def capped_length(model, max_length: int) -> int:
+    """`max_length`, at most the model's position table: a longer one would fail inside the model
+    with a tensor-size error. Said once on stderr per (asked, limit)."""
+    limit = position_limit(model)
+    if limit is None or max_length <= limit:
+        return int(max_length)
+    if (max_length, limit) not in _LENGTH_NOTICES:
+        _LENGTH_NOTICES.add((max_length, limit))
+        print(
+            f"note: max length {max_length} is more than the model's position table holds ({limit} tokens); "
+            f"using {limit}",
+            file=sys.stderr,
+        )
+    return limit
+
+
 class Encoder(torch.nn.Module):
     """A transformer plus pooling: `encoder(input_ids, attention_mask) -> [batch, dim]` vectors."""
 
@@ -239,7 +289,7 @@ class Encoder(torch.nn.Module):
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.normalize = normalize
-        self.max_length = max_length
+        self.max_length = capped_length(model, max_length)
         # Text options of the paper's code, applied to every text before tokenization (`tokenize`):
         # `normalize_text` (its character table, `contriever.data.normalize`), then lowercasing.
         self.lowercase = lowercase
@@ -289,9 +339,15 @@ class Encoder(torch.nn.Module):
             # Never run code shipped in a model folder (`auto_map` + modeling_*.py).
             safe = {"trust_remote_code": False}
             try:
-                model = from_pretrained(AutoModel.from_pretrained, source, add_pooling_layer=False, **safe)
-            except TypeError:  # architectures without a pooler take no add_pooling_layer argument
-                model = from_pretrained(AutoModel.from_pretrained, source, **safe)
+                try:
+                    model = from_pretrained(
+                        AutoModel.from_pretrained, source, add_pooling_layer=False, **safe
+                    )
+                except TypeError:  # architectures without a pooler take no add_pooling_layer argument
+                    model = from_pretrained(AutoModel.from_pretrained, source, **safe)
+            except (pickle.UnpicklingError, OSError, RuntimeError) as error:
+                refuse_pickled_weights(source, error)
+                raise
             tokenizer = from_pretrained(AutoTokenizer.from_pretrained, source, **safe)
         finally:
             hf_logging.set_verbosity(verbosity)
@@ -419,7 +475,7 @@ class Encoder(torch.nn.Module):
             texts,
             add_special_tokens=True,
             truncation=True,
-            max_length=max_length or self.max_length,
+            max_length=capped_length(self.model, max_length or self.max_length),
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
@@ -455,6 +511,7 @@ class Encoder(torch.nn.Module):
         show_progress: bool = True,
         desc: str = "encoding",
         token_budget: int | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Vectors `[n, dim]` (float32) for `texts`, in input order.
 
@@ -462,6 +519,7 @@ class Encoder(torch.nn.Module):
         own length; results are put back in input order. Batches hold `batch_size` texts when it is
         given, else as many as fit in `token_budget` padded tokens (default: the budget measured for
         this device, `contriever.model.batching`), which bounds a batch's memory whatever the lengths.
+        `on_batch(n)` is called after each forward pass of n texts (a caller's own progress bar).
         """
         from contriever.model.batching import token_batches
         from contriever.model.batching import token_budget as device_budget
@@ -488,6 +546,8 @@ class Encoder(torch.nn.Module):
                         vectors = self(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
                         out[start + rows] = vectors.float().cpu().numpy()
                         progress.update(len(rows))
+                        if on_batch is not None:
+                            on_batch(len(rows))
         finally:
             progress.close()
             self.train(was_training)

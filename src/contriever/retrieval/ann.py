@@ -4,7 +4,9 @@ An index folder (`contriever index --output IDX`) holds every passage vector exa
 `build_ann(IDX, "IVF4096,PQ48")` makes an approximate index beside them, in `IDX/ann/<name>/`:
 
 - `ann.json`: the factory string, dim, count, training sample size and seed, build time, search
-  defaults, and the shards it was built from (so a stale one is refused, never searched);
+  defaults, and the shards it was built from, with their checksums (so an ANN of other vectors, a
+  stale one or one copied from another index, is refused, never searched);
+- `manifest.json`: every file's size and checksum (`contriever.io`), written last;
 - `index.faiss`: the FAISS index; for IVF indexes only its header (quantizer, PQ/OPQ tables);
 - `lists.ivfdata` (IVF only): the inverted lists, FAISS's `OnDiskInvertedLists` format, which
   search reads memory-mapped: the index answers on a machine with less RAM than the lists, the
@@ -53,8 +55,8 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from contriever.errors import DataError
-from contriever.io import atomic_folder, write_json
+from contriever.errors import DataError, UsageError
+from contriever.io import atomic_folder, verify_manifest, write_json
 from contriever.retrieval.index import _as_float32_rows, _ensure_threads, _faiss_reason, search_in_batches
 from contriever.retrieval.shards import merge_top_k
 
@@ -91,11 +93,57 @@ def open_shards(folder: str | os.PathLike) -> ShardSource:
     return open_index(folder)
 
 
+SHARD_LAYOUT_KEYS = ("rows", "ids", "ids_bytes", "vectors", "vectors_bytes")
+
+
 def source_fingerprint(source: ShardSource) -> dict:
-    """What an ANN index must match to be searched with a folder's ids: count, dim and the shards
-    as the folder's manifest lists them (file names, and rows and sizes where recorded)."""
-    shards = json.dumps(source.manifest.get("shards"), sort_keys=True).encode()
-    return {"count": len(source), "dim": source.dim, "shards_sha256": hashlib.sha256(shards).hexdigest()[:16]}
+    """What an ANN index must match to be searched with a folder's ids: count, dim, the shards as
+    the folder's manifest lists them (file names, and rows and sizes where recorded), and the
+    checksums of their ids and vectors (`shard_checksums`, when the folder records them)."""
+    entries = source.manifest.get("shards") or []
+    layout = [
+        {k: e[k] for k in SHARD_LAYOUT_KEYS if k in e} if isinstance(e, dict) else e for e in entries
+    ]  # what older versions hashed: ANNs built by them still match their folder
+    shards = json.dumps(layout, sort_keys=True).encode()
+    fingerprint = {
+        "count": len(source),
+        "dim": source.dim,
+        "shards_sha256": hashlib.sha256(shards).hexdigest()[:16],
+    }
+    if entries and all(isinstance(e, dict) and "vectors_checksum" in e for e in entries):
+        fingerprint["shard_checksums"] = [[e.get("ids_checksum"), e["vectors_checksum"]] for e in entries]
+    return fingerprint
+
+
+def source_mismatch(recorded, current: dict) -> str | None:
+    """Why an ANN's recorded source does not match the folder's shards now (None: it matches). An
+    ANN built before checksums is matched on count, dim and shard layout, as then."""
+    if not isinstance(recorded, dict):
+        return "it records no source"
+    for key in ("count", "dim", "shards_sha256"):
+        if recorded.get(key) != current.get(key):
+            return f"{key}: {recorded.get(key)!r} when built, {current.get(key)!r} now"
+    if "shard_checksums" in recorded and recorded["shard_checksums"] != current.get("shard_checksums"):
+        return "the shards' checksums differ: it was built from other vectors (another index, or these shards before they changed)"
+    return None
+
+
+def check_ann_name(name: str) -> str:
+    """`name` if it can name a folder under IDX/ann/ (one path component, not `.` or `..`)."""
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or name.startswith(".")
+        or name != name.strip()
+    ):
+        raise UsageError(
+            f"--name {name!r}: an ANN name is a folder name under IDX/{ANN_DIR}/, without path separators, "
+            "'..', a leading dot or spaces around it"
+        )
+    return name
 
 
 @contextmanager
@@ -206,7 +254,12 @@ def build_ann(
     their inverted lists in `lists.ivfdata` unless `on_disk=False`. Returns the ANN folder; an
     existing one of the same name is replaced only once the new one is complete.
     """
+    if name is not None:
+        check_ann_name(name)  # before anything is read or written
     source = source if source is not None else open_shards(folder)
+    verify = getattr(source, "verify_shard", None)
+    for number in range(getattr(source, "num_shards", 0) if verify else 0):
+        verify(number)  # what the ANN records as its source is what it is built from
     started = time.perf_counter()
     _ensure_threads()
     index = make_faiss_index(factory, source.dim)
@@ -328,6 +381,7 @@ class AnnIndex:
         """Open `folder/ann/<name>`; IVF lists are memory-mapped from disk (`mmap=False` reads an
         on-disk index's lists into RAM)."""
         folder = Path(folder)
+        check_ann_name(name)
         path = folder / ANN_DIR / name
         manifest = path / ANN_MANIFEST
         if not manifest.is_file():
@@ -346,12 +400,14 @@ class AnnIndex:
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(manifest, f"missing or bad field: {error}") from None
         source = source if source is not None else open_shards(folder)
-        if info.get("source") != source_fingerprint(source):
+        mismatch = source_mismatch(info.get("source"), source_fingerprint(source))
+        if mismatch is not None:
             raise DataError(
                 manifest,
-                f"built from other vectors ({info.get('source')}) than the folder now holds "
-                f"({source_fingerprint(source)}); rebuild it with `contriever ann-build`",
+                f"built from other vectors than this index folder's shards ({mismatch}); rebuild it with "
+                f"`contriever ann-build --index {folder} --factory {info['factory']!r} --name {name}`",
             )
+        verify_manifest(path, required=False)  # sizes; contents too when the folder is small
         for key in ("index_file", "lists_file"):
             if info.get(key) and not (path / info[key]).is_file():
                 raise DataError(

@@ -30,7 +30,9 @@ reused by `index` and `evaluate`. `cache_dir()` is `$CONTRIEVER_CACHE`, else
 `$XDG_CACHE_HOME/contriever`, else `~/.cache/contriever`; `CONTRIEVER_CACHE=off` disables it.
 `evaluate` keeps query vectors there too (`queries/KEY.npy`, `CachedQueryEncoder`): the same model,
 settings and query texts are encoded once, whatever index or ANN setting they are searched with.
-Deleting the folder is always safe (`contriever cache --clear`).
+Deleting the folder is always safe (`contriever cache --clear`). Every cache entry is checked
+against its checksums before it is reused (hashing a shard takes milliseconds, encoding it minutes):
+a damaged shard is reported on stderr, encoded again and replaced; a damaged query set likewise.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -57,17 +60,20 @@ from contriever.data.passages import (
     iter_passages,
 )
 from contriever.errors import ConfigError, DataError
-from contriever.io import atomic_write, write_json
+from contriever.io import atomic_write, checksum_bytes, write_json
 from contriever.machine import map_large_blocks, release_freed_memory
 from contriever.retrieval.shards import (
     FP16_MAX,
     MANIFEST,
     PLAN,
     STORE,
+    file_entry,
     folder_lock,
     ids_name,
     read_shard_record,
     record_name,
+    recorded_file_problems,
+    shard_problems,
     vectors_name,
     write_manifest,
     write_shard,
@@ -211,19 +217,36 @@ class CachedQueryEncoder:
     ) -> np.ndarray:
         texts = list(queries)
         path = self._path(texts, precision)
-        if path.is_file():
-            try:
-                vectors = np.load(path, allow_pickle=False)
-            except (OSError, ValueError):  # damaged: encode again and replace it
-                vectors = None
-            if vectors is not None and vectors.shape == (len(texts), self.encoder.dim):
-                self.hits += 1
-                return vectors
+        vectors = _read_cached_queries(path)
+        if vectors is not None and vectors.shape == (len(texts), self.encoder.dim):
+            self.hits += 1
+            return vectors
         vectors = self.encoder.encode_queries(texts, batch_size, precision=precision, **kwargs)
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "wb") as handle:
             np.save(handle, np.ascontiguousarray(vectors), allow_pickle=False)
+        write_json(path.with_suffix(".json"), {"bytes": path.stat().st_size, "checksum": handle.checksum()})
         return vectors
+
+
+def _read_cached_queries(path: Path) -> np.ndarray | None:
+    """Cached query vectors, when present and equal to what was written (their checksum, in the
+    `.json` beside them, matches); else None: they are encoded again and replaced."""
+    import io
+
+    try:
+        data = path.read_bytes()
+        record = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or checksum_bytes(data) != record.get("checksum"):
+        if path.with_suffix(".json").exists():
+            print(f"warning: {path}: damaged cache entry (checksum differs); encoding again", file=sys.stderr)
+        return None
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError):
+        return None
 
 
 # ----- settings ---------------------------------------------------------------------------------------
@@ -339,6 +362,7 @@ def _prepare_store(
             "rows": rows,
             "shards": -(-rows // settings["shard_rows"]),
             "read": stats.as_dict(),
+            "store": file_entry(folder / STORE),
         }
         write_json(folder / PLAN, plan)
         return plan
@@ -353,10 +377,14 @@ def _remove_partial(folder: Path, number: int) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _link_shard(source: Path, target: Path, number: int, *, copy: bool) -> dict | None:
-    """Hard-link (or copy) a complete shard from `source` into `target`; its record comes last."""
+def _link_shard(source: Path, target: Path, number: int, *, copy: bool, verify: bool = False) -> dict | None:
+    """Hard-link (or copy) a complete shard from `source` into `target`; its record comes last.
+    With `verify` (reusing the cache), a shard whose contents differ from its checksums is reported,
+    its record removed from `source`, and not used."""
     record = read_shard_record(source, number)
     if record is None:
+        return None
+    if verify and _drop_if_damaged(source, record, number):
         return None
     try:
         for name in (record["ids"], record["vectors"], record_name(number)):
@@ -374,6 +402,41 @@ def _link_shard(source: Path, target: Path, number: int, *, copy: bool) -> dict 
     except OSError:
         return None
     return read_shard_record(target, number)
+
+
+def _drop_if_damaged(folder: Path, record: dict, number: int) -> bool:
+    """Whether shard `number` of `folder` differs from its checksums; if so it is reported on stderr
+    and its record (and `index.json`, which lists it) removed, so it is encoded again."""
+    problem = next(shard_problems(folder, record, where=record_name(number)), None)
+    if problem is None:
+        return False
+    print(f"warning: {problem}; encoding that shard again", file=sys.stderr)
+    (folder / record_name(number)).unlink(missing_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    return True
+
+
+def repair_cached(folder: Path) -> int:
+    """Check every shard of the cached index `folder` against its checksums; damaged ones lose their
+    record (and the folder its `index.json`) so the next `build_index` encodes them again. Returns
+    how many were damaged. Cheap against what it guards: hashing runs at gigabytes a second."""
+    manifest = _read_json(folder / MANIFEST)
+    if manifest is None:
+        return 0
+    problem = next(recorded_file_problems(folder, manifest, checksums=True), None)
+    if problem is not None:  # the passage store: the whole entry is made again
+        print(f"warning: {problem}; making this cache entry again", file=sys.stderr)
+        shutil.rmtree(folder, ignore_errors=True)
+        return 1
+    damaged = 0
+    for number in range(len(manifest.get("shards") or [])):
+        record = read_shard_record(folder, number)
+        if record is None:
+            (folder / MANIFEST).unlink(missing_ok=True)
+            damaged += 1
+        elif _drop_if_damaged(folder, record, number):
+            damaged += 1
+    return damaged
 
 
 def _fp16(vectors: np.ndarray) -> np.ndarray:
@@ -419,7 +482,7 @@ def _encode_shards(
     try:
         for number in todo:
             _remove_partial(folder, number)
-            if cache is not None and _link_shard(cache, folder, number, copy=True) is not None:
+            if cache is not None and _link_shard(cache, folder, number, copy=True, verify=True) is not None:
                 counts["from_cache"] += 1
                 progress.update(read_shard_record(folder, number)["rows"])
                 continue
@@ -427,13 +490,18 @@ def _encode_shards(
             batch = store.range(number * shard_rows, (number + 1) * shard_rows)
             texts = [document_text({"title": title, "text": text}) for _, title, text in batch]
             blocks = []
-            step = 8 * batch_size if batch_size else TEXTS_PER_BLOCK  # a few batches at a time: the bar moves
+            step = 8 * batch_size if batch_size else TEXTS_PER_BLOCK  # batches at a time, sorted by length
             for start in range(0, len(texts), step):
                 block = texts[start : start + step]
                 blocks.append(
-                    encoder.encode(block, batch_size, precision=settings["precision"], show_progress=False)
+                    encoder.encode(
+                        block,
+                        batch_size,
+                        precision=settings["precision"],
+                        show_progress=False,
+                        on_batch=progress.update,  # the bar moves every forward pass, not every block
+                    )
                 )
-                progress.update(len(block))
             vectors = np.concatenate(blocks)
             vectors = _fp16(vectors) if settings["dtype"] == "float16" else vectors.astype(np.float32)
             write_shard(folder, number, [pid for pid, _, _ in batch], vectors)
@@ -496,6 +564,7 @@ def _finish(folder: Path, plan: dict) -> tuple[dict | None, list[int]]:
             dtype=settings["dtype"],
             metadata=settings,
             extra={"read": plan.get("read"), "store": STORE},
+            files={STORE: plan.get("store") or file_entry(folder / STORE)},
         )
         return manifest, []
 
@@ -590,6 +659,8 @@ def cached_index(
     if folder is None:
         temporary = tempfile.TemporaryDirectory(prefix="contriever-encode-")
         folder = Path(temporary.name) / "index"
+    else:
+        repair_cached(folder)  # a damaged cached shard is encoded again, never searched
     summary = build_index(
         inputs,
         encoder,

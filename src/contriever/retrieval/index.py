@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from contriever.errors import DataError, UsageError
 from contriever.io import atomic_folder, atomic_write, write_json
 from contriever.machine import available_cpus
-from contriever.retrieval.shards import MANIFEST, open_index, write_manifest, write_shard
+from contriever.retrieval.shards import MANIFEST, file_entry, open_index, write_manifest, write_shard
 
 FP16_MAX = float(np.finfo(np.float16).max)
 DEFAULT_NPROBE = 32
@@ -347,6 +347,7 @@ class DenseIndex:
                 factory=self.factory,
                 faiss_file=faiss_file,
                 search_params=self.search_params,
+                files={faiss_file: file_entry(staging / faiss_file)} if faiss_file else None,
             )
         return target
 
@@ -372,7 +373,8 @@ class DenseIndex:
             index.ids = sharded.ids
             index._vectors = [vectors for _, vectors in sharded.iter_shards()]  # memory-mapped
         else:
-            for ids, vectors in sharded.iter_shards():
+            for number, (ids, vectors) in enumerate(sharded.iter_shards()):
+                sharded.verify_shard(number)  # every vector is read into RAM anyway: check it first
                 index.add(np.asarray(vectors), ids, show_progress=show_progress)
         params = sharded.manifest.get("search_params") or {}
         index.search_params = {k: int(v) for k, v in params.items()}
@@ -423,5 +425,6 @@ def add_faiss_index(folder: str | os.PathLike, factory: str, **build) -> Path:
     write_faiss(index.index, folder / "index.faiss")
     manifest = dict(sharded.manifest)
     manifest.update(factory=factory, faiss_file="index.faiss", search_params=index.search_params)
+    manifest["files"] = {**(manifest.get("files") or {}), "index.faiss": file_entry(folder / "index.faiss")}
     write_json(folder / MANIFEST, manifest)
     return folder

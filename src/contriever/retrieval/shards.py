@@ -7,8 +7,8 @@ An index folder (format version 2) holds:
 |---|---|
 | `embeddings-NNNNN.npy` | shard NNNNN's vectors, `[rows, dim]`, fp16 (fp32 when built so), a plain `.npy` |
 | `ids-NNNNN.txt` | shard NNNNN's passage ids, one a line, in row order |
-| `shard-NNNNN.json` | shard NNNNN's record: rows, dim, dtype, file names and byte sizes; written after both files |
-| `index.json` | the manifest, written last: format version, dim, count, dtype, the shards in order (names, rows, byte sizes), the settings that made the vectors (`metadata`: model, pooling, normalization, max length, passage settings, input fingerprint) |
+| `shard-NNNNN.json` | shard NNNNN's record: rows, dim, dtype, file names, byte sizes and checksums; written after both files |
+| `index.json` | the manifest, written last: format version, dim, count, dtype, the shards in order (names, rows, byte sizes, checksums), the other files' sizes and checksums (`files`: the passage store, `index.faiss`), the settings that made the vectors (`metadata`: model, pooling, normalization, max length, passage settings, input fingerprint) |
 | `encoding.json` | (streamed encoding only) the plan written before the first shard: settings, passage count, shard size |
 | `passages.sqlite` | (optional) the passage store: id, document id, title and text by row (`contriever.retrieval.store`) |
 | `index.faiss` | (optional) a trained FAISS index for non-flat factories |
@@ -17,6 +17,14 @@ Every file is written to a temporary name beside it, flushed, fsynced and rename
 size checked; a shard counts only once its record exists and the sizes on disk match it, so a kill
 or a full disk leaves a shard absent, never half-written. The folder is an index only once
 `index.json` exists; `open_index` checks every file's size against it.
+
+Contents: each file's XXH3-128 checksum (`contriever.io`) is computed from its bytes as they are
+written and recorded in the shard record and `index.json`. Verified always where it costs next to
+nothing against the work at hand: an ids file whenever it is read (its bytes are hashed as they are
+parsed), each shard's vectors the first time exact search scans them (the scan reads every byte
+anyway), the passage store's header on open, and every file of a folder whose files total at most
+`contriever.io.CHEAP_BYTES`. `verify_folder` (`contriever verify IDX`) checks everything. Folders
+written before checksums have none: they load with their sizes checked, as before.
 
 Rows are numbered across shards in order: row `r` of the index is row `r - offset[s]` of shard `s`.
 Format version 1 folders (one `ids.txt` for all shards, no records) are still read.
@@ -33,6 +41,7 @@ import errno
 import fcntl
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from contriever.errors import DataError
-from contriever.io import atomic_write
+from contriever.io import CHEAP_BYTES, atomic_write, checksum_bytes, content_problem, written_checksum
 
 FORMAT_VERSION = 2
 MANIFEST = "index.json"
@@ -80,9 +89,20 @@ def _checked_size(path: Path, expected: int) -> int:
 
 
 def _write_checked(path: Path, data: bytes) -> int:
+    return _write_summed(path, data)[0]
+
+
+def _write_summed(path: Path, data: bytes) -> tuple[int, str]:
+    """Write `data` atomically; `(size checked on disk, checksum of the bytes as written)`."""
     with atomic_write(path, "wb") as handle:
         handle.write(data)
-    return _checked_size(path, len(data))
+    return _checked_size(path, len(data)), handle.checksum()
+
+
+def file_entry(path: str | os.PathLike) -> dict:
+    """`{"bytes", "checksum"}` of a finished file (the checksum from its writer when it was written
+    by `atomic_write`, else read once)."""
+    return {"bytes": os.stat(path).st_size, "checksum": written_checksum(path)}
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -115,22 +135,27 @@ def write_shard(folder: str | os.PathLike, number: int, ids: Sequence[str], vect
     if vectors.dtype not in (np.float16, np.float32):
         raise ValueError(f"shard {number}: vectors must be float16 or float32, got {vectors.dtype}")
     id_bytes = "".join(f"{i}\n" for i in ids).encode("utf-8")
+    ids_bytes, ids_checksum = _write_summed(folder / ids_name(number), id_bytes)
+    vectors_bytes, vectors_checksum = _write_summed(folder / vectors_name(number), _npy_bytes(vectors))
     record = {
         "number": number,
         "rows": len(ids),
         "dim": int(vectors.shape[1]),
         "dtype": str(vectors.dtype),
         "ids": ids_name(number),
-        "ids_bytes": _write_checked(folder / ids_name(number), id_bytes),
+        "ids_bytes": ids_bytes,
+        "ids_checksum": ids_checksum,
         "vectors": vectors_name(number),
-        "vectors_bytes": _write_checked(folder / vectors_name(number), _npy_bytes(vectors)),
+        "vectors_bytes": vectors_bytes,
+        "vectors_checksum": vectors_checksum,
     }
     _write_checked(folder / record_name(number), (json.dumps(record, indent=1) + "\n").encode())
     return record
 
 
-def read_shard_record(folder: str | os.PathLike, number: int) -> dict | None:
-    """Shard `number`'s record when the shard is complete (files present with the recorded sizes)."""
+def read_shard_record(folder: str | os.PathLike, number: int, *, checksums: bool = False) -> dict | None:
+    """Shard `number`'s record when the shard is complete (files present with the recorded sizes,
+    and with `checksums`, the recorded contents: see `shard_problems`)."""
     folder = Path(folder)
     try:
         record = json.loads((folder / record_name(number)).read_text())
@@ -142,7 +167,26 @@ def read_shard_record(folder: str | os.PathLike, number: int) -> dict | None:
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if checksums and any(True for _ in shard_problems(folder, record)):
+        return None
     return record
+
+
+SHARD_KEYS = ("rows", "ids", "ids_bytes", "vectors", "vectors_bytes")
+CHECKSUM_KEYS = ("ids_checksum", "vectors_checksum")
+
+
+def shard_problems(folder: str | os.PathLike, entry: dict, progress=None, where: str = MANIFEST):
+    """DataErrors for the files of a shard `entry` (a record, or an index.json shard entry) whose
+    contents differ from its recorded checksums (none recorded: nothing to check)."""
+    folder = Path(folder)
+    for name_key, checksum_key in (("ids", "ids_checksum"), ("vectors", "vectors_checksum")):
+        if entry.get(name_key) and entry.get(checksum_key) is not None:
+            path = folder / entry[name_key]
+            if not path.is_file():
+                yield DataError(path, f"missing ({where} lists it)")
+                continue
+            yield from content_problem(path, entry[checksum_key], where, progress)
 
 
 def write_manifest(
@@ -156,11 +200,12 @@ def write_manifest(
     faiss_file: str | None = None,
     search_params: dict | None = None,
     extra: dict | None = None,
+    files: dict | None = None,
 ) -> dict:
-    """Write `index.json` (atomically, last): the folder is an index from this moment on."""
+    """Write `index.json` (atomically, last): the folder is an index from this moment on. `files`:
+    `{name: file_entry(...)}` of the folder's other files (passage store, index.faiss)."""
     shards = [
-        {key: record[key] for key in ("rows", "ids", "ids_bytes", "vectors", "vectors_bytes")}
-        for record in shards
+        {key: record[key] for key in (*SHARD_KEYS, *CHECKSUM_KEYS) if key in record} for record in shards
     ]
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -175,6 +220,8 @@ def write_manifest(
         "metadata": dict(metadata or {}),
         **(extra or {}),
     }
+    if files:
+        manifest["files"] = dict(files)
     data = (json.dumps(manifest, indent=1) + "\n").encode("utf-8")
     _write_checked(Path(folder) / MANIFEST, data)
     return manifest
@@ -255,6 +302,8 @@ class ShardedIndex:
             entries = [{"vectors": name, "ids": None} for name in entries]
         self._shards: list[np.ndarray] = []
         self._id_files: list[str | None] = []
+        self._entries: list[dict] = list(entries)
+        self._verified: set[int] = set()  # shards whose vectors' checksum was checked in this process
         for entry in entries:
             path = self.folder / entry["vectors"]
             expected = entry.get("vectors_bytes")
@@ -288,6 +337,54 @@ class ShardedIndex:
         if version == 1:
             self._check_shared_ids()
         self._store = None
+        small = self.recorded_bytes() <= CHEAP_BYTES  # a small folder: every content checked at once
+        self._check_files(checksums=small)
+        if small:
+            for number in range(len(self._shards)):
+                self.verify_shard(number)
+                self.shard_ids(number)
+
+    # ----- contents -----------------------------------------------------------------------------------
+    def recorded_bytes(self) -> int:
+        """The bytes of every file index.json lists (shards and other files)."""
+        shards = sum(int(e.get("vectors_bytes") or 0) + int(e.get("ids_bytes") or 0) for e in self._entries)
+        files = self.manifest.get("files") or {}
+        return shards + sum(int((entry or {}).get("bytes") or 0) for entry in files.values())
+
+    @property
+    def has_checksums(self) -> bool:
+        """Whether index.json records the contents of its shards (folders written before do not)."""
+        return bool(self._entries) and all("vectors_checksum" in entry for entry in self._entries)
+
+    def verify_shard(self, number: int) -> None:
+        """Check shard `number`'s vectors against their recorded checksum, once per process."""
+        if number in self._verified:
+            return
+        entry = self._entries[number]
+        if entry.get("vectors_checksum") is not None:
+            for problem in content_problem(
+                self.folder / entry["vectors"], entry["vectors_checksum"], MANIFEST
+            ):
+                raise problem
+        self._verified.add(number)
+
+    def _file_problems(self, *, checksums: bool, progress=None):
+        return recorded_file_problems(self.folder, self.manifest, checksums=checksums, progress=progress)
+
+    def _check_files(self, checksums: bool = False) -> None:
+        """Refuse a recorded file that is missing, resized (or with `checksums`, changed); a missing
+        passage store is a warning."""
+        for problem in self._file_problems(checksums=checksums):
+            store = self.folder / STORE
+            if problem.path == str(store) and not store.exists():
+                # the vectors and ids are whole: search still works, with ids only; said, not silent
+                print(
+                    f"warning: {store}: missing ({MANIFEST} records it): results show ids only, without "
+                    "titles or text; restore the file or rebuild the index with `contriever index`",
+                    file=sys.stderr,
+                )
+                continue
+            raise problem
 
     # ----- ids ----------------------------------------------------------------------------------------
     def _check_shared_ids(self) -> None:
@@ -303,7 +400,21 @@ class ShardedIndex:
         """The ids of shard `number`, in row order (read on first use, then kept)."""
         if number not in self._ids_cache:
             path = self.folder / str(self._id_files[number])
-            ids = path.read_text(encoding="utf-8").splitlines()
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                raise DataError(path, f"cannot read the ids file: {error.strerror or error}") from None
+            expected = self._entries[number].get("ids_checksum")
+            if expected is not None and checksum_bytes(data) != expected:  # lines swapped, same size
+                raise DataError(
+                    path,
+                    f"contents changed since it was written ({MANIFEST} records another checksum): "
+                    "damaged; restore it or rebuild the index",
+                )
+            try:
+                ids = data.decode("utf-8").splitlines()
+            except UnicodeDecodeError as error:
+                raise DataError(path, f"not UTF-8 text (byte offset {error.start})") from None
             if len(ids) != len(self._shards[number]):
                 raise DataError(path, f"has {len(ids)} ids for {len(self._shards[number])} vectors")
             self._ids_cache[number] = ids
@@ -427,6 +538,7 @@ class ShardedIndex:
         keep = len(self) * self.dim * 4 <= fp32_keep_bytes()
         chunks = []
         for number, shard in enumerate(self._shards):
+            self.verify_shard(number)  # once per process: the scan below reads every byte anyway
             for start in range(0, len(shard), chunk_rows):
                 chunk = np.ascontiguousarray(shard[start : start + chunk_rows], dtype=np.float32)
                 finite = np.isfinite(chunk).all(axis=1)
@@ -489,3 +601,99 @@ def merge_top_k(best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarr
 def open_index(folder: str | os.PathLike) -> ShardedIndex:
     """Open an index folder for exact search over its memory-mapped shards (see the module docstring)."""
     return ShardedIndex(folder)
+
+
+def recorded_file_problems(
+    folder: Path, manifest: dict, *, checksums: bool, progress=None
+) -> Iterator[DataError]:
+    """The files index.json records besides the shards (passage store, index.faiss): missing,
+    resized, or (with `checksums`) changed. A passage store named by `store` must exist."""
+    files = dict(manifest.get("files") or {})
+    if manifest.get("store") and manifest["store"] not in files:
+        files[manifest["store"]] = {}
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            yield DataError(
+                path,
+                f"missing ({MANIFEST} records it): the index folder is damaged; restore the file or rebuild "
+                "the index with `contriever index`",
+            )
+            continue
+        size = path.stat().st_size
+        if entry.get("bytes") is not None and size != entry["bytes"]:
+            yield DataError(
+                path, f"is {size:,} bytes, {MANIFEST} says {entry['bytes']:,}: truncated or damaged"
+            )
+            continue
+        if checksums and entry.get("checksum") is not None:
+            yield from content_problem(path, entry["checksum"], MANIFEST, progress)
+
+
+def _vectors_shape_problem(path: Path, dim: int, rows) -> DataError | None:
+    try:
+        vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        return DataError(path, f"cannot read embeddings shard: {error}")
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        return DataError(path, f"shard has shape {vectors.shape}, expected [rows, {dim}]")
+    if rows is not None and len(vectors) != rows:
+        return DataError(path, f"shard has {len(vectors)} rows, {MANIFEST} says {rows}")
+    return None
+
+
+def index_problems(folder: str | os.PathLike, progress=None) -> Iterator[DataError]:
+    """Every problem of an index folder, one per file: a missing or unreadable `index.json`; each
+    shard file missing, of another size or shape, or whose contents differ from its checksum; a shard
+    record disagreeing with index.json; the other recorded files (passage store, index.faiss).
+    `progress.update(bytes)` as files are read. Folders written before checksums get the rest."""
+    folder = Path(folder)
+    try:
+        manifest = _read_manifest(folder)
+    except DataError as error:
+        yield error
+        return
+    if int(manifest.get("format_version", 1)) == 1:  # names only: what open_index checks is all there is
+        try:
+            ShardedIndex(folder).ids  # noqa: B018 - reads and counts the ids
+        except DataError as error:
+            yield error
+        return
+    dim = int(manifest["dim"])
+    for number, entry in enumerate(manifest.get("shards") or []):
+        for kind in ("ids", "vectors"):
+            path = folder / str(entry.get(kind))
+            if not path.is_file():
+                yield DataError(path, f"missing ({MANIFEST} lists it); the index folder is incomplete")
+                continue
+            size, expected = path.stat().st_size, entry.get(f"{kind}_bytes")
+            if expected is not None and size != expected:
+                yield DataError(
+                    path, f"is {size:,} bytes, {MANIFEST} says {expected:,}: truncated or damaged"
+                )
+                continue
+            if kind == "vectors" and (problem := _vectors_shape_problem(path, dim, entry.get("rows"))):
+                yield problem
+                continue
+            if entry.get(f"{kind}_checksum") is not None:
+                yield from content_problem(path, entry[f"{kind}_checksum"], MANIFEST, progress)
+            else:
+                if kind == "ids":
+                    lines = len(path.read_bytes().splitlines())
+                    if entry.get("rows") is not None and lines != entry["rows"]:
+                        yield DataError(path, f"has {lines} ids, {MANIFEST} says {entry['rows']} rows")
+                if progress is not None:
+                    progress.update(size)
+        record_path = folder / record_name(number)
+        if record_path.is_file():
+            try:
+                record = json.loads(record_path.read_text())
+            except ValueError:
+                yield DataError(record_path, "not valid JSON")
+                continue
+            differing = [
+                key for key in (*SHARD_KEYS, *CHECKSUM_KEYS) if key in entry and record.get(key) != entry[key]
+            ]
+            if differing:
+                yield DataError(record_path, f"disagrees with {MANIFEST} on {', '.join(differing)}")
+    yield from recorded_file_problems(folder, manifest, checksums=True, progress=progress)

@@ -10,7 +10,10 @@ read. `search` shows a hit's title and a snippet from it without the corpus in m
 also how the encoder reads its shards back (a row range), and the UNIQUE id is how duplicate ids are
 found in constant memory, with both lines named.
 
-The store is built in a temporary file beside its target and renamed into place when complete.
+The store is built in a temporary file beside its target and renamed into place when complete; its
+checksum is taken then (one read of a file still in the page cache) and recorded in index.json. On
+open, its header is checked (a file that is not SQLite is refused naming it, not a `DatabaseError`
+later), and any SQLite error while reading becomes a one-line `DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import numpy as np
 
 from contriever.data.passages import Document, Passage
 from contriever.errors import DataError
-from contriever.io import as_disk_full
+from contriever.io import as_disk_full, file_checksum, remember_checksum
+
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 SCHEMA = """
 CREATE TABLE passages (
@@ -72,7 +77,9 @@ def write_store(
         connection.close()
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        checksum = file_checksum(tmp)
         os.replace(tmp, target)
+        remember_checksum(target, checksum)
     except BaseException as error:
         connection.close()
         written = tmp.stat().st_size if tmp.exists() else 0
@@ -107,11 +114,26 @@ class PassageStore:
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(self.path, "no passage store here")
+        with open(self.path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+        if header != SQLITE_HEADER:
+            raise DataError(
+                self.path, "not a passage store (not an SQLite database): damaged; rebuild the index"
+            )
         # read-only; check_same_thread off so a web server's worker threads can share it
         self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        self._execute("SELECT row, id, doc_id, title, text FROM passages LIMIT 1").fetchall()
+
+    def _execute(self, query: str, parameters=()):
+        try:
+            return self._db.execute(query, parameters)
+        except sqlite3.DatabaseError as error:  # a damaged file: "file is not a database", "malformed"
+            raise DataError(
+                self.path, f"cannot read the passage store ({error}): damaged; rebuild the index"
+            ) from None
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0])
+        return int(self._execute("SELECT COUNT(*) FROM passages").fetchone()[0])
 
     def get(self, rows) -> list[dict]:
         """`{"row", "id", "doc_id", "title", "text"}` for each of `rows`, in the order given."""
@@ -120,7 +142,7 @@ class PassageStore:
         for start in range(0, len(rows), 500):
             part = rows[start : start + 500]
             query = f"SELECT row, id, doc_id, title, text FROM passages WHERE row IN ({','.join('?' * len(part))})"
-            for row, pid, doc_id, title, text in self._db.execute(query, part):
+            for row, pid, doc_id, title, text in self._execute(query, part).fetchall():
                 found[row] = {"row": row, "id": pid, "doc_id": doc_id, "title": title, "text": text}
         missing = [r for r in rows if r not in found]
         if missing:
@@ -134,7 +156,7 @@ class PassageStore:
         for start in range(0, len(wanted), 500):
             part = wanted[start : start + 500]
             query = f"SELECT id, text FROM passages WHERE id IN ({','.join('?' * len(part))})"
-            found.update(self._db.execute(query, part))
+            found.update(self._execute(query, part).fetchall())
         missing = [i for i in wanted if i not in found]
         if missing:
             raise DataError(self.path, f"has no passage with id {missing[0]!r}")
@@ -143,7 +165,7 @@ class PassageStore:
     def range(self, start: int, stop: int) -> list[tuple[str, str, str]]:
         """`(id, title, text)` of rows `start .. stop-1`, in row order."""
         query = "SELECT id, title, text FROM passages WHERE row >= ? AND row < ? ORDER BY row"
-        return list(self._db.execute(query, (start, stop)))
+        return self._execute(query, (start, stop)).fetchall()
 
     def close(self) -> None:
         self._db.close()

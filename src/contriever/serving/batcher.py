@@ -9,6 +9,10 @@ batches grow by themselves and an idle server adds at most `max_wait_ms` to a lo
 
 With `enabled=False` each request is processed on its own, one after another on the same thread:
 the baseline that `benchmarks/serve_load.py` compares against.
+
+The queue is bounded: with `max_queued` items already waiting, `submit` raises `QueueFull` at once
+(the app answers 429 with its `retry_after`, an estimate from the recent time per item), so under a
+burst beyond capacity clients are told to come back instead of waiting without bound.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +33,14 @@ TRIM_EVERY_S = 1.0  # freed memory goes back to the OS at most once a second (se
 
 class ShuttingDown(RuntimeError):
     """The batcher was stopped while a request waited."""
+
+
+class QueueFull(RuntimeError):
+    """Too many items wait for the model; `retry_after` seconds is when it should have room again."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DynamicBatcher:
@@ -46,6 +59,7 @@ class DynamicBatcher:
         max_wait_ms: float = 2.0,
         enabled: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
+        max_queued: int | None = None,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -56,6 +70,11 @@ class DynamicBatcher:
         self.max_wait = float(max_wait_ms) / 1000
         self.enabled = enabled
         self.on_batch = on_batch
+        self.max_queued = max_queued
+        self._seconds_per_item = 0.0  # moving average, for Retry-After
+        self._waiting_unbatched = (
+            0  # items submitted with batching off and not answered yet (loop thread only)
+        )
         self._pending: collections.deque = collections.deque()
         self._trimmed = time.perf_counter()
         self._arrived: asyncio.Event | None = None
@@ -68,8 +87,20 @@ class DynamicBatcher:
 
     @property
     def queued(self) -> int:
-        """Items waiting for a batch."""
-        return sum(len(items) for items, _ in self._pending)
+        """Items waiting for the model (with batching off: submitted and not yet answered)."""
+        return sum(len(items) for items, _ in self._pending) + self._waiting_unbatched
+
+    def _admit(self, count: int) -> None:
+        """Raise QueueFull if `count` more items would overfill the queue (an empty queue takes any)."""
+        waiting = self.queued
+        if self.max_queued is None or waiting == 0 or waiting + count <= self.max_queued:
+            return
+        retry_after = max(1, min(60, math.ceil(waiting * self._seconds_per_item)))
+        raise QueueFull(
+            f"the server is busy: {waiting:,} texts wait for the model (--max-queue {self.max_queued:,}); "
+            f"retry in {retry_after} s",
+            retry_after,
+        )
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contriever-model")
@@ -97,9 +128,14 @@ class DynamicBatcher:
             raise ShuttingDown("the batcher is not running")
         if not items:
             return []
+        self._admit(len(items))
         loop = asyncio.get_running_loop()
         if not self.enabled:
-            return await loop.run_in_executor(self._executor, self._timed, list(items))
+            self._waiting_unbatched += len(items)
+            try:
+                return await loop.run_in_executor(self._executor, self._timed, list(items))
+            finally:
+                self._waiting_unbatched -= len(items)
         future = loop.create_future()
         self._pending.append((list(items), future))
         self._arrived.set()
@@ -110,6 +146,10 @@ class DynamicBatcher:
         results = list(self.process(items))
         if len(results) != len(items):
             raise RuntimeError(f"process returned {len(results)} results for {len(items)} items")
+        per_item = (time.perf_counter() - start) / len(items)
+        self._seconds_per_item = (
+            per_item if not self._seconds_per_item else 0.8 * self._seconds_per_item + 0.2 * per_item
+        )
         if self.on_batch is not None:
             self.on_batch(len(items), time.perf_counter() - start)
         if time.perf_counter() - self._trimmed > TRIM_EVERY_S:  # on the model thread, between batches

