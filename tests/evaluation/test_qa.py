@@ -113,3 +113,55 @@ def test_top_k_accuracy_bad_inputs():
         top_k_accuracy([["Paris"]], [["Paris"]], ks=(0,))
     with pytest.raises(ValueError, match="no questions"):
         accuracy_from_ranks([])
+
+
+def _dpr_regex_rule(pattern: str, text: str) -> bool:
+    """DPR's `regex_match` written out: `re`, NFD pattern and text, IGNORECASE + UNICODE + MULTILINE,
+    `search`; a pattern that does not compile never matches."""
+    import re
+    import unicodedata
+
+    try:
+        compiled = re.compile(
+            unicodedata.normalize("NFD", pattern), flags=re.IGNORECASE + re.UNICODE + re.MULTILINE
+        )
+    except re.error:
+        return False
+    return compiled.search(unicodedata.normalize("NFD", text)) is not None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "expected"),
+    [
+        (
+            r"After the Fall|Finishing the Play",
+            "Miller wrote after the fall in 1964.",
+            True,
+        ),  # alternation, case
+        (r"After the Fall|Finishing the Play", "FINISHING THE PLAY", True),
+        (r"After the Fall|Finishing the Play", "Death of a Salesman", False),
+        (r"20\s?,?\s?320\s?f(ee|oo)t", "it rises 20,320 feet", True),  # \s? and optional comma
+        (r"20\s?,?\s?320\s?f(ee|oo)t", "it rises 20 320foot", True),
+        (r"20\s?,?\s?320\s?f(ee|oo)t", "it rises 20   320 feet", False),  # three spaces: two \s? take two
+        (r"^\s*bears?\s*$", "Bears", True),  # anchors at the passage's start and end
+        (r"^\s*bears?\s*$", "the bears", False),
+        (r"Pétain", "Marshal PETAIN", False),  # NFD: é is e + a combining mark, PETAIN lacks it
+        (r"Pétain", "marshal pétain", True),
+        (r"\bUS\b", "the U.S. and us", True),
+        (r"(unclosed", "(unclosed", False),  # does not compile: never matches, as in DPR
+    ],
+)
+def test_regex_answers_follow_dprs_rule(pattern, text, expected):
+    assert _dpr_regex_rule(pattern, text) is expected  # the hand-made expectation is DPR's
+    assert has_answer([pattern], text, match="regex") is expected
+
+
+@pytest.mark.parametrize("text", ["ΟΔΟΣ'Α ΟΔΟΣ", "İstanbul ǅemal ẞ Ⅻ Ⓐ", "Σ.Σ", "AΣ\u0301B"])
+def test_lowercasing_first_gives_dprs_tokens(text):
+    """dpr_tokens lowercases the whole text before splitting (faster); DPR lowercases each token."""
+    import unicodedata
+
+    from contriever.evaluation.qa import _DPR_TOKEN
+
+    expected = [token.lower() for token in _DPR_TOKEN.findall(unicodedata.normalize("NFD", text))]
+    assert dpr_tokens(text) == expected

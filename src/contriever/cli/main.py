@@ -4,7 +4,7 @@ contriever evaluate --data DIR [--split test] [--model PATH|default|bm25|hybrid:
 contriever index    --data DIR | --corpus FILE... [--model M] --output IDX [--words 100] [--shard I/N]
 contriever search   --index IDX [--k 10] [--ann NAME --nprobe N --ef-search N --rerank N] "query" ...  (or stdin)
 contriever ann-build --index IDX --factory "IVF4096,PQ48" [--name NAME] [--train-size N] [--in-memory]
-contriever evaluate-qa --questions FILE --index IDX [--corpus FILE]   (top-1/5/20/100 accuracy, DPR matching)
+contriever evaluate-qa --questions FILE... --index IDX | --corpus FILE... [--model M|bm25|hybrid:M ...]
 contriever cache    [--clear]                                  (the encode cache)
 contriever verify   FOLDER...                                  (sizes and checksums of any folder we write)
 contriever prepare  --input FILE... [--model M] --output DIR
@@ -361,31 +361,6 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate_qa(args: argparse.Namespace) -> int:
-    _check_models(args.model)
-    from contriever.evaluation.qa_eval import evaluate_qa, format_accuracy
-
-    metrics = evaluate_qa(
-        args.questions,
-        args.index,
-        args.corpus,
-        model=args.model,
-        ks=args.k or [1, 5, 20, 100],
-        match=args.match,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        output_dir=args.output,
-        ann=args.ann,
-        nprobe=args.nprobe,
-        ef_search=args.ef_search,
-        rerank=args.rerank,
-    )
-    print(format_accuracy(metrics, title=f"{Path(args.questions).name} on {args.index}"))
-    if args.output:
-        print(f"wrote {args.output}")
-    return 0
-
-
 # ----- training ----------------------------------------------------------------------------------------
 def cmd_prepare(args: argparse.Namespace) -> int:
     _check_models(args.model)
@@ -653,37 +628,11 @@ def _add_index_and_search(sub) -> None:
 
 
 def _add_evaluate_qa(sub) -> None:
-    p = _subcommand(
-        sub,
-        "evaluate-qa",
-        "top-k accuracy of an index on open-domain QA questions (DPR's answer matching)",
-        "contriever evaluate-qa --questions nq-test.csv --index indexes/wiki --output out/nq",
-        cmd_evaluate_qa,
-    )
-    p.add_argument(
-        "--questions",
-        required=True,
-        help="DPR question file: .csv/.tsv (question<TAB>['answer', ...]) or .jsonl/.json (question, answers)",
-    )
-    p.add_argument("--index", required=True, help="index folder written by `contriever index`")
-    p.add_argument(
-        "--corpus",
-        help="the corpus the index was built from (BEIR folder, corpus.jsonl[.gz] or DPR psgs_w100.tsv[.gz]); "
-        "None: the one the index records",
-    )
-    p.add_argument("--model", help="model to encode the questions; None: the one the index records")
-    p.add_argument(
-        "--k", type=positive_int, action="append", help="accuracy at this depth (repeat); None: 1, 5, 20, 100"
-    )
-    p.add_argument(
-        "--match",
-        choices=("string", "regex"),
-        default="string",
-        help="DPR's answer matching: token sequences (string) or answers as regexes (CuratedTREC)",
-    )
-    p.add_argument("--batch-size", type=positive_int, help=BATCH_HELP)
+    from contriever.cli import evaluate_qa
+
+    p = _subcommand(sub, "evaluate-qa", evaluate_qa.SUMMARY, evaluate_qa.EXAMPLE, evaluate_qa.run)
+    evaluate_qa.add_arguments(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
-    p.add_argument("--output", type=output_folder, help="folder for metrics.json and results.jsonl")
     _add_ann_options(p)
 
 

@@ -18,7 +18,12 @@ matches "the cat". An answer with no tokens at all (empty, or only spaces) match
 as in DPR (the reader of question files warns about such answers).
 
 `match="regex"` is DPR's other mode (CuratedTREC): each answer is a regular expression searched in
-the NFD passage text, case-insensitive; a pattern that does not compile never matches.
+the NFD passage text, case-insensitive; a pattern that does not compile never matches (the reader of
+question files refuses such a pattern, naming its line).
+
+Step 4 is done as a substring test on the tokens joined by single spaces (`" a b "` in `" x a b y "`):
+no DPR token holds a space (spaces are separators, never part of a token), so this is exactly the
+contiguous-sequence test, run in C; the ceilings (`qa_ceiling.py`) use the same joined form.
 
 Only the passage *text* is matched, not its title: DPR and the paper's evaluation look at the text
 field alone, even though the retriever encodes `title + " " + text`.
@@ -27,50 +32,70 @@ field alone, even though the retriever encodes `title + " " + text`.
 from __future__ import annotations
 
 import unicodedata
+import warnings
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import regex
 
-MATCH_TYPES = ("string", "regex")
+from contriever.data.questions import MATCH_TYPES, Question, compile_answer_pattern
 
-# DPR's SimpleTokenizer: a run of letters/numbers/marks, or one non-space, non-control character.
+# DPR's SimpleTokenizer: a run of letters/numbers/marks, or one non-space, non-control character
+# (no groups, so findall returns the token strings without building match objects).
 _DPR_TOKEN = regex.compile(
-    r"([\p{L}\p{N}\p{M}]+)|([^\p{Z}\p{C}])", flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
+    r"[\p{L}\p{N}\p{M}]+|[^\p{Z}\p{C}]", flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
 )
-_REGEX_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
 
 
 def dpr_tokens(text: str) -> list[str]:
-    """DPR's tokens of `text`: NFD, simple tokenizer, lowercased (steps 1-3 of the module doc)."""
-    return [match.group().lower() for match in _DPR_TOKEN.finditer(unicodedata.normalize("NFD", text))]
+    """DPR's tokens of `text`: NFD, simple tokenizer, lowercased (steps 1-3 of the module doc).
+
+    Lowercasing the whole text before splitting gives the same tokens, faster: `str.lower` maps a
+    character to characters of the same classes (letters and marks stay in runs, others stay single
+    non-space characters), and it is context-free except for Greek capital sigma (final form by
+    context), so a text holding one takes DPR's own order."""
+    normalized = unicodedata.normalize("NFD", text)
+    if "\u03a3" in normalized:
+        return [token.lower() for token in _DPR_TOKEN.findall(normalized)]
+    return _DPR_TOKEN.findall(normalized.lower())
+
+
+def joined_tokens(tokens: Sequence[str]) -> str:
+    """`" a b c "`: tokens joined by single spaces, padded, so sequence containment is `in`."""
+    return " " + " ".join(tokens) + " "
+
+
+def warn_empty_answers(path, questions: Sequence[Question]) -> None:
+    """Warn about answers DPR's tokenizer reduces to nothing: under DPR's rule they match every passage."""
+    empty = [q.id for q in questions if q.match == "string" and any(not dpr_tokens(a) for a in q.answers)]
+    if empty:
+        warnings.warn(
+            f"{path}: {len(empty)} question(s) have an answer with no tokens (e.g. id {empty[0]!r}); "
+            "under DPR's rule such an answer matches every passage",
+            stacklevel=2,
+        )
 
 
 def contains_sequence(haystack: Sequence[str], needle: Sequence[str]) -> bool:
     """Whether `needle` occurs contiguously in `haystack` (an empty needle always does, as in DPR)."""
-    n = len(needle)
-    if n == 0:
+    if not needle:
         return True
-    first = needle[0]
-    for start in range(len(haystack) - n + 1):
-        if haystack[start] == first and list(haystack[start : start + n]) == list(needle):
-            return True
-    return False
+    return joined_tokens(needle) in joined_tokens(haystack)
 
 
 @lru_cache(maxsize=4096)
 def _compiled(pattern: str):
     try:
-        return regex.compile(unicodedata.normalize("NFD", pattern), flags=_REGEX_FLAGS)
-    except (regex.error, ValueError, TypeError):
+        return compile_answer_pattern(pattern)
+    except (regex.error, ValueError, TypeError, OverflowError):
         return None
 
 
 def regex_pattern_error(pattern: str) -> str | None:
     """Why `pattern` cannot be used with `match="regex"` (None if it compiles)."""
     try:
-        regex.compile(unicodedata.normalize("NFD", pattern), flags=_REGEX_FLAGS)
-    except (regex.error, ValueError, TypeError) as error:
+        compile_answer_pattern(pattern)
+    except (regex.error, ValueError, TypeError, OverflowError) as error:
         return str(error)
     return None
 
@@ -86,24 +111,31 @@ class AnswerMatcher:
         self.match = match
         answers = list(answers)
         if match == "string":
-            self._answers = [dpr_tokens(answer) for answer in answers]
+            tokenized = [dpr_tokens(answer) for answer in answers]
+            self.matches_everything = any(not tokens for tokens in tokenized)  # DPR: an empty answer matches
+            self._answers = [joined_tokens(tokens) for tokens in tokenized if tokens]
         else:
             self._patterns = [p for p in (_compiled(answer) for answer in answers) if p is not None]
 
-    def passage_tokens(self, passage_text: str) -> list[str] | str:
-        """What `matches` compares against: DPR tokens (string match) or the NFD text (regex)."""
-        if self.match == "string":
-            return dpr_tokens(passage_text)
-        return unicodedata.normalize("NFD", passage_text)
+    def passage_tokens(self, passage_text: str) -> str:
+        """What `matches` compares against: the joined DPR tokens (string match) or the NFD text (regex)."""
+        return prepare_passage(passage_text, self.match)
 
-    def matches(self, prepared: list[str] | str) -> bool:
+    def matches(self, prepared: str) -> bool:
         """Match against `passage_tokens(text)` output (lets callers tokenize a passage once)."""
         if self.match == "string":
-            return any(contains_sequence(prepared, answer) for answer in self._answers)
+            return self.matches_everything or any(answer in prepared for answer in self._answers)
         return any(pattern.search(prepared) is not None for pattern in self._patterns)
 
     def __call__(self, passage_text: str) -> bool:
         return self.matches(self.passage_tokens(passage_text))
+
+
+def prepare_passage(passage_text: str, match: str = "string") -> str:
+    """A passage text as the matchers read it: joined DPR tokens ("string") or NFD text ("regex")."""
+    if match == "string":
+        return joined_tokens(dpr_tokens(passage_text))
+    return unicodedata.normalize("NFD", passage_text)
 
 
 def has_answer(answers: Iterable[str], passage_text: str, match: str = "string") -> bool:
