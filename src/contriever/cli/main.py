@@ -463,6 +463,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PRECISION_HELP = "encoding precision (auto: bf16 autocast where the hardware runs it fast, else fp32)"
+BATCH_HELP = (
+    "texts encoded at a time (default: batches of as many padded tokens as this device runs best, "
+    "measured once and kept in the encode cache)"
+)
 
 
 def _subcommand(sub, name: str, summary: str, example: str, func) -> argparse.ArgumentParser:
@@ -544,7 +548,7 @@ def _add_evaluate(sub) -> None:
         help="folder for metrics.json and run.trec (one subfolder per model when several)",
     )
     p.add_argument("--k", type=positive_int, default=1000, help="documents retrieved per query")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="texts encoded at a time")
+    p.add_argument("--batch-size", type=positive_int, help=BATCH_HELP)
     p.add_argument(
         "--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32 or IVF1024,PQ32"
     )
@@ -581,7 +585,7 @@ def _add_index_and_search(sub) -> None:
     p.add_argument("--model", default="default", help="model folder, 'default', 'multilingual' or a Hub id")
     p.add_argument("--output", type=output_folder, required=True, help="index folder to write")
     p.add_argument("--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="texts encoded at a time")
+    p.add_argument("--batch-size", type=positive_int, help=BATCH_HELP)
     p.add_argument("--max-length", type=positive_int, help="token limit; None: the model's own, else 512")
     _add_passage_arguments(p)
     p.add_argument(

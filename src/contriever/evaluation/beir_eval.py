@@ -134,7 +134,7 @@ def evaluate_beir(
     model: str = "default",
     output_dir: str | os.PathLike | None = None,
     k: int = 1000,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     index_factory: str = "Flat",
     max_length: int | None = None,
     *,

@@ -584,27 +584,34 @@ class Encoder(torch.nn.Module):
     def encode(
         self,
         texts: Iterable[str],
-        batch_size: int = 64,
+        batch_size: int | None = None,
         *,
         max_length: int | None = None,
         precision: str = "auto",
         show_progress: bool = True,
         desc: str = "encoding",
         prompt_name: str | None = None,
+        token_budget: int | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Vectors `[n, dim]` (float32) for `texts`, in input order.
 
-        Texts are tokenized in blocks of `64 * batch_size` and each block is sorted by length, so a
-        batch pads to nearly its own length; results are put back in input order. `on_batch(n)` is
-        called after each forward pass of n texts (a caller's own progress bar).
+        Texts are tokenized in blocks and each block is sorted by length, so a batch pads to nearly its
+        own length; results are put back in input order. Batches hold `batch_size` texts when it is
+        given, else as many as fit in `token_budget` padded tokens (default: the budget measured for
+        this device, `contriever.model.batching`), which bounds a batch's memory whatever the lengths.
+        `on_batch(n)` is called after each forward pass of n texts (a caller's own progress bar).
         """
+        from contriever.model.batching import token_batches
+        from contriever.model.batching import token_budget as device_budget
+
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         was_training = self.training
         self.eval()
         device = self.device
-        block = 64 * batch_size
+        budget = None if batch_size else (token_budget or device_budget(device))
+        block = 64 * batch_size if batch_size else 8192  # texts tokenized and sorted together
         progress = tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress, smoothing=0.05)
         try:
             with autocast_context(device, precision):
@@ -612,9 +619,12 @@ class Encoder(torch.nn.Module):
                     sequences = self.tokenize(
                         texts[start : start + block], max_length, prompt_name=prompt_name
                     )
-                    order = np.argsort([-len(s) for s in sequences], kind="stable")
-                    for batch_start in range(0, len(order), batch_size):
-                        rows = order[batch_start : batch_start + batch_size]
+                    if batch_size:
+                        order = np.argsort([-len(s) for s in sequences], kind="stable")
+                        batches = [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+                    else:
+                        batches = token_batches([len(s) for s in sequences], budget)
+                    for rows in batches:
                         ids, mask = self.collate([sequences[i] for i in rows])
                         vectors = self(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
                         out[start + rows] = vectors.float().cpu().numpy()
@@ -626,12 +636,14 @@ class Encoder(torch.nn.Module):
             self.train(was_training)
         return out
 
-    def encode_queries(self, queries: Iterable[str], batch_size: int = 64, **kwargs) -> np.ndarray:
+    def encode_queries(self, queries: Iterable[str], batch_size: int | None = None, **kwargs) -> np.ndarray:
         kwargs.setdefault("desc", "encoding queries")
         kwargs.setdefault("prompt_name", "query")
         return self.encode(queries, batch_size, **kwargs)
 
-    def encode_corpus(self, docs: Iterable[dict | str], batch_size: int = 64, **kwargs) -> np.ndarray:
+    def encode_corpus(
+        self, docs: Iterable[dict | str], batch_size: int | None = None, **kwargs
+    ) -> np.ndarray:
         """Documents as dicts with `title` and `text` (or plain strings): `title + " " + text`."""
         kwargs.setdefault("desc", "encoding corpus")
         kwargs.setdefault("prompt_name", "passage")

@@ -61,7 +61,7 @@ from contriever.data.passages import (
 )
 from contriever.errors import ConfigError, DataError
 from contriever.io import atomic_write, checksum_bytes, write_json
-from contriever.machine import release_freed_memory
+from contriever.machine import map_large_blocks, release_freed_memory
 from contriever.retrieval.shards import (
     FP16_MAX,
     MANIFEST,
@@ -82,6 +82,7 @@ from contriever.retrieval.store import PassageStore, write_store
 
 CACHE_ENV = "CONTRIEVER_CACHE"
 DEFAULT_SHARD_ROWS = 10_000
+TEXTS_PER_BLOCK = 1024  # texts handed to the encoder at a time when batches are cut by token budget
 LOG = "encoding-log.jsonl"
 # settings that must match for vectors to be reused or mixed; the rest of the plan is information
 SETTING_KEYS = (
@@ -216,7 +217,7 @@ class CachedQueryEncoder:
         return self.folder / f"{digest.hexdigest()}.npy"
 
     def encode_queries(
-        self, queries, batch_size: int = 64, *, precision: str = "auto", **kwargs
+        self, queries, batch_size: int | None = None, *, precision: str = "auto", **kwargs
     ) -> np.ndarray:
         texts = list(queries)
         path = self._path(texts, precision)
@@ -383,8 +384,10 @@ def _prepare_store(
 
 def _remove_partial(folder: Path, number: int) -> None:
     """Temporary files a killed process left for this shard (ours alone: the part lock says so)."""
-    for name in (vectors_name(number), ids_name(number), record_name(number)):
-        for stale in folder.glob(f".{name}.*.tmp"):
+    prefixes = tuple(f".{name}." for name in (vectors_name(number), ids_name(number), record_name(number)))
+    # names compared, not `glob`: a pattern per shard filled Python's pattern caches (~6 KB a shard)
+    for stale in folder.iterdir():
+        if stale.name.startswith(prefixes) and stale.name.endswith(".tmp"):
             stale.unlink(missing_ok=True)
 
 
@@ -465,7 +468,7 @@ def _encode_shards(
     plan: dict,
     part: tuple[int, int],
     *,
-    batch_size: int,
+    batch_size: int | None,
     cache: Path | None,
     show_progress: bool,
 ) -> dict:
@@ -482,6 +485,11 @@ def _encode_shards(
             write_json(cache / PLAN, {**plan, "read": plan.get("read")})
     store = PassageStore(folder / STORE)
     total = sum(min(shard_rows, rows - s * shard_rows) for s in todo)
+    if not batch_size:  # batches by token budget: measured once per device kind, on a corpus worth it
+        from contriever.model.batching import ensure_token_budget
+
+        ensure_token_budget(encoder, total)
+    map_large_blocks()  # resident memory flat over any number of shards (machine.map_large_blocks)
     progress = tqdm(
         total=total, desc=f"encoding part {part[0]}/{part[1]}", unit="psg", disable=not show_progress
     )
@@ -496,8 +504,9 @@ def _encode_shards(
             batch = store.range(number * shard_rows, (number + 1) * shard_rows)
             texts = [document_text({"title": title, "text": text}) for _, title, text in batch]
             blocks = []
-            for start in range(0, len(texts), 8 * batch_size):  # 8 batches at a time, sorted by length
-                block = texts[start : start + 8 * batch_size]
+            step = 8 * batch_size if batch_size else TEXTS_PER_BLOCK  # batches at a time, sorted by length
+            for start in range(0, len(texts), step):
+                block = texts[start : start + step]
                 blocks.append(
                     encoder.encode(
                         block,
@@ -583,7 +592,7 @@ def build_index(
     model: str | None = None,
     passages: PassageSettings = WHOLE_DOCUMENTS,
     shard_rows: int = DEFAULT_SHARD_ROWS,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     precision: str = "auto",
     skip_bad: bool = False,
     part: tuple[int, int] = (0, 1),
@@ -652,7 +661,7 @@ def cached_index(
     *,
     model: str | None = None,
     passages: PassageSettings = WHOLE_DOCUMENTS,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     precision: str = "auto",
     show_progress: bool = True,
     use_cache: bool = True,
