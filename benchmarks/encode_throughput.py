@@ -2,9 +2,16 @@
 batch size and documents, in the same run; plus the fraction of the machine's matmul peak reached.
 
     python benchmarks/encode_throughput.py --data ../shared/data/scifact --n 1000 --batch-size 64
+    python benchmarks/encode_throughput.py --sweep 2048,4096,8192,16384 --batch-sizes 64,128 --n 200 --rounds 3
 
 Prints a markdown table (docs/s, speed-up, cosine of our vectors to the fp32 reference, achieved
 GFLOP/s) and writes it as JSON to benchmarks/results/encode_throughput.json.
+
+`--sweep`: our encoder alone (auto precision), batches cut by each token budget and by each
+`--batch-sizes` count, against `benchmarks/matmul_peak.py`'s products measured in the same run, round
+by round (interleaved, so a change in the machine's load hits every setting): each setting's GFLOP/s
+as a fraction of the matmul peak of its round, the median and the spread over rounds
+(benchmarks/results/encode_sweep.json).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +56,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "encode_throughput.json"))
+    parser.add_argument("--sweep", help="token budgets to compare, e.g. 2048,4096,8192 (see the docstring)")
+    parser.add_argument("--batch-sizes", default="", help="with --sweep: batch sizes to compare too")
+    parser.add_argument("--rounds", type=int, default=3, help="with --sweep: interleaved rounds")
     args = parser.parse_args()
+    if args.sweep:
+        sweep(args)
+        return
 
     from sentence_transformers import SentenceTransformer
 
@@ -122,6 +136,82 @@ def main() -> None:
         print(
             f"| {r['method']} | {r['seconds']} | {r['docs_per_s']} | {r['speedup_vs_st']}x | "
             f"{r['min_cosine_to_fp32']} | {r['gflops_per_s']} |"
+        )
+
+
+def matmul_peak(seconds: float = 1.0) -> float:
+    """fp32 (or bf16 where native: what `auto` encodes in) GFLOP/s of MiniLM's matmul shapes, best shape."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from matmul_peak import SHAPES, gflops
+
+    from contriever.model.encoder import bf16_supported
+
+    dtype = torch.bfloat16 if bf16_supported(torch.device("cpu")) else torch.float32
+    return max(gflops(m, k, n, dtype, seconds) for m, k, n in SHAPES)
+
+
+def sweep(args) -> None:
+    docs = list(load_corpus(args.data).values())[: args.n]
+    texts = [document_text(d) for d in docs]
+    encoder = Encoder.load()
+    config = encoder.model.config
+    lengths = [len(ids) for ids in encoder.tokenize(texts)]
+    flops = transformer_flops(lengths, config.num_hidden_layers, config.hidden_size, config.intermediate_size)
+    settings = [("budget", int(b)) for b in args.sweep.split(",")]
+    settings += [("batch", int(b)) for b in args.batch_sizes.split(",") if b]
+    encoder.encode(texts[:32], token_budget=2048, show_progress=False)  # warm up
+    results: dict[str, list[dict]] = {f"{kind} {value}": [] for kind, value in settings}
+    peaks = []
+    for round_ in range(args.rounds):
+        peak = matmul_peak()
+        peaks.append(peak)
+        for kind, value in settings:
+            started = time.perf_counter()
+            if kind == "budget":
+                encoder.encode(texts, token_budget=value, show_progress=False)
+            else:
+                encoder.encode(texts, value, show_progress=False)
+            seconds = time.perf_counter() - started
+            rate = flops / seconds / 1e9
+            results[f"{kind} {value}"].append(
+                {"seconds": round(seconds, 2), "gflops": round(rate, 1), "of_peak": round(rate / peak, 3)}
+            )
+            print(
+                f"round {round_}: {kind} {value}: {seconds:.1f} s, {rate:.1f} GFLOP/s, {rate / peak:.2f} of {peak:.1f}",
+                flush=True,
+            )
+    rows = []
+    for name, runs in results.items():
+        fractions = sorted(r["of_peak"] for r in runs)
+        rows.append(
+            {
+                "setting": name,
+                "median_gflops": float(np.median([r["gflops"] for r in runs])),
+                "median_of_peak": float(np.median(fractions)),
+                "min_of_peak": fractions[0],
+                "max_of_peak": fractions[-1],
+                "docs_per_s": round(len(texts) / float(np.median([r["seconds"] for r in runs])), 1),
+            }
+        )
+    result = {
+        "command": "python benchmarks/encode_throughput.py " + " ".join(sys.argv[1:]),
+        "documents": len(texts),
+        "mean_tokens": round(float(np.mean(lengths)), 1),
+        "threads": torch.get_num_threads(),
+        "matmul_peak_gflops": [round(p, 1) for p in peaks],
+        "rows": rows,
+        "rounds": results,
+    }
+    output = Path(args.output).with_name("encode_sweep.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"matmul peak per round (GFLOP/s): {result['matmul_peak_gflops']}")
+    print("| setting | GFLOP/s (median) | fraction of matmul peak: median (min-max) | docs/s |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['setting']} | {r['median_gflops']:.1f} | {r['median_of_peak']:.2f} "
+            f"({r['min_of_peak']:.2f}-{r['max_of_peak']:.2f}) | {r['docs_per_s']} |"
         )
 
 

@@ -5,7 +5,10 @@ machine's matrix-product rate it reaches.
         [--before OLD_SHARDS.py] [--repeat 2] [--output results.json]
 
 Exact search costs `2 x queries x vectors x dim` FLOP; the report divides that by the time taken
-(compare with `benchmarks/matmul_peak.py` on the same machine). The shards are read once before
+and by the fp32 matrix-product rate measured in the same run before each repeat (`matmul_peak.py`'s
+MiniLM shapes and the search's own shape, queries x dim x 16,384, the larger), so each repeat's
+fraction of the peak is taken under the same load; `--calls N` splits the queries into N calls, as
+`dense_search` does with blocks of queries (a conversion per call would show there). The shards are read once before
 timing, so the page cache holds them (what a server answering repeatedly sees). `--before` loads
 another version of `contriever/retrieval/shards.py` (e.g. `git show OLD:src/contriever/retrieval/shards.py
 > old.py`) and times both in turn in this process, with their results compared row by row.
@@ -32,6 +35,19 @@ def load_module(path: str):
     return module
 
 
+def matmul_peak(queries: int, dim: int) -> float:
+    """fp32 GFLOP/s of this machine's best product: MiniLM's shapes (`matmul_peak.py`) or the search's."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from matmul_peak import SHAPES, gflops
+
+    shapes = [*SHAPES, (queries, dim, 16384)]
+    return max(gflops(m, k, n, torch.float32, 1.0) for m, k, n in shapes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--index", required=True)
@@ -40,6 +56,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--before", help="another shards.py to time against this one")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--calls", type=int, default=1, help="split the queries into this many calls")
     parser.add_argument("--output")
     args = parser.parse_args()
     threads = set_faiss_threads()
@@ -52,11 +69,17 @@ def main() -> None:
         np.asarray(index.vectors(number)).sum()
     flop = 2.0 * len(queries) * len(index) * index.dim
     rows: dict[str, dict] = {}
+    fractions: dict[str, list[float]] = {name: [] for name in versions}
+    peaks = []
+    blocks = np.array_split(queries, args.calls)
     for _ in range(args.repeat):
+        peak = matmul_peak(len(queries), index.dim)
+        peaks.append(peak)
         for name, version in versions.items():
             started = time.perf_counter()
-            _, found = version.search_rows(queries, args.k)
+            found = np.concatenate([version.search_rows(block, args.k)[1] for block in blocks])
             seconds = time.perf_counter() - started
+            fractions[name].append(flop / seconds / 1e9 / peak)
             best = rows.get(name)
             if best is None or seconds < best["seconds"]:
                 rows[name] = {
@@ -66,9 +89,13 @@ def main() -> None:
                     "found": found,
                 }
             print(
-                f"{name}: {seconds:.1f} s, {len(queries) / seconds:.1f} q/s, {flop / seconds / 1e9:.1f} GFLOP/s",
+                f"{name}: {seconds:.1f} s, {len(queries) / seconds:.1f} q/s, {flop / seconds / 1e9:.1f} GFLOP/s, "
+                f"{flop / seconds / 1e9 / peak:.2f} of the fp32 matmul peak {peak:.1f}",
                 flush=True,
             )
+    for name, values in fractions.items():
+        rows[name]["of_peak_median"] = round(float(np.median(values)), 3)
+        rows[name]["of_peak_range"] = [round(min(values), 3), round(max(values), 3)]
     if "before" in rows:
         same = float((rows["before"]["found"] == rows["now"]["found"]).mean())
         print(
@@ -80,6 +107,8 @@ def main() -> None:
         "queries": len(queries),
         "k": args.k,
         "faiss_threads": threads,
+        "calls": args.calls,
+        "matmul_peak_gflops": [round(p, 1) for p in peaks],
         **{name: {key: value for key, value in row.items() if key != "found"} for name, row in rows.items()},
     }
     print(json.dumps(summary))

@@ -167,13 +167,14 @@ def step_encode(args) -> None:
     model = str(tiny_model()) if args.tiny else "default"
     output = (
         WORK
-        / f"enwiki-{args.passages}-{'tiny' if args.tiny else 'default'}-{args.shard_size}-{args.batch_size}"
+        / f"enwiki-{args.passages}-{'tiny' if args.tiny else 'default'}-{args.shard_size}-{args.batch_size or 'budget'}"
     )
     subprocess.run(["rm", "-rf", str(output)], check=True)
-    run = timed(index_command(corpus, output, model, args.shard_size, "--batch-size", str(args.batch_size)))
+    batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []  # none: by token budget
+    run = timed(index_command(corpus, output, model, args.shard_size, *batch))
     sizes = folder_bytes(output)
     save(
-        f"encode-{args.passages}-{'tiny' if args.tiny else 'default'}-{args.shard_size}-{args.batch_size}",
+        f"encode-{args.passages}-{'tiny' if args.tiny else 'default'}-{args.shard_size}-{args.batch_size or 'budget'}",
         {
             "model": "tiny random BERT (2 layers, 32 wide)" if args.tiny else "default (all-MiniLM-L6-v2)",
             "documents": documents,
@@ -433,7 +434,7 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--passages", type=int, default=1000)
         p.add_argument("--shard-size", type=int, default=250)
-        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--batch-size", type=int, help="texts a batch (default: the token budget)")
         p.set_defaults(func=func)
         if name == "encode":
             p.add_argument(

@@ -49,6 +49,7 @@ CHECKSUM_ALGORITHM = "xxh3_128"
 # checked on load and contents by `contriever verify`.
 CHEAP_BYTES = 256 << 20
 LOCK_NAME = ".contriever.lock"
+CACHE_ENV = "CONTRIEVER_CACHE"  # where reusable encodings and converted models live; "off" for none
 # Out of space, out of quota, or over the file-size limit: each means "the disk is full" to a user.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
@@ -688,3 +689,16 @@ def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
         except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
             hint = ": is it a truncated or corrupt gzip?" if path.suffix == ".gz" else ""
             raise DataError(path, f"cannot read the file ({error}){hint}", number + 1) from None
+
+
+def cache_dir() -> Path | None:
+    """Where reusable encodings (`contriever.retrieval.encode`) and converted models live:
+    $CONTRIEVER_CACHE, else $XDG_CACHE_HOME/contriever, else ~/.cache/contriever; None when the
+    cache is off."""
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value.lower() in ("off", "0", "none", "false"):
+        return None
+    if value:
+        return Path(value).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "contriever"

@@ -42,3 +42,23 @@ def release_freed_memory() -> None:
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def map_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Have glibc map every block of `threshold` bytes or more from the OS and unmap it when freed.
+
+    By default glibc raises this threshold to the largest block freed so far (up to 32 MiB): after a
+    few batches, tensors of every new batch shape are carved from its heaps instead, and the holes
+    they leave are too scattered to reuse or to trim. Measured on `contriever index` (tiny model,
+    shards of 2,000): bytes in use stayed at 140 MiB while the heap's free bytes grew 127, 189, 233,
+    265 MiB over four shards, all of it resident; with the threshold fixed at 1 MiB the heap stayed at
+    170 MiB with 28 MiB free. Setting the threshold also stops the raising. For the whole process;
+    True where it was set (glibc)."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))

@@ -158,11 +158,12 @@ def test_default_model_matches_sentence_transformers(default_encoder):
 def test_auto_precision_uses_bf16_only_where_the_hardware_runs_it(monkeypatch):
     # On an AVX2-only CPU bf16 matrix products are emulated and far slower than fp32: auto must not pick it.
     from contriever.model import encoder as encoder_module
+    from contriever.model import precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(encoder_module, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
     assert not isinstance(encoder_module.autocast_context(cpu, "auto"), torch.autocast)
-    monkeypatch.setattr(encoder_module, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: True)
     context = encoder_module.autocast_context(cpu, "auto")
     assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
     assert isinstance(encoder_module.autocast_context(cpu, "bf16"), torch.autocast)  # asked for: obeyed

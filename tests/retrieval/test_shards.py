@@ -130,3 +130,46 @@ def test_lock_refuses_a_second_writer(tmp_path):
         holder.join(30)
     with folder_lock(tmp_path):  # released when the holder exits
         pass
+
+
+def near_tie_vectors(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of four fp16 vectors around each base vector: the vector twice (an exact tie) and the
+    vector with one component one fp16 step up and one step down (a score gap of one step of that
+    component, far below fp16's resolution of the score but above fp32's rounding of it), shuffled
+    over rows so each group crosses shards and chunks. Queries are base vectors: their own group
+    holds their top four, tied or nearly."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.25, 1.0, (60, DIM)).astype(np.float16) * rng.choice([-1, 1], (60, DIM))
+    rows = []
+    for vector in base:
+        j = rng.integers(DIM)
+        up, down = vector.copy(), vector.copy()
+        up[j] = np.nextafter(vector[j], np.float16(np.inf))
+        down[j] = np.nextafter(vector[j], np.float16(-np.inf))
+        rows += [vector, vector.copy(), up, down]
+    return np.stack(rows)[rng.permutation(4 * len(base))], base[:25].astype(np.float32)
+
+
+@pytest.mark.parametrize("shard_rows,chunk_rows", [(240, 16384), (37, 16), (5, 3)])
+def test_exact_search_identical_to_fp32_search_on_near_ties(tmp_path, shard_rows, chunk_rows):
+    """Same rows in the same order, and the same scores, as fp32 exact search over all vectors at
+    once (one flat FAISS index, ties to the lower row), whatever the shards and chunks, k cutting
+    through tied groups; the top four (each query's own group) also as an exact float64 ranking."""
+    import faiss
+
+    vectors, queries = near_tie_vectors()
+    index = open_index(write_folder(tmp_path / "idx", vectors, shard_rows))
+    flat = faiss.IndexFlatIP(DIM)
+    flat.add(vectors.astype(np.float32))
+    all_scores, all_rows = flat.search(queries, len(vectors))
+    exact = queries.astype(np.float64) @ vectors.astype(np.float64).T
+    for k in (1, 2, 3, 4, 5, 7, 240):
+        scores, rows = index.search_rows(queries, k, chunk_rows=chunk_rows)
+        for q in range(len(queries)):
+            order = np.lexsort((all_rows[q], -all_scores[q]))[:k]  # fp32: score, then the lower row
+            np.testing.assert_array_equal(rows[q], all_rows[q][order])
+            np.testing.assert_array_equal(scores[q], all_scores[q][order])
+            if k <= 4:  # the designed group: gaps far above fp32's rounding (deeper, unrelated rows
+                # may be closer than that, where fp32 and float64 can order them differently)
+                by_exact = np.lexsort((np.arange(len(vectors)), -exact[q]))[:k]
+                np.testing.assert_array_equal(rows[q], by_exact)

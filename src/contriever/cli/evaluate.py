@@ -86,6 +86,10 @@ def _refuse_encoding_options(args: argparse.Namespace) -> None:
             ("--no-cache", args.no_cache),
             ("--lowercase/--no-lowercase", args.lowercase is not None),
             ("--normalize-text/--no-normalize-text", args.normalize_text is not None),
+            (
+                "--query-prompt/--passage-prompt",
+                args.query_prompt is not None or args.passage_prompt is not None,
+            ),
             ("--index-factory", args.index_factory.replace(" ", "") != "Flat"),
         )
         if value
@@ -110,7 +114,7 @@ def add_subcommand(sub, make_subcommand) -> None:
     p.add_argument(
         "--model",
         action="append",
-        help="model folder, 'default', 'bm25' or 'hybrid:PATH' (repeat to compare); None: the default model",
+        help="model folder, 'default', 'multilingual' (multilingual-e5-small, retrieval-tuned), 'bm25' or 'hybrid:PATH' (repeat to compare); None: the default model",
     )
     p.add_argument(
         "--output",

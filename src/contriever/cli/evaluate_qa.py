@@ -78,7 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--bm25-index",
         help="folder to keep the BM25 index of these passages in: built and saved if absent, reused if present",
     )
-    p.add_argument("--batch-size", type=positive_int, default=128, help="texts encoded at a time")
+    p.add_argument(
+        "--batch-size", type=positive_int, help="texts encoded at a time (default: by token budget)"
+    )
     p.add_argument(
         "--no-cache", action="store_true", help="encode the corpus again (not from the encode cache)"
     )

@@ -84,7 +84,7 @@ def add_subcommand(sub, make_subcommand) -> None:
         nargs="+",
         help="corpus files: .jsonl[.gz] (_id or id, title, text), DPR .tsv (id, text, title) or plain text",
     )
-    p.add_argument("--model", default="default", help="model folder, 'default' or a Hub id")
+    p.add_argument("--model", default="default", help="model folder, 'default', 'multilingual' or a Hub id")
     p.add_argument("--output", type=output_folder, required=True, help="index folder to write")
     p.add_argument("--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32")
     add_batch_size(p)

@@ -38,7 +38,7 @@ def add_subcommand(sub, make_subcommand) -> None:
         cmd_mine,
     )
     p.add_argument("--data", required=True, help="BEIR folder with the qrels of SPLIT")
-    p.add_argument("--model", required=True, help="model folder, 'default' or 'bm25'")
+    p.add_argument("--model", required=True, help="model folder, 'default', 'multilingual' or 'bm25'")
     p.add_argument("--output", type=output_file, required=True, help="training file to write (.jsonl)")
     p.add_argument("--split", default="train", help="qrels split whose queries to mine for")
     p.add_argument("--k", type=positive_int, default=100, help="documents retrieved per query")

@@ -13,6 +13,10 @@ from contriever.errors import UsageError
 DEFAULT_DATA_ENV = "CONTRIEVER_DATA"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PRECISION_HELP = "encoding precision (auto: bf16 autocast where the hardware runs it fast, else fp32)"
+BATCH_HELP = (
+    "texts encoded at a time (default: batches of as many padded tokens as this device runs best, "
+    "measured once and kept in the encode cache)"
+)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -61,8 +65,15 @@ def check_models(*names: str | None) -> None:
 
 
 def text_options(args: argparse.Namespace) -> dict:
-    """--lowercase / --normalize-text as Encoder.load arguments (None: the model's own setting)."""
-    return {"lowercase": args.lowercase, "normalize_text": args.normalize_text}
+    """--lowercase / --normalize-text / --query-prompt / --passage-prompt / --force-prompts as
+    Encoder.load arguments (None: the model's own setting)."""
+    prompts = {"query": args.query_prompt, "passage": args.passage_prompt}
+    return {
+        "lowercase": args.lowercase,
+        "normalize_text": args.normalize_text,
+        "prompts": {name: text for name, text in prompts.items() if text is not None} or None,
+        "force_prompts": args.force_prompts,
+    }
 
 
 def add_text_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -76,6 +87,19 @@ def add_text_options(parser: argparse.ArgumentParser, what: str) -> None:
             default=None,
             help=f"{text} {what} before tokenizing (default: the model's own setting, off)",
         )
+    for kind in ("query", "passage"):
+        parser.add_argument(
+            f"--{kind}-prompt",
+            default=None,
+            metavar="TEXT",
+            help=f"text put before every {kind} (default: the model's own prompt, from its "
+            f"config_sentence_transformers.json; multilingual: '{kind}: '); '' for none",
+        )
+    parser.add_argument(
+        "--force-prompts",
+        action="store_true",
+        help="use --query-prompt/--passage-prompt even where the model records other prompts",
+    )
 
 
 def add_passage_arguments(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
@@ -107,8 +131,8 @@ def add_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
 
-def add_batch_size(p: argparse.ArgumentParser, what: str = "texts") -> None:
-    p.add_argument("--batch-size", type=positive_int, default=128, help=f"{what} encoded at a time")
+def add_batch_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=positive_int, help=BATCH_HELP)
 
 
 def add_max_length(p: argparse.ArgumentParser) -> None:

@@ -39,7 +39,9 @@ def add_subcommand(sub, make_subcommand) -> None:
         cmd_prepare,
     )
     p.add_argument("--input", nargs="+", required=True, help="jsonl / txt files, gzip allowed")
-    p.add_argument("--model", default="default", help="model folder whose tokenizer to use, or 'default'")
+    p.add_argument(
+        "--model", default="default", help="model folder whose tokenizer to use, 'default' or 'multilingual'"
+    )
     p.add_argument(
         "--output",
         type=output_folder,

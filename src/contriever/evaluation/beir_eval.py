@@ -301,6 +301,7 @@ def _dense_index(job: _Job):
         max_length=encoder.max_length,
         lowercase=encoder.lowercase,
         normalize_text=encoder.normalize_text,
+        prompts=dict(getattr(encoder, "prompts", {})),
         batch_size=encoding.batch_size,
         index_factory=encoding.index_factory,
         device=str(encoder.device),

@@ -444,7 +444,7 @@ def evaluate_qa(
     words: int = 0,
     ks: Sequence[int] = PAPER_KS,
     match: str | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     precision: str = "auto",
     output_dir: str | os.PathLike | None = None,
     show_progress: bool = True,

@@ -19,7 +19,6 @@ import pickle
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,11 @@ from contriever.model.locate import (
     locate_model,
 )
 from contriever.model.pooling import POOLINGS, pool
+from contriever.model.precision import (  # noqa: F401 (bf16_supported, resolve_precision: re-exported)
+    autocast_context,
+    bf16_supported,
+    resolve_precision,
+)
 
 DEFAULT_MAX_LENGTH = 512
 NORMALIZE_TEXT_KEY = "contriever_normalize_text"  # in the saved config.json
@@ -55,36 +59,6 @@ def pad_batch(
         ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return torch.from_numpy(ids), torch.from_numpy(mask)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast is fast here: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`precision` with "auto" made the one used on `device`: "bf16" where it is fast, else "fp32"."""
-    if precision != "auto":
-        return precision
-    return "bf16" if bf16_supported(device) else "fp32"
-
-
-def autocast_context(device: torch.device, precision: str):
-    """`precision`: "auto" (bf16 where supported, else fp32), "bf16", "fp16" or "fp32"."""
-    precision = resolve_precision(precision, device)
-    if precision == "fp32":
-        return nullcontext()
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise ValueError(f"unknown precision {precision!r}; choose auto, bf16, fp16 or fp32")
-    return torch.autocast(device_type=device.type, dtype=dtypes[precision])
 
 
 def _read_json(path: Path) -> dict | list:
@@ -121,7 +95,44 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
             settings["max_length"] = int(values["max_seq_length"])
         if values.get("do_lower_case"):  # sentence-transformers lowercases the input text then
             settings["lowercase"] = True
+    prompts = read_prompts(folder)
+    if prompts:
+        settings["prompts"] = prompts
     return settings
+
+
+PROMPT_NAMES = ("query", "passage")  # what `encode_queries` / `encode_corpus` prepend
+PROMPT_ALIASES = {"passage": ("passage", "document", "corpus")}  # sentence-transformers' other names
+
+
+def merge_prompts(recorded: dict, given: dict | None, force: bool, model: str) -> dict[str, str]:
+    """The model's prompts with `given` ones in their place; a given prompt that differs from one the
+    model records is refused unless `force` (the model was trained with its own: another one
+    silently costs quality)."""
+    merged = dict(recorded)
+    for name, text in (given or {}).items():
+        text = text or ""
+        if not force and recorded.get(name) and recorded[name] != text:
+            from contriever.errors import UsageError
+
+            raise UsageError(
+                f"{model} records the {name} prompt {recorded[name]!r}; refusing {text!r} "
+                "(to use it anyway: --force-prompts, or model.force_prompts = true in a training config)"
+            )
+        merged[name] = text
+    return {name: text for name, text in merged.items() if text}
+
+
+def read_prompts(folder: Path) -> dict[str, str]:
+    """sentence-transformers' `prompts` of `config_sentence_transformers.json` ({} without them):
+    text put before a query or a passage, as E5 expects `query: ` and `passage: `."""
+    path = folder / "config_sentence_transformers.json"
+    if not path.is_file():
+        return {}
+    prompts = _read_json(path).get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ValueError(f"{path}: prompts must map names to strings, got {prompts!r}")
+    return {str(k): v for k, v in prompts.items() if v}
 
 
 def hub_sentence_transformers_settings(hub_id: str) -> dict:
@@ -134,7 +145,12 @@ def hub_sentence_transformers_settings(hub_id: str) -> dict:
     def fetch(name: str, **kwargs) -> str:
         from huggingface_hub import snapshot_download
 
-        patterns = ["modules.json", "sentence_bert_config.json", "*Pooling/config.json"]
+        patterns = [
+            "modules.json",
+            "sentence_bert_config.json",
+            "*Pooling/config.json",
+            "config_sentence_transformers.json",
+        ]
         return snapshot_download(name, allow_patterns=patterns, **kwargs)
 
     try:
@@ -274,6 +290,7 @@ class Encoder(torch.nn.Module):
         *,
         lowercase: bool = False,
         normalize_text: bool = False,
+        prompts: dict[str, str] | None = None,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -287,6 +304,9 @@ class Encoder(torch.nn.Module):
         # `normalize_text` (its character table, `contriever.data.normalize`), then lowercasing.
         self.lowercase = lowercase
         self.normalize_text = normalize_text
+        # Text put before queries / passages (sentence-transformers' `prompts`, e.g. E5's `query: `):
+        # `{"query": ..., "passage": ...}`, either may be absent. Part of the model's settings.
+        self.prompts = {name: text for name, text in (prompts or {}).items() if text}
 
     # ----- construction -------------------------------------------------------------------------
     @classmethod
@@ -300,6 +320,8 @@ class Encoder(torch.nn.Module):
         device: str | torch.device | None = None,
         lowercase: bool | None = None,
         normalize_text: bool | None = None,
+        prompts: dict[str, str | None] | None = None,
+        force_prompts: bool = False,
     ) -> Encoder:
         """Load a local model folder, a Hugging Face Hub id, or the default model (`path` None or "default").
 
@@ -307,6 +329,9 @@ class Encoder(torch.nn.Module):
         it has them, else Contriever's recipe (mean, unnormalized, 512); arguments override both.
         The text options come from the folder too (`do_lower_case` in `sentence_bert_config.json`,
         `contriever_normalize_text` in `config.json`; both off when absent), and arguments override.
+        So do the prompts (`prompts` of `config_sentence_transformers.json`); `prompts` given here
+        replace the folder's name by name (an empty string or None removes one), but a prompt that
+        contradicts one the folder records is refused (`UsageError`) unless `force_prompts`.
         A name that is not a local folder and looks like a Hub id (`bert-base-uncased`,
         `facebook/contriever`) goes to `transformers` (its cache, then the Hub where the network
         allows); a mistyped local path fails at once. See `contriever.model.locate`.
@@ -350,6 +375,7 @@ class Encoder(torch.nn.Module):
             settings = read_sentence_transformers_settings(source)
         else:
             settings = hub_sentence_transformers_settings(source)
+        chosen_prompts = merge_prompts(settings.get("prompts", {}), prompts, force_prompts, str(source))
         encoder = cls(
             model,
             tokenizer,
@@ -362,6 +388,7 @@ class Encoder(torch.nn.Module):
                 if normalize_text is None
                 else normalize_text
             ),
+            prompts=chosen_prompts,
         )
         encoder.eval()
         if device is not None:
@@ -437,9 +464,10 @@ class Encoder(torch.nn.Module):
                 json.dumps({"max_seq_length": self.max_length, "do_lower_case": self.lowercase}, indent=2)
             )
             similarity = "cosine" if self.normalize else "dot"
-            (staging / "config_sentence_transformers.json").write_text(
-                json.dumps({"similarity_fn_name": similarity}, indent=2)
-            )
+            st_config = {"similarity_fn_name": similarity}
+            if self.prompts:
+                st_config.update({"prompts": dict(self.prompts), "default_prompt_name": None})
+            (staging / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2))
         return target
 
     # ----- the module -----------------------------------------------------------------------------
@@ -457,9 +485,35 @@ class Encoder(torch.nn.Module):
         return pool(hidden, attention_mask, self.pooling, self.normalize)
 
     # ----- inference -----------------------------------------------------------------------------
-    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
-        """Token ids with the model's special tokens, truncated, unpadded (after the text options)."""
-        texts = list(texts)
+    def prompt(self, name: str | None) -> str:
+        """The text put before a `name` ("query" or "passage") text: "" when the model has none."""
+        if not name:
+            return ""
+        for key in PROMPT_ALIASES.get(name, (name,)):
+            if self.prompts.get(key):
+                return self.prompts[key]
+        return ""
+
+    def prompt_token_ids(self) -> dict[str, list[int]]:
+        """Each prompt's token ids alone (no special tokens; trailing spaces dropped, since in
+        `prompt + text` the space joins the next word): pretraining puts them into token views."""
+        out = {}
+        for name in PROMPT_NAMES:
+            text = self.prompt(name).rstrip()
+            if text:
+                out[name] = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return out
+
+    def tokenize(
+        self, texts: Sequence[str], max_length: int | None = None, *, prompt_name: str | None = None
+    ) -> list[list[int]]:
+        """Token ids with the model's special tokens, truncated, unpadded (after the text options).
+
+        `prompt_name` ("query" / "passage") puts that prompt of the model before each text, as
+        sentence-transformers does (the prompt's tokens are pooled too).
+        """
+        prefix = self.prompt(prompt_name)
+        texts = [prefix + t for t in texts] if prefix else list(texts)
         if self.lowercase or self.normalize_text:
             texts = [
                 transform_text(t, lowercase=self.lowercase, normalize=self.normalize_text) for t in texts
@@ -497,34 +551,47 @@ class Encoder(torch.nn.Module):
     def encode(
         self,
         texts: Iterable[str],
-        batch_size: int = 64,
+        batch_size: int | None = None,
         *,
         max_length: int | None = None,
         precision: str = "auto",
         show_progress: bool = True,
         desc: str = "encoding",
+        prompt_name: str | None = None,
+        token_budget: int | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Vectors `[n, dim]` (float32) for `texts`, in input order.
 
-        Texts are tokenized in blocks of `64 * batch_size` and each block is sorted by length, so a
-        batch pads to nearly its own length; results are put back in input order. `on_batch(n)` is
-        called after each forward pass of n texts (a caller's own progress bar).
+        Texts are tokenized in blocks and each block is sorted by length, so a batch pads to nearly its
+        own length; results are put back in input order. Batches hold `batch_size` texts when it is
+        given, else as many as fit in `token_budget` padded tokens (default: the budget measured for
+        this device, `contriever.model.batching`), which bounds a batch's memory whatever the lengths.
+        `on_batch(n)` is called after each forward pass of n texts (a caller's own progress bar).
         """
+        from contriever.model.batching import token_batches
+        from contriever.model.batching import token_budget as device_budget
+
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         was_training = self.training
         self.eval()
         device = self.device
-        block = 64 * batch_size
+        budget = None if batch_size else (token_budget or device_budget(device))
+        block = 64 * batch_size if batch_size else 8192  # texts tokenized and sorted together
         progress = tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress, smoothing=0.05)
         try:
             with autocast_context(device, precision):
                 for start in range(0, len(texts), block):
-                    sequences = self.tokenize(texts[start : start + block], max_length)
-                    order = np.argsort([-len(s) for s in sequences], kind="stable")
-                    for batch_start in range(0, len(order), batch_size):
-                        rows = order[batch_start : batch_start + batch_size]
+                    sequences = self.tokenize(
+                        texts[start : start + block], max_length, prompt_name=prompt_name
+                    )
+                    if batch_size:
+                        order = np.argsort([-len(s) for s in sequences], kind="stable")
+                        batches = [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+                    else:
+                        batches = token_batches([len(s) for s in sequences], budget)
+                    for rows in batches:
                         ids, mask = self.collate([sequences[i] for i in rows])
                         vectors = self(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
                         out[start + rows] = vectors.float().cpu().numpy()
@@ -536,11 +603,15 @@ class Encoder(torch.nn.Module):
             self.train(was_training)
         return out
 
-    def encode_queries(self, queries: Iterable[str], batch_size: int = 64, **kwargs) -> np.ndarray:
+    def encode_queries(self, queries: Iterable[str], batch_size: int | None = None, **kwargs) -> np.ndarray:
         kwargs.setdefault("desc", "encoding queries")
+        kwargs.setdefault("prompt_name", "query")
         return self.encode(queries, batch_size, **kwargs)
 
-    def encode_corpus(self, docs: Iterable[dict | str], batch_size: int = 64, **kwargs) -> np.ndarray:
+    def encode_corpus(
+        self, docs: Iterable[dict | str], batch_size: int | None = None, **kwargs
+    ) -> np.ndarray:
         """Documents as dicts with `title` and `text` (or plain strings): `title + " " + text`."""
         kwargs.setdefault("desc", "encoding corpus")
+        kwargs.setdefault("prompt_name", "passage")
         return self.encode((document_text(d) for d in docs), batch_size, **kwargs)

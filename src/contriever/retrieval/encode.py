@@ -60,8 +60,15 @@ from contriever.data.passages import (
     iter_passages,
 )
 from contriever.errors import ConfigError, DataError
-from contriever.io import atomic_write, checksum_bytes, folder_lock, write_json
-from contriever.machine import release_freed_memory
+from contriever.io import (  # noqa: F401 (CACHE_ENV, cache_dir: re-exported, their old home)
+    CACHE_ENV,
+    atomic_write,
+    cache_dir,
+    checksum_bytes,
+    folder_lock,
+    write_json,
+)
+from contriever.machine import map_large_blocks, release_freed_memory
 from contriever.retrieval.shards import (
     FP16_MAX,
     MANIFEST,
@@ -79,8 +86,8 @@ from contriever.retrieval.shards import (
 )
 from contriever.retrieval.store import PassageStore, write_store
 
-CACHE_ENV = "CONTRIEVER_CACHE"
 DEFAULT_SHARD_ROWS = 10_000
+TEXTS_PER_BLOCK = 1024  # texts handed to the encoder at a time when batches are cut by token budget
 LOG = "encoding-log.jsonl"
 # settings that must match for vectors to be reused or mixed; the rest of the plan is information
 SETTING_KEYS = (
@@ -90,6 +97,7 @@ SETTING_KEYS = (
     "max_length",
     "lowercase",
     "normalize_text",
+    "prompts",  # the model's query/passage prompts (E5's `query: `); absent when it has none
     "precision",
     "passages",
     "input_fingerprint",
@@ -154,19 +162,9 @@ def torch_uint8():
     return torch.uint8
 
 
-def cache_dir() -> Path | None:
-    """Where reusable encodings live (see the module docstring); None when the cache is off."""
-    value = os.environ.get(CACHE_ENV, "").strip()
-    if value.lower() in ("off", "0", "none", "false"):
-        return None
-    if value:
-        return Path(value).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "contriever"
-
-
 def settings_key(settings: dict) -> str:
-    chosen = {key: settings.get(key) for key in SETTING_KEYS}
+    # a key absent from settings made before it existed (prompts) leaves the key of those unchanged
+    chosen = {key: settings.get(key) for key in SETTING_KEYS if key != "prompts" or settings.get(key)}
     return hashlib.blake2b(json.dumps(chosen, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
@@ -205,13 +203,15 @@ class CachedQueryEncoder:
             bool(encoder.normalize_text),
             resolve_precision(precision, encoder.device),
         ]
+        if prompt_settings(encoder):
+            settings.append(prompt_settings(encoder))
         digest.update(json.dumps(settings).encode())
         for text in texts:
             digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
         return self.folder / f"{digest.hexdigest()}.npy"
 
     def encode_queries(
-        self, queries, batch_size: int = 64, *, precision: str = "auto", **kwargs
+        self, queries, batch_size: int | None = None, *, precision: str = "auto", **kwargs
     ) -> np.ndarray:
         texts = list(queries)
         path = self._path(texts, precision)
@@ -248,6 +248,15 @@ def _read_cached_queries(path: Path) -> np.ndarray | None:
 
 
 # ----- settings ---------------------------------------------------------------------------------------
+def prompt_settings(encoder) -> dict[str, str] | None:
+    """The prompts an encoder puts before queries and passages, as recorded in an index folder's
+    settings (and hashed into the cache key); None when it has none."""
+    prompts = (
+        {name: encoder.prompt(name) for name in ("query", "passage")} if hasattr(encoder, "prompt") else {}
+    )
+    return prompts if any(prompts.values()) else None
+
+
 def encoding_settings(
     encoder,
     inputs: Sequence[str | os.PathLike],
@@ -278,6 +287,7 @@ def encoding_settings(
         # the paper code's text options: queries must get them too (`encoder_for_index` reads them)
         "lowercase": bool(encoder.lowercase),
         "normalize_text": bool(encoder.normalize_text),
+        **({"prompts": prompt_settings(encoder)} if prompt_settings(encoder) else {}),
         "precision": precision,
         "passages": passages.as_dict(),
         "input_fingerprint": files["fingerprint"],
@@ -368,8 +378,10 @@ def _prepare_store(
 
 def _remove_partial(folder: Path, number: int) -> None:
     """Temporary files a killed process left for this shard (ours alone: the part lock says so)."""
-    for name in (vectors_name(number), ids_name(number), record_name(number)):
-        for stale in folder.glob(f".{name}.*.tmp"):
+    prefixes = tuple(f".{name}." for name in (vectors_name(number), ids_name(number), record_name(number)))
+    # names compared, not `glob`: a pattern per shard filled Python's pattern caches (~6 KB a shard)
+    for stale in folder.iterdir():
+        if stale.name.startswith(prefixes) and stale.name.endswith(".tmp"):
             stale.unlink(missing_ok=True)
 
 
@@ -450,7 +462,7 @@ def _encode_shards(
     plan: dict,
     part: tuple[int, int],
     *,
-    batch_size: int,
+    batch_size: int | None,
     cache: Path | None,
     show_progress: bool,
 ) -> dict:
@@ -467,6 +479,11 @@ def _encode_shards(
             write_json(cache / PLAN, {**plan, "read": plan.get("read")})
     store = PassageStore(folder / STORE)
     total = sum(min(shard_rows, rows - s * shard_rows) for s in todo)
+    if not batch_size:  # batches by token budget: measured once per device kind, on a corpus worth it
+        from contriever.model.batching import ensure_token_budget
+
+        ensure_token_budget(encoder, total)
+    map_large_blocks()  # resident memory flat over any number of shards (machine.map_large_blocks)
     progress = tqdm(
         total=total, desc=f"encoding part {part[0]}/{part[1]}", unit="psg", disable=not show_progress
     )
@@ -481,14 +498,16 @@ def _encode_shards(
             batch = store.range(number * shard_rows, (number + 1) * shard_rows)
             texts = [document_text({"title": title, "text": text}) for _, title, text in batch]
             blocks = []
-            for start in range(0, len(texts), 8 * batch_size):  # 8 batches at a time, sorted by length
-                block = texts[start : start + 8 * batch_size]
+            step = 8 * batch_size if batch_size else TEXTS_PER_BLOCK  # batches at a time, sorted by length
+            for start in range(0, len(texts), step):
+                block = texts[start : start + step]
                 blocks.append(
                     encoder.encode(
                         block,
                         batch_size,
                         precision=settings["precision"],
                         show_progress=False,
+                        prompt_name="passage",
                         on_batch=progress.update,  # the bar moves every forward pass, not every block
                     )
                 )
@@ -567,7 +586,7 @@ def build_index(
     model: str | None = None,
     passages: PassageSettings = WHOLE_DOCUMENTS,
     shard_rows: int = DEFAULT_SHARD_ROWS,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     precision: str = "auto",
     skip_bad: bool = False,
     part: tuple[int, int] = (0, 1),
@@ -636,7 +655,7 @@ def cached_index(
     *,
     model: str | None = None,
     passages: PassageSettings = WHOLE_DOCUMENTS,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     precision: str = "auto",
     show_progress: bool = True,
     use_cache: bool = True,

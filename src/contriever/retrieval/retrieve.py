@@ -41,6 +41,9 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
         device=device,
         lowercase=meta.get("lowercase"),
         normalize_text=meta.get("normalize_text"),
+        # the prompts the passages got decide the queries' (an index without any: none)
+        prompts=meta.get("prompts") or {"query": None, "passage": None},
+        force_prompts=True,  # the index's own record decides, whatever the model folder says now
     )
     if encoder.dim != index.dim:
         raise UsageError(
@@ -54,7 +57,7 @@ def build_dense_index(
     encoder,
     corpus: dict[str, dict | str],
     *,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     index_factory: str = "Flat",
     show_progress: bool = True,
     metadata: dict | None = None,
@@ -87,7 +90,7 @@ def dense_search(
     queries: dict[str, str],
     k: int = 1000,
     *,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     ignore_identical_ids: bool = True,
     show_progress: bool = True,
     timings: dict | None = None,
@@ -114,7 +117,7 @@ def dense_retrieve(
     corpus: dict[str, dict | str] | None,
     queries: dict[str, str],
     k: int = 1000,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     index_factory: str = "Flat",
     index: DenseIndex | None = None,
     *,
@@ -184,7 +187,7 @@ def hybrid_retrieve(
     depth: int | None = None,
     rrf_k: float = 60,
     normalization: str = "minmax",
-    batch_size: int = 128,
+    batch_size: int | None = None,
     index_factory: str = "Flat",
     bm25_settings: dict | None = None,
     ignore_identical_ids: bool = True,

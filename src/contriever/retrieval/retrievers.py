@@ -36,7 +36,7 @@ class Retriever(Protocol):
 class DenseRetriever:
     encoder: Any
     index: Any
-    batch_size: int = 128
+    batch_size: int | None = None  # None: batches by token budget
     precision: str = "auto"
     passage_depth: int = 0
     ignore_identical_ids: bool = True

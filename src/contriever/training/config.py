@@ -64,6 +64,14 @@ class ModelConfig:
     # The paper's code used both for mContriever. Pretraining text is transformed by `prepare`.
     lowercase: bool | None = None
     normalize_text: bool | None = None
+    # Text put before queries / passages (sentence-transformers' `prompts`; E5, `--model multilingual`:
+    # "query: " and "passage: "). None: the model folder's own; "": none. Applied to fine-tuning
+    # queries and documents, to pretraining views (query view / key view, as token ids after the
+    # first special token) and to evaluation, and saved with the trained model. A prompt that differs
+    # from one the model records is refused unless force_prompts.
+    query_prompt: str | None = None
+    passage_prompt: str | None = None
+    force_prompts: bool = False
     dropout: Fraction | None = None  # None: the model's own (BERT: 0.1); sets hidden and attention dropout
     # Attention dropout alone (overrides `dropout` there). 0 lets PyTorch use its fused attention
     # kernel in training; on a CPU that takes a third off the step time (benchmarks/README.md).

@@ -81,6 +81,12 @@ def build_encoder(config: Config) -> Encoder:
     for option in ("lowercase", "normalize_text"):  # None keeps the loaded model's own (scratch: off)
         if getattr(model, option) is not None:
             setattr(encoder, option, getattr(model, option))
+    given = {"query": model.query_prompt, "passage": model.passage_prompt}
+    given = {name: text for name, text in given.items() if text is not None}
+    if given:
+        from contriever.model.encoder import merge_prompts
+
+        encoder.prompts = merge_prompts(encoder.prompts, given, model.force_prompts, model.path or "default")
     if model.dropout is not None or model.attention_dropout is not None:
         encoder.set_dropout(model.dropout, model.attention_dropout)
     return encoder
@@ -143,7 +149,14 @@ def build_batches(config: Config, encoder: Encoder, process: DistInfo, local_bat
     if config.task == "pretrain":
         from contriever.training.batches import PretrainBatches
 
-        return PretrainBatches(config, encoder.tokenizer, local_batch, process.rank, process.world_size)
+        return PretrainBatches(
+            config,
+            encoder.tokenizer,
+            local_batch,
+            process.rank,
+            process.world_size,
+            prompt_ids=encoder.prompt_token_ids(),
+        )
     from contriever.training.batches import FinetuneBatches
 
     return FinetuneBatches(config, encoder, local_batch, process.rank, process.world_size)

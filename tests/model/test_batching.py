@@ -1,0 +1,74 @@
+"""Batches cut by a token budget, and the budget measured once per device kind and recorded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from contriever.model import batching
+from contriever.model.batching import (
+    FILE,
+    device_kind,
+    ensure_token_budget,
+    measure_token_budget,
+    recorded_budget,
+    token_batches,
+    token_budget,
+)
+
+
+@pytest.mark.parametrize("budget", [1, 7, 64, 1000])
+def test_token_batches_cover_every_text_once_within_the_budget(budget):
+    lengths = np.random.default_rng(0).integers(1, 40, size=300)
+    batches = token_batches(lengths, budget)
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(len(lengths)))  # every text exactly once
+    assert (np.diff(lengths[seen]) <= 0).all()  # longest first, across batches
+    for rows in batches:
+        padded = len(rows) * lengths[rows].max()
+        assert padded <= budget or len(rows) == 1  # a text longer than the budget goes alone
+        if budget >= 40:  # the batch is as large as the budget allows
+            assert rows is batches[-1] or (len(rows) + 1) * lengths[rows].max() > budget
+
+
+def test_token_batches_max_rows_and_stable_ties():
+    batches = token_batches([5, 5, 5, 5, 5], budget=100, max_rows=2)
+    assert [b.tolist() for b in batches] == [[0, 1], [2, 3], [4]]
+    with pytest.raises(ValueError, match="at least 1"):
+        token_batches([3], 0)
+
+
+def test_encode_by_budget_gives_the_vectors_of_fixed_batches(tiny_encoder):
+    texts = [" ".join(["word"] * n) for n in (1, 50, 3, 200, 7, 7, 120, 2)]
+    fixed = tiny_encoder.encode(texts, 2, show_progress=False)
+    for budget in (16, 256, 100_000):
+        by_budget = tiny_encoder.encode(texts, token_budget=budget, show_progress=False)
+        np.testing.assert_allclose(by_budget, fixed, rtol=1e-5, atol=1e-6)
+
+
+def test_budget_measured_once_per_device_kind_and_recorded(tiny_encoder, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTRIEVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(batching.CANDIDATES, "cpu", (64, 256))  # a quick measurement
+    assert recorded_budget(tiny_encoder.device) is None
+    assert token_budget(tiny_encoder.device) == batching.DEFAULT_TOKEN_BUDGET["cpu"]
+    assert ensure_token_budget(tiny_encoder, texts=10) == batching.DEFAULT_TOKEN_BUDGET["cpu"]  # too few
+    assert not (tmp_path / "cache" / FILE).exists()
+    calls = []
+    real = batching.measure_token_budget
+    monkeypatch.setattr(batching, "measure_token_budget", lambda *a, **k: calls.append(1) or real(*a, **k))
+    chosen = ensure_token_budget(tiny_encoder, texts=batching.MEASURE_AFTER)
+    records = json.loads((tmp_path / "cache" / FILE).read_text())
+    entry = records[device_kind(tiny_encoder.device)]
+    assert chosen == entry["budget"] and str(chosen) in entry["tokens_per_s"]
+    assert ensure_token_budget(tiny_encoder, texts=10**6) == chosen  # kept: not measured again
+    assert len(calls) == 1
+    assert token_budget(tiny_encoder.device) == chosen
+
+
+def test_no_record_when_the_cache_is_off(tiny_encoder, monkeypatch):
+    monkeypatch.setenv("CONTRIEVER_CACHE", "off")
+    result = measure_token_budget(tiny_encoder, budgets=[64, 128], rounds=1)
+    assert result["budget"] in (64, 128) and recorded_budget(tiny_encoder.device) is None
+    assert ensure_token_budget(tiny_encoder, texts=10**6) == batching.DEFAULT_TOKEN_BUDGET["cpu"]
