@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import socket
@@ -35,7 +34,7 @@ from pathlib import Path
 
 from contriever.data.beir import load_queries
 from contriever.model.encoder import default_model_path
-from contriever.serving.loadtest import Request, ServerProcess, run_load
+from contriever.serving.loadtest import Request, ServerProcess, is_healthy, run_load
 from contriever.serving.server import DEFAULT_MODEL_NAME
 
 
@@ -71,14 +70,7 @@ class InfinityProcess:
             time.sleep(0.5)
 
     def _healthy(self) -> bool:
-        connection = http.client.HTTPConnection("127.0.0.1", int(self.url.rsplit(":", 1)[1]), timeout=5)
-        try:
-            connection.request("GET", "/health")
-            return connection.getresponse().status == 200
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            connection.close()
+        return is_healthy(self.url)
 
     def stop(self) -> int:
         if self.process.poll() is None:

@@ -194,6 +194,19 @@ def run_load(
     return LoadResult(len(latencies), seconds, statuses, latencies, memory, failures)
 
 
+def is_healthy(url: str) -> bool:
+    """Whether the server at `url` answers `GET /health` with 200 (any error or refusal: no)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    try:
+        connection.request("GET", "/health")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
 class ServerProcess:
     """`contriever serve ARGS` on 127.0.0.1 and a free port, in a child process; a context manager.
 
@@ -232,15 +245,7 @@ class ServerProcess:
             raise RuntimeError("the server did not start:\n" + "".join(self.log[-30:]))
 
     def _healthy(self) -> bool:
-        parts = urlsplit(self.url)
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
-        try:
-            connection.request("GET", "/health")
-            return connection.getresponse().status == 200
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            connection.close()
+        return is_healthy(self.url)
 
     def _read(self) -> None:
         for line in self.process.stderr:
