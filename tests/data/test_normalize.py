@@ -74,7 +74,7 @@ def test_prepare_applies_the_text_options(tmp_path):
     import numpy as np
     from transformers import AutoTokenizer
 
-    from contriever.data.prepare import prepare
+    from contriever.data.prepare import DocumentSettings, prepare
     from contriever.model.encoder import default_model_path
 
     text = "Caf\u00e9 \u201cMENU\u201d \u2014 prices\u2026"
@@ -90,7 +90,7 @@ def test_prepare_applies_the_text_options(tmp_path):
             tmp_path / f"p{len(options)}",
             workers=1,
             show_progress=False,
-            **options,
+            documents=DocumentSettings(**options),
         )
         meta = json.loads((out / "meta.json").read_text())
         assert meta["normalize_text"] == bool(options) and meta["lowercase"] == bool(options)
