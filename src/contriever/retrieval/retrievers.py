@@ -4,7 +4,8 @@ pyserini's searchers and BEIR's `EvaluateRetrieval` give: build one, retrieve, s
 - `DenseRetriever(encoder, index)`: encode the queries, search the index (`search(vectors, k) ->
   (scores, ids)`: an index folder searched exactly or through its ANN, or a `DenseIndex`); with
   `passage_depth > 0` the index holds passages (`DOCID#N`) and each document scores as its best one.
-- `BM25Retriever(corpus)`: BM25 through bm25s, built on first use.
+- `BM25Retriever(corpus)`: BM25 through bm25s, built on first use (`BM25Retriever.kept_in(folder,
+  corpus)`: kept in a folder, built and saved once, loaded after).
 - `HybridRetriever(first, second)`: any two retrievers fused, by reciprocal rank fusion or a
   normalized weighted sum, each asked for `depth` documents (default `max(k, 100)`).
 
@@ -15,14 +16,17 @@ when given, receives the seconds each stage took.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
 from contriever.data.passages import doc_id_of
+from contriever.errors import DataError
 from contriever.retrieval.runs import Run, run_from_search
 
 SEARCH_ENTRIES = 2_000_000  # ranked ids held at once while searching (block of queries x depth)
@@ -93,6 +97,22 @@ class BM25Retriever:
     show_progress: bool = True
     timings: dict | None = None
     _index: Any = field(default=None, repr=False)
+
+    @classmethod
+    def kept_in(cls, folder: str | os.PathLike, corpus: dict[str, dict | str], **options) -> BM25Retriever:
+        """BM25 of `corpus` kept in `folder`: the index saved there (it must hold the corpus's ids, in
+        order), or, when there is none, built now and saved there (`save_bm25`) for the next run."""
+        from contriever.retrieval.bm25 import SETTINGS_FILE, build_bm25, load_bm25, save_bm25
+
+        retriever = cls(corpus, **options)
+        if Path(folder, SETTINGS_FILE).is_file():
+            retriever._index = load_bm25(folder)
+            if retriever._index.doc_ids != list(corpus):
+                raise DataError(folder, "this BM25 index holds other passages than the corpus: delete it")
+        else:
+            retriever._index = build_bm25(corpus, show_progress=retriever.show_progress, **retriever.settings)
+            save_bm25(retriever._index, folder)
+        return retriever
 
     def retrieve(self, queries: dict[str, str], k: int) -> Run:
         from contriever.retrieval.bm25 import bm25_search, build_bm25
