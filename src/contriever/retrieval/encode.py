@@ -70,7 +70,6 @@ from contriever.io import (  # noqa: F401 (CACHE_ENV, cache_dir: re-exported, th
 )
 from contriever.machine import map_large_blocks, release_freed_memory
 from contriever.retrieval.shards import (
-    FP16_MAX,
     MANIFEST,
     PLAN,
     STORE,
@@ -80,6 +79,7 @@ from contriever.retrieval.shards import (
     record_name,
     recorded_file_problems,
     shard_problems,
+    to_fp16,
     vectors_name,
     write_manifest,
     write_shard,
@@ -447,15 +447,6 @@ def repair_cached(folder: Path) -> int:
     return damaged
 
 
-def _fp16(vectors: np.ndarray) -> np.ndarray:
-    largest = float(np.abs(vectors).max(initial=0.0))
-    if not np.isfinite(largest) or largest > FP16_MAX:
-        raise ValueError(
-            f"a vector component ({largest:.3g}) is outside the fp16 range; encode with dtype='float32'"
-        )
-    return vectors.astype(np.float16)
-
-
 def _encode_shards(
     folder: Path,
     encoder,
@@ -512,7 +503,7 @@ def _encode_shards(
                     )
                 )
             vectors = np.concatenate(blocks)
-            vectors = _fp16(vectors) if settings["dtype"] == "float16" else vectors.astype(np.float32)
+            vectors = to_fp16(vectors) if settings["dtype"] == "float16" else vectors.astype(np.float32)
             write_shard(folder, number, [pid for pid, _, _ in batch], vectors)
             seconds = time.perf_counter() - started
             counts["encoded"] += 1
