@@ -143,12 +143,13 @@ def test_a_passage_store_of_random_bytes_is_an_error_and_a_deleted_one_a_warning
     tmp_path, tiny_encoder, capsys
 ):
     from contriever.retrieval.encode import build_index
+    from contriever.retrieval.settings import EncodingSettings
     from contriever.retrieval.store import PassageStore
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"text {i}"}) + "\n" for i in range(12)))
     folder = tmp_path / "idx"
-    build_index([corpus], tiny_encoder, folder, use_cache=False, show_progress=False)
+    build_index([corpus], tiny_encoder, folder, EncodingSettings(use_cache=False), show_progress=False)
     store = folder / "passages.sqlite"
     assert json.loads((folder / "index.json").read_text())["files"]["passages.sqlite"]["checksum"] == (
         io.file_checksum(store)

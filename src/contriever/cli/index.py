@@ -13,34 +13,30 @@ from contriever.cli.options import (
     add_precision,
     add_text_options,
     check_models,
-    text_options,
+    encoding_settings,
 )
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from contriever.data.beir import corpus_file
-    from contriever.data.passages import PassageSettings
     from contriever.model.encoder import Encoder
     from contriever.retrieval.ann import check_factory, is_flat
-    from contriever.retrieval.encode import build_index, resolve_part
+    from contriever.retrieval.encode import FolderSettings, build_index, resolve_part
 
     check_models(args.model)
     inputs = [corpus_file(args.data)] if args.data else [Path(p) for p in args.corpus]
     part = resolve_part(args.shard)
-    encoder = Encoder.load(args.model, max_length=args.max_length, **text_options(args))
-    check_factory(encoder.dim, args.index_factory)  # an invalid string fails now, not after encoding
+    encoding = encoding_settings(args)
+    encoder = Encoder.load(args.model, max_length=encoding.max_length, **encoding.text_options())
+    check_factory(encoder.dim, encoding.index_factory)  # an invalid string fails now, not after encoding
     summary = build_index(
         inputs,
         encoder,
         args.output,
+        encoding,
         model=args.model,
-        passages=PassageSettings(args.words, args.overlap),
-        shard_rows=args.shard_size,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        skip_bad=args.skip_bad,
+        layout=FolderSettings(args.shard_size, skip_bad=args.skip_bad),
         part=part,
-        use_cache=not args.no_cache,
         show_progress=not args.quiet,
     )
     read = summary.get("read") or {}
