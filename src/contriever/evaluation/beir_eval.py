@@ -328,11 +328,13 @@ def _dense_index(job: _Job):
 
 
 def _describe_searched_index(index, job: _Job) -> None:
+    from contriever.retrieval.ann import AnnIndex
+
     search = job.search
     job.meta.update(index=str(Path(search.index_path).resolve()), indexed=len(index))
-    if search.ann:
+    if isinstance(index, AnnIndex):  # named by --ann, or the folder's own (`index --index-factory`)
         job.meta.update(
-            ann=search.ann,
+            ann=index.path.name,
             index_factory=index.factory,
             search_params=dict(index.search_params),
             rerank=index.rerank,  # re-scores max(rerank, the depth searched) candidates
