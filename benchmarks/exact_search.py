@@ -8,7 +8,7 @@ Exact search costs `2 x queries x vectors x dim` FLOP; the report divides that b
 and by the fp32 matrix-product rate measured in the same run before each repeat (`matmul_peak.py`'s
 MiniLM shapes and the search's own shape, queries x dim x 16,384, the larger), so each repeat's
 fraction of the peak is taken under the same load; `--calls N` splits the queries into N calls, as
-`dense_search` does with blocks of queries (a conversion per call would show there). The shards are read once before
+`DenseRetriever` does with blocks of queries (a conversion per call would show there). The shards are read once before
 timing, so the page cache holds them (what a server answering repeatedly sees). `--before` loads
 another version of `contriever/retrieval/shards.py` (e.g. `git show OLD:src/contriever/retrieval/shards.py
 > old.py`) and times both in turn in this process, with their results compared row by row.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contriever.retrieval.index import set_faiss_threads
+from contriever.retrieval.faiss_calls import set_faiss_threads
 from contriever.retrieval.shards import open_index
 
 

@@ -192,6 +192,25 @@ def test_finetune_without_a_config_uses_the_finetuning_defaults(tmp_path, capsys
     assert (saved["task"], saved["loss"]["kind"], saved["optim"]["lr"]) == ("finetune", "inbatch", 1e-5)
 
 
+def test_index_with_a_factory_is_searched_through_its_ann(beir_folder, tiny_model, tmp_path, capsys):
+    """`index --index-factory F` builds the ANN of F over the folder (ann/<name>), searched by default."""
+    from contriever.retrieval.ann import AnnIndex
+    from contriever.retrieval.index import load_for_search
+
+    index = tmp_path / "index"
+    argv = ["index", "--data", str(beir_folder), "--model", str(tiny_model), "--output", str(index)]
+    assert main([*argv, "--index-factory", "Bogus"]) != 0  # refused before anything is encoded
+    assert not (index / "index.json").exists()
+    assert main([*argv, "--index-factory", "IVF2,Flat"]) == 0
+    assert (index / "ann" / "IVF2_Flat" / "index.faiss").is_file() and not (index / "index.faiss").exists()
+    loaded, _ = load_for_search(index)
+    assert isinstance(loaded, AnnIndex) and loaded.factory == "IVF2,Flat"
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "--k", "2", "--json", "--nprobe", "2", "scurvy"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert len(found["results"]) == 2 and found["results"][0]["id"] in DOCS
+
+
 def test_text_options_are_recorded_in_the_index_and_reach_the_queries(beir_folder, tiny_model, tmp_path):
     from contriever.retrieval.index import load_for_search
     from contriever.retrieval.retrieve import encoder_for_index

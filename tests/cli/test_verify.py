@@ -12,16 +12,14 @@ import pytest
 from contriever.cli.main import main
 from contriever.io import write_json
 from contriever.retrieval.ann import build_ann
-from contriever.retrieval.index import DenseIndex
+from contriever.retrieval.shards import write_index
 
 pytestmark = pytest.mark.bad_input
 
 
 def make_index(folder: Path, seed: int = 0) -> Path:
     vectors = np.random.default_rng(seed).standard_normal((300, 16)).astype(np.float32)
-    return DenseIndex.build(vectors, [f"d{i}" for i in range(300)], show_progress=False).save(
-        folder, shard_rows=100
-    )
+    return write_index(folder, [f"d{i}" for i in range(300)], vectors, shard_rows=100)
 
 
 def verify(capsys, *folders) -> tuple[int, list[str]]:

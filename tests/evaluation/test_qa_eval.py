@@ -10,7 +10,7 @@ from contriever.cli.main import main
 from contriever.errors import DataError, UsageError
 from contriever.evaluation.qa import has_answer
 from contriever.evaluation.qa_eval import evaluate_qa
-from contriever.retrieval.index import DenseIndex
+from contriever.retrieval.shards import write_index
 
 PASSAGES = {
     "p1": ("Paris", "Paris is the capital of France."),
@@ -36,13 +36,12 @@ def qa_setup(tmp_path, tiny_encoder):
         "id\ttext\ttitle\n" + "".join(f"{i}\t{text}\t{title}\n" for i, (title, text) in PASSAGES.items())
     )
     docs = [f"{title} {text}" for title, text in PASSAGES.values()]
-    index = DenseIndex.build(
-        tiny_encoder.encode_corpus(docs, show_progress=False),
+    write_index(
+        tmp_path / "index",
         list(PASSAGES),
+        tiny_encoder.encode_corpus(docs, show_progress=False),
         metadata={"model": str(model), "pooling": "mean", "normalize": False, "max_length": 512},
-        show_progress=False,
     )
-    index.save(tmp_path / "index")
     questions = tmp_path / "qa.csv"
     questions.write_text("".join(f"{q}\t{json.dumps(a)}\n" for q, a in QUESTIONS))
     return tmp_path

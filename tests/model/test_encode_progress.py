@@ -20,6 +20,7 @@ def test_index_progress_moves_per_batch(tiny_encoder, tmp_path, monkeypatch):
     import json
 
     from contriever.retrieval import encode
+    from contriever.retrieval.settings import EncodingSettings
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": str(i), "text": f"document {i}"}) + "\n" for i in range(20)))
@@ -34,7 +35,6 @@ def test_index_progress_moves_per_batch(tiny_encoder, tmp_path, monkeypatch):
         return bar
 
     monkeypatch.setattr(encode, "tqdm", recording_tqdm)
-    encode.build_index(
-        [corpus], tiny_encoder, tmp_path / "index", batch_size=4, use_cache=False, show_progress=False
-    )
+    encoding = EncodingSettings(batch_size=4, use_cache=False)
+    encode.build_index([corpus], tiny_encoder, tmp_path / "index", encoding, show_progress=False)
     assert updates == [4] * 5

@@ -13,7 +13,14 @@ from contriever.data.passages import PassageSettings
 from contriever.errors import ConfigError, UsageError
 from contriever.model.encoder import Encoder
 from contriever.model.text_options import TextOptions
-from contriever.retrieval.encode import build_index, cache_folder, encoding_settings, settings_key
+from contriever.retrieval.encode import (
+    FolderSettings,
+    build_index,
+    cache_folder,
+    encoding_settings,
+    settings_key,
+)
+from contriever.retrieval.settings import EncodingSettings
 from contriever.retrieval.shards import open_index
 
 E5 = {"query": "query: ", "passage": "passage: "}
@@ -85,7 +92,8 @@ def test_index_folder_records_prompts_and_refuses_others_on_resume(
 ):
     encoder = Encoder.load(prompted_model)
     folder = tmp_path / "idx"
-    kwargs = {"passages": PassageSettings(0), "shard_rows": 2, "use_cache": False, "show_progress": False}
+    kwargs = {"layout": FolderSettings(shard_rows=2), "show_progress": False}
+    kwargs["encoding"] = EncodingSettings(use_cache=False)
     build_index([corpus], encoder, folder, part=(0, 2), model=str(prompted_model), **kwargs)
     other = Encoder.load(prompted_model, text=TextOptions(prompts={"passage": "text: "}, force_prompts=True))
     with pytest.raises(
@@ -108,7 +116,7 @@ def test_index_folder_records_prompts_and_refuses_others_on_resume(
 def test_an_index_without_prompts_keeps_queries_bare(tiny_model, corpus, tmp_path):
     encoder = Encoder.load(tiny_model)
     folder = tmp_path / "plain"
-    build_index([corpus], encoder, folder, passages=PassageSettings(0), use_cache=False, show_progress=False,
+    build_index([corpus], encoder, folder, EncodingSettings(use_cache=False), show_progress=False,
                 model=str(tiny_model))  # fmt: skip
     index = open_index(folder)
     assert "prompts" not in index.metadata

@@ -20,8 +20,7 @@ import pytest
 
 from contriever.errors import DataError
 from contriever.retrieval.ann import AnnIndex, ann_name, build_ann, list_ann
-from contriever.retrieval.index import DenseIndex
-from contriever.retrieval.shards import open_index
+from contriever.retrieval.shards import ShardedIndex, open_index, write_index
 
 DIM, N, CLUSTERS, K = 32, 2400, 24, 10
 # name: (factory, search settings, minimum mean recall@10 against exact search); OPQ is trained on
@@ -52,7 +51,7 @@ def data():
 def folder(tmp_path, data):
     vectors, _ = data
     ids = [f"doc{i}" for i in range(N)]
-    return DenseIndex.build(vectors, ids, show_progress=False).save(tmp_path / "idx", shard_rows=700)
+    return write_index(tmp_path / "idx", ids, vectors, shard_rows=700)
 
 
 def recall(found: list[list[str]], truth: list[list[str]]) -> float:
@@ -76,8 +75,8 @@ def test_each_kind_built_from_shards_finds_the_exact_neighbours(folder, data, ki
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
 
 
-def open_exact(folder) -> DenseIndex:
-    return DenseIndex.load(folder)
+def open_exact(folder) -> ShardedIndex:
+    return open_index(folder)
 
 
 def test_ivf_flat_probing_every_list_is_exact(folder, data):
@@ -176,13 +175,8 @@ def test_vectors_are_read_one_shard_at_a_time(tmp_path, data):
     assert source.largest_read == len(source.shards[0])  # never more than one shard in hand
     index = AnnIndex.load(tmp_path, path.name, source=source)
     index.set_params(nprobe=16)
-    exact = DenseIndex.build(vectors, [f"doc{i}" for i in range(N)], show_progress=False)
-    assert (
-        recall(
-            index.search(queries, K, show_progress=False)[1], exact.search(queries, K, show_progress=False)[1]
-        )
-        == 1.0
-    )
+    exact = open_index(write_index(tmp_path / "exact", [f"doc{i}" for i in range(N)], vectors))
+    assert recall(index.search(queries, K, show_progress=False)[1], exact.search(queries, K)[1]) == 1.0
 
 
 def test_missing_or_stale_ann_files_are_clear_errors(folder, data):
@@ -198,8 +192,7 @@ def test_missing_or_stale_ann_files_are_clear_errors(folder, data):
     with pytest.raises(DataError, match="lists.ivfdata.*missing"):
         AnnIndex.load(folder, "IVF16_Flat")
     # an ANN index copied beside other vectors (here: fewer of them) is refused, never searched
-    other = DenseIndex.build(vectors[:2000], [f"x{i}" for i in range(2000)], show_progress=False)
-    other_folder = other.save(folder.parent / "other")
+    other_folder = write_index(folder.parent / "other", [f"x{i}" for i in range(2000)], vectors[:2000])
     shutil.copytree(build_ann(folder, "IVF16,Flat", show_progress=False), other_folder / "ann" / "copied")
     with pytest.raises(DataError, match="built from other vectors"):
         AnnIndex.load(other_folder, "copied")

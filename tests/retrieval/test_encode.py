@@ -18,7 +18,8 @@ from contriever.data.passages import PassageSettings
 from contriever.errors import ConfigError, DataError
 from contriever.io import FolderLockedError
 from contriever.model.encoder import Encoder
-from contriever.retrieval.encode import build_index, owned_shards, resolve_part
+from contriever.retrieval.encode import FolderSettings, build_index, owned_shards, resolve_part
+from contriever.retrieval.settings import EncodingSettings
 from contriever.retrieval.shards import open_index
 from contriever.retrieval.store import PassageStore
 
@@ -39,11 +40,12 @@ def corpus(tmp_path) -> Path:
     return write_corpus(tmp_path / "corpus.jsonl")
 
 
-def build(corpus, encoder, folder, **kwargs):
-    kwargs.setdefault("passages", SETTINGS)
-    kwargs.setdefault("shard_rows", 4)
-    kwargs.setdefault("use_cache", False)
-    return build_index([corpus], encoder, folder, show_progress=False, **kwargs)
+def build(
+    corpus, encoder, folder, passages=SETTINGS, shard_rows=4, use_cache=False, skip_bad=False, **kwargs
+):
+    encoding = EncodingSettings(words=passages.words, overlap=passages.overlap, use_cache=use_cache)
+    layout = FolderSettings(shard_rows, skip_bad=skip_bad)
+    return build_index([corpus], encoder, folder, encoding, layout=layout, show_progress=False, **kwargs)
 
 
 def test_one_process_index_holds_every_passage(corpus, tiny_encoder, tmp_path):

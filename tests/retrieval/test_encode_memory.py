@@ -17,7 +17,7 @@ import json
 import sys
 
 import contriever.retrieval.encode as encode
-from contriever.data.passages import PassageSettings
+from contriever.retrieval.settings import EncodingSettings
 
 SHARD_ROWS = 100
 SHARDS = 20
@@ -94,9 +94,8 @@ def per_shard_memory(tiny_encoder, tmp_path, monkeypatch, leak=None) -> list[dic
         [corpus],
         tiny_encoder,
         tmp_path / "index",
-        passages=PassageSettings(words=20, overlap=0),
-        shard_rows=SHARD_ROWS,
-        use_cache=False,
+        EncodingSettings(words=20, overlap=0, use_cache=False),
+        layout=encode.FolderSettings(shard_rows=SHARD_ROWS),
         show_progress=False,
     )
     assert len(seen) == SHARDS

@@ -15,8 +15,7 @@ from contriever import io
 from contriever.errors import DataError, UsageError
 from contriever.retrieval import shards
 from contriever.retrieval.ann import AnnIndex, build_ann
-from contriever.retrieval.index import DenseIndex
-from contriever.retrieval.shards import open_index
+from contriever.retrieval.shards import open_index, write_index
 
 N, DIM = 300, 16
 
@@ -24,7 +23,7 @@ N, DIM = 300, 16
 def make_index(folder: Path, seed: int = 0, ids: list[str] | None = None) -> Path:
     vectors = np.random.default_rng(seed).standard_normal((N, DIM)).astype(np.float32)
     ids = ids or [f"d{i:03d}" for i in range(N)]
-    return DenseIndex.build(vectors, ids, show_progress=False).save(folder, shard_rows=100)
+    return write_index(folder, ids, vectors, shard_rows=100)
 
 
 def flip_bit(path: Path, offset_from_end: int = 10, bit: int = 6) -> None:
@@ -144,12 +143,13 @@ def test_a_passage_store_of_random_bytes_is_an_error_and_a_deleted_one_a_warning
     tmp_path, tiny_encoder, capsys
 ):
     from contriever.retrieval.encode import build_index
+    from contriever.retrieval.settings import EncodingSettings
     from contriever.retrieval.store import PassageStore
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"text {i}"}) + "\n" for i in range(12)))
     folder = tmp_path / "idx"
-    build_index([corpus], tiny_encoder, folder, use_cache=False, show_progress=False)
+    build_index([corpus], tiny_encoder, folder, EncodingSettings(use_cache=False), show_progress=False)
     store = folder / "passages.sqlite"
     assert json.loads((folder / "index.json").read_text())["files"]["passages.sqlite"]["checksum"] == (
         io.file_checksum(store)

@@ -7,13 +7,9 @@ import pytest
 
 from contriever.data.documents import document_text
 from contriever.retrieval.hybrid import reciprocal_rank_fusion
-from contriever.retrieval.retrieve import (
-    bm25_retrieve,
-    build_dense_index,
-    dense_retrieve,
-    dense_search,
-    hybrid_retrieve,
-)
+from contriever.retrieval.retrieve import bm25_retrieve, dense_retrieve, dense_retriever, index_corpus
+from contriever.retrieval.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+from contriever.retrieval.settings import EncodingSettings
 
 CORPUS = {
     f"d{i}": {"title": f"Title {i}", "text": f"document number {i} about topic {i % 3} and word{i}"}
@@ -46,12 +42,14 @@ def test_dense_retrieve_scores_are_inner_products(tiny_encoder):
 
 
 def test_prebuilt_index_and_factories(tiny_encoder):
-    index = build_dense_index(tiny_encoder, CORPUS, show_progress=False, metadata={"model": "tiny"})
+    index = index_corpus(tiny_encoder, CORPUS, show_progress=False, metadata={"model": "tiny"})
     assert index.metadata["model"] == "tiny" and index.metadata["pooling"] == "mean"
-    first = dense_search(tiny_encoder, index, QUERIES, k=3, show_progress=False)
+    first = DenseRetriever(tiny_encoder, index, show_progress=False).retrieve(QUERIES, 3)
     again = dense_retrieve(tiny_encoder, None, QUERIES, k=3, index=index, show_progress=False)
     assert first == again
-    hnsw = dense_retrieve(tiny_encoder, CORPUS, QUERIES, k=3, index_factory="HNSW32", show_progress=False)
+    hnsw = dense_retrieve(
+        tiny_encoder, CORPUS, QUERIES, 3, EncodingSettings(index_factory="HNSW32"), show_progress=False
+    )
     assert {q: list(d) for q, d in hnsw.items()} == {q: list(d) for q, d in first.items()}
     everything = dense_retrieve(tiny_encoder, CORPUS, QUERIES, k=1000, show_progress=False)
     assert len(everything["q1"]) == len(CORPUS) and len(everything["q0"]) == len(CORPUS) - 1
@@ -63,15 +61,16 @@ def test_prebuilt_index_and_factories(tiny_encoder):
 def test_queries_searched_in_blocks_give_the_same_run(tiny_encoder, monkeypatch, passage_depth):
     import contriever.retrieval.retrievers as retrievers
 
-    index = build_dense_index(tiny_encoder, CORPUS, show_progress=False)
-    whole = dense_search(tiny_encoder, index, QUERIES, k=4, passage_depth=passage_depth, show_progress=False)
+    index = index_corpus(tiny_encoder, CORPUS, show_progress=False)
+    retriever = DenseRetriever(tiny_encoder, index, passage_depth=passage_depth, show_progress=False)
+    whole = retriever.retrieve(QUERIES, 4)
     monkeypatch.setattr(retrievers, "SEARCH_ENTRIES", 1)  # one query a block
     searched = []
     search = index.search
     monkeypatch.setattr(
         index, "search", lambda vectors, k, **kw: searched.append(len(vectors)) or search(vectors, k, **kw)
     )
-    blocks = dense_search(tiny_encoder, index, QUERIES, k=4, passage_depth=passage_depth, show_progress=False)
+    blocks = retriever.retrieve(QUERIES, 4)
     assert searched == [1, 1, 1] and blocks == whole and list(blocks) == list(QUERIES)
 
 
@@ -85,8 +84,13 @@ def test_bm25_retrieve_settings_and_timings():
     assert document_text(CORPUS["d1"]).startswith("Title 1 ")
 
 
+def hybrid(encoder, **fusion) -> HybridRetriever:
+    lexical = BM25Retriever(CORPUS, show_progress=False)
+    return HybridRetriever(lexical, dense_retriever(encoder, CORPUS, show_progress=False), **fusion)
+
+
 def test_hybrid_retrieve_is_the_fusion_of_both_runs(tiny_encoder):
-    fused = hybrid_retrieve(tiny_encoder, CORPUS, QUERIES, k=4, depth=100, show_progress=False)
+    fused = hybrid(tiny_encoder, depth=100).retrieve(QUERIES, 4)
     lexical = bm25_retrieve(CORPUS, QUERIES, k=100, show_progress=False)
     dense = dense_retrieve(tiny_encoder, CORPUS, QUERIES, k=100, show_progress=False)
     expected = reciprocal_rank_fusion([lexical, dense], top_k=4)
@@ -94,12 +98,10 @@ def test_hybrid_retrieve_is_the_fusion_of_both_runs(tiny_encoder):
     for qid in expected:
         assert list(fused[qid]) == list(expected[qid])
         assert list(fused[qid].values()) == pytest.approx(list(expected[qid].values()))
-    weighted = hybrid_retrieve(
-        tiny_encoder, CORPUS, QUERIES, k=4, fusion="weighted", weights=[1.0, 0.0], show_progress=False
-    )
+    weighted = hybrid(tiny_encoder, fusion="weighted", weights=[1.0, 0.0]).retrieve(QUERIES, 4)
     assert list(weighted["q2"])[0] == "d7"  # all weight on BM25
     with pytest.raises(ValueError, match="unknown fusion"):
-        hybrid_retrieve(tiny_encoder, CORPUS, QUERIES, fusion="max")
+        hybrid(tiny_encoder, fusion="max")
 
 
 def test_max_over_passages_hand_made():

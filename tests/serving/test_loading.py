@@ -83,15 +83,14 @@ def test_without_a_store_the_corpus_the_index_records_is_read(tiny_service, tmp_
 
 
 def test_a_large_flat_index_is_searched_from_its_shards_with_the_same_results(tiny_service, monkeypatch):
-    from contriever.retrieval.index import DenseIndex
-    from contriever.retrieval.shards import ShardedIndex
+    from contriever.retrieval.shards import FP32_KEEP_ENV, ShardedIndex
     from contriever.serving import server
     from contriever.serving.searcher import EncodeJob
 
-    in_memory = server.load_searcher(str(tiny_service["index"]), no_bm25=True)
-    monkeypatch.setattr(server, "IN_MEMORY_BYTES", 0)
+    in_memory = server.load_searcher(str(tiny_service["index"]), no_bm25=True)  # fp32 copies kept in RAM
+    monkeypatch.setenv(FP32_KEEP_ENV, "0")  # too large to keep: converted chunk by chunk at every search
     mapped = server.load_searcher(str(tiny_service["index"]), no_bm25=True)
-    assert isinstance(in_memory.index, DenseIndex) and isinstance(mapped.index, ShardedIndex)
+    assert isinstance(in_memory.index, ShardedIndex) and isinstance(mapped.index, ShardedIndex)
     jobs = [EncodeJob("vitamin deficiency", 5), EncodeJob("cells", 12)]
     for a, b in zip(in_memory.encode_batch(jobs), mapped.encode_batch(jobs)):
         assert [i for i, _ in a.hits] == [i for i, _ in b.hits]

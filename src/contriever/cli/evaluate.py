@@ -125,7 +125,9 @@ def add_subcommand(sub, make_subcommand) -> None:
     p.add_argument("--k", type=positive_int, default=1000, help="documents retrieved per query")
     add_batch_size(p)
     p.add_argument(
-        "--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32 or IVF1024,PQ32"
+        "--index-factory",
+        default="Flat",
+        help="FAISS index_factory string, e.g. HNSW32 or IVF1024,PQ32: an ANN built over the encoded corpus",
     )
     add_max_length(p)
     add_precision(p)

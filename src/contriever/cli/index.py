@@ -13,35 +13,30 @@ from contriever.cli.options import (
     add_precision,
     add_text_options,
     check_models,
-    text_options,
+    encoding_settings,
 )
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from contriever.data.beir import corpus_file
-    from contriever.data.passages import PassageSettings
     from contriever.model.encoder import Encoder
-    from contriever.model.text_options import TextOptions
-    from contriever.retrieval.encode import build_index, resolve_part
-    from contriever.retrieval.index import check_factory
+    from contriever.retrieval.ann import check_factory, is_flat
+    from contriever.retrieval.encode import FolderSettings, build_index, resolve_part
 
     check_models(args.model)
     inputs = [corpus_file(args.data)] if args.data else [Path(p) for p in args.corpus]
     part = resolve_part(args.shard)
-    encoder = Encoder.load(args.model, max_length=args.max_length, text=TextOptions(**text_options(args)))
-    check_factory(encoder.dim, args.index_factory)  # an invalid string fails now, not after encoding
+    encoding = encoding_settings(args)
+    encoder = Encoder.load(args.model, max_length=encoding.max_length, text=encoding.text_options())
+    check_factory(encoder.dim, encoding.index_factory)  # an invalid string fails now, not after encoding
     summary = build_index(
         inputs,
         encoder,
         args.output,
+        encoding,
         model=args.model,
-        passages=PassageSettings(args.words, args.overlap),
-        shard_rows=args.shard_size,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        skip_bad=args.skip_bad,
+        layout=FolderSettings(args.shard_size, skip_bad=args.skip_bad),
         part=part,
-        use_cache=not args.no_cache,
         show_progress=not args.quiet,
     )
     read = summary.get("read") or {}
@@ -52,10 +47,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"{summary.get('already_done', 0)} already done"
     )
     if summary["complete"]:
-        if not is_flat_factory(args.index_factory) and part[0] == 0:
-            from contriever.retrieval.index import add_faiss_index
-
-            add_faiss_index(args.output, args.index_factory)
+        if not is_flat(args.index_factory) and part[0] == 0:
+            _build_default_ann(args.output, args.index_factory, not args.quiet)
         print(f"{where}indexed {summary['passages']} passages into {args.output} ({done}{skipped})")
     else:
         missing = summary["missing_shards"]
@@ -66,8 +59,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def is_flat_factory(factory: str) -> bool:
-    return factory.replace(" ", "") == "Flat"
+def _build_default_ann(folder, factory: str, show_progress: bool) -> None:
+    """The ANN of `factory` built over the finished folder, `ann/<ann_name(factory)>`, and recorded
+    as the searcher `search`, `evaluate --index` and `serve` use unless `--ann` names another."""
+    from contriever.retrieval.ann import build_ann
+    from contriever.retrieval.shards import record_factory
+
+    build_ann(folder, factory, show_progress=show_progress)
+    record_factory(folder, factory)
 
 
 def add_subcommand(sub, make_subcommand) -> None:
@@ -87,7 +86,11 @@ def add_subcommand(sub, make_subcommand) -> None:
     )
     p.add_argument("--model", default="default", help="model folder, 'default', 'multilingual' or a Hub id")
     p.add_argument("--output", type=output_folder, required=True, help="index folder to write")
-    p.add_argument("--index-factory", default="Flat", help="FAISS index_factory string, e.g. HNSW32")
+    p.add_argument(
+        "--index-factory",
+        default="Flat",
+        help="FAISS index_factory string, e.g. HNSW32: an ANN built into ann/ and searched by default",
+    )
     add_batch_size(p)
     add_max_length(p)
     add_passage_arguments(p)

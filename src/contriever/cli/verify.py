@@ -4,7 +4,7 @@ Works on each kind of folder the commands write, found by the record it holds:
 
 | folder | record | what is checked |
 |---|---|---|
-| index (`contriever index`) | `index.json` | each shard's ids and vectors (size, shape, checksum), shard records, passage store, `index.faiss`, and every ANN under `ann/` |
+| index (`contriever index`) | `index.json` | each shard's ids and vectors (size, shape, checksum), shard records, passage store (and an older version's `index.faiss`), and every ANN under `ann/` |
 | ANN (`contriever ann-build`) | `ann.json` + `manifest.json` | its files (size, checksum) and that it was built from its index folder's shards as they are now |
 | model, tokens, evaluation run, training folder, BM25 | `manifest.json` | each listed file (size, checksum) |
 

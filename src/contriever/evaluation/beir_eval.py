@@ -327,11 +327,13 @@ def _dense_index(job: _Job):
 
 
 def _describe_searched_index(index, job: _Job) -> None:
+    from contriever.retrieval.ann import AnnIndex
+
     search = job.search
     job.meta.update(index=str(Path(search.index_path).resolve()), indexed=len(index))
-    if search.ann:
+    if isinstance(index, AnnIndex):  # named by --ann, or the folder's own (`index --index-factory`)
         job.meta.update(
-            ann=search.ann,
+            ann=index.path.name,
             index_factory=index.factory,
             search_params=dict(index.search_params),
             rerank=index.rerank,  # re-scores max(rerank, the depth searched) candidates
@@ -340,9 +342,9 @@ def _describe_searched_index(index, job: _Job) -> None:
 
 
 def _encode_corpus(encoder, job: _Job):
-    """The BEIR corpus encoded (or found in the cache): `(index, temporary folder or None)`; a FAISS
-    index other than Flat is built from its vectors in RAM."""
-    from contriever.retrieval.index import check_factory
+    """The BEIR corpus encoded (or found in the cache): `(index, temporary folder or None)`; a
+    factory other than Flat is searched through that ANN, built over the folder into a temporary one."""
+    from contriever.retrieval.ann import check_factory, is_flat, temporary_ann
 
     encoding = job.encoding
     factory = encoding.index_factory
@@ -350,10 +352,8 @@ def _encode_corpus(encoder, job: _Job):
     index, job.meta["encoding"], temporary = _encoded_corpus(
         job.data_dir, encoder, job.model_path, encoding, job.show_progress
     )
-    if factory.replace(" ", "") != "Flat":
-        from contriever.retrieval.index import DenseIndex
-
-        index = DenseIndex.build(index.embeddings(), index.ids, factory, show_progress=job.show_progress)
+    if not is_flat(factory):
+        index = temporary_ann(index, factory, show_progress=job.show_progress)
     return index, temporary
 
 

@@ -209,6 +209,19 @@ def make_faiss_index(factory: str, dim: int) -> faiss.Index:
     return index
 
 
+def check_factory(dim: int, factory: str, n_vectors: int | None = None) -> None:
+    """Raise the ValueError that building `factory` over `n_vectors` vectors of size `dim` would
+    raise, before a corpus is encoded for it (an invalid string otherwise fails only at the end)."""
+    make_faiss_index(factory, dim)
+    if n_vectors is not None:
+        _check_trainable(factory, n_vectors, n_vectors)
+
+
+def is_flat(factory: str) -> bool:
+    """Exact search: the shards themselves, no ANN to build."""
+    return factory.replace(" ", "") == "Flat"
+
+
 def default_train_size(factory: str, count: int) -> int:
     """Rows to train on: 64 per IVF list (FAISS warns under 39), at least 50,000 (PQ codebooks want
     ~10,000 rows per 256 centroids), at most 2,000,000 (6 GiB of fp32 at 768 dims), never more than
@@ -364,7 +377,8 @@ def list_ann(folder: str | os.PathLike) -> list[str]:
 
 
 class AnnIndex:
-    """An approximate index of an index folder, searchable like `DenseIndex` (same `search`)."""
+    """An approximate index of an index folder, searched as the folder is (`search`, `search_rows`,
+    `ids_for`; rows numbered across the folder's shards)."""
 
     def __init__(self, index: faiss.Index, info: dict, source: ShardSource, path: Path):
         self.index, self.info, self.source, self.path = index, info, source, path
@@ -465,7 +479,8 @@ class AnnIndex:
     def search(
         self, query_vectors, k: int, *, batch_size: int = 4096, show_progress: bool = True
     ) -> tuple[np.ndarray, list[list[str]]]:
-        """As `DenseIndex.search`: `(scores [n, k'], doc_ids)`, best first, missing scores -inf."""
+        """`(scores [n, k'], doc_ids)`, best first; where fewer than k' were found, `doc_ids[i]` is
+        shorter and the missing scores are -inf."""
         scores, rows = self.search_rows(query_vectors, k, batch_size=batch_size, show_progress=show_progress)
         flat = self.ids_for(rows[rows >= 0])
         doc_ids, position = [], 0
@@ -531,6 +546,24 @@ def rescore_exactly(
             best_scores[start : start + len(block)], best_rows[start : start + len(block)], exact, block
         )
     return best_scores, best_rows
+
+
+def temporary_ann(source: ShardSource, factory: str, *, show_progress: bool = True) -> AnnIndex:
+    """The ANN `factory` built over `source`'s shards into a temporary folder, removed when the
+    returned index is dropped: what a non-flat `index_factory` searches for a corpus encoded on the
+    fly (the source folder, perhaps the encode cache, is left as it is)."""
+    import tempfile
+    import weakref
+
+    folder = Path(tempfile.mkdtemp(prefix="contriever-ann-"))
+    try:
+        build_ann(folder, factory, name="ann", source=source, show_progress=show_progress)
+        ann = AnnIndex.load(folder, "ann", source=source)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    weakref.finalize(ann, shutil.rmtree, folder, ignore_errors=True)
+    return ann
 
 
 def _lists_to_memory(index: faiss.Index) -> None:

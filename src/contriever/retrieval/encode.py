@@ -47,6 +47,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,8 @@ from contriever.io import (  # noqa: F401 (CACHE_ENV, cache_dir: re-exported, th
     write_json,
 )
 from contriever.machine import map_large_blocks, release_freed_memory
+from contriever.retrieval.settings import EncodingSettings
 from contriever.retrieval.shards import (
-    FP16_MAX,
     MANIFEST,
     PLAN,
     STORE,
@@ -80,6 +81,7 @@ from contriever.retrieval.shards import (
     record_name,
     recorded_file_problems,
     shard_problems,
+    to_fp16,
     vectors_name,
     write_manifest,
     write_shard,
@@ -106,6 +108,17 @@ SETTING_KEYS = (
     "dtype",
     "dim",
 )
+
+
+@dataclass(frozen=True)
+class FolderSettings:
+    """How an index folder is written, recorded with the settings that make its vectors: passages per
+    shard, the vectors' dtype, and whether bad corpus lines are skipped (and counted) instead of
+    stopping the run."""
+
+    shard_rows: int = DEFAULT_SHARD_ROWS
+    dtype: str = "float16"
+    skip_bad: bool = False
 
 
 # ----- parts ------------------------------------------------------------------------------------------
@@ -447,15 +460,6 @@ def repair_cached(folder: Path) -> int:
     return damaged
 
 
-def _fp16(vectors: np.ndarray) -> np.ndarray:
-    largest = float(np.abs(vectors).max(initial=0.0))
-    if not np.isfinite(largest) or largest > FP16_MAX:
-        raise ValueError(
-            f"a vector component ({largest:.3g}) is outside the fp16 range; encode with dtype='float32'"
-        )
-    return vectors.astype(np.float16)
-
-
 def _encode_shards(
     folder: Path,
     encoder,
@@ -512,7 +516,7 @@ def _encode_shards(
                     )
                 )
             vectors = np.concatenate(blocks)
-            vectors = _fp16(vectors) if settings["dtype"] == "float16" else vectors.astype(np.float32)
+            vectors = to_fp16(vectors) if settings["dtype"] == "float16" else vectors.astype(np.float32)
             write_shard(folder, number, [pid for pid, _, _ in batch], vectors)
             seconds = time.perf_counter() - started
             counts["encoded"] += 1
@@ -582,24 +586,22 @@ def build_index(
     inputs: Sequence[str | os.PathLike],
     encoder,
     output: str | os.PathLike,
+    encoding: EncodingSettings | None = None,
     *,
     model: str | None = None,
-    passages: PassageSettings = WHOLE_DOCUMENTS,
-    shard_rows: int = DEFAULT_SHARD_ROWS,
-    batch_size: int | None = None,
-    precision: str = "auto",
-    skip_bad: bool = False,
+    layout: FolderSettings | None = None,
     part: tuple[int, int] = (0, 1),
-    use_cache: bool = True,
-    dtype: str = "float16",
     show_progress: bool = True,
 ) -> dict:
-    """Encode `inputs` into the index folder `output` (see the module docstring).
+    """Encode `inputs` into the index folder `output` (see the module docstring), as part `part`.
 
+    From `encoding`: the passages (`words`, `overlap`), `batch_size`, `precision` and `use_cache`
+    (the encoder's own text options and length apply); `layout`: shard size, dtype, `skip_bad`.
     Returns a summary: `complete` (whether `index.json` now exists), `missing_shards` (other parts'
     shards still to do), the shard counts of this process (`encoded`, `from_cache`, `already_done`),
     the passage count and what reading skipped.
     """
+    encoding, layout = encoding or EncodingSettings(), layout or FolderSettings()
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise ConfigError("no input files to index")
@@ -608,11 +610,11 @@ def build_index(
         encoder,
         inputs,
         model=model,
-        passages=passages,
-        precision=precision,
-        skip_bad=skip_bad,
-        shard_rows=shard_rows,
-        dtype=dtype,
+        passages=encoding.passages,
+        precision=encoding.precision,
+        skip_bad=layout.skip_bad,
+        shard_rows=layout.shard_rows,
+        dtype=layout.dtype,
     )
     summary = {"folder": str(folder), "part": list(part)}
     if _check_folder(folder, settings) is not None:
@@ -625,7 +627,7 @@ def build_index(
             "encoded": 0,
         }
     folder.mkdir(parents=True, exist_ok=True)
-    cache = cache_folder(settings) if use_cache else None
+    cache = cache_folder(settings) if encoding.use_cache else None
     if cache is not None and cache.resolve() == folder.resolve():
         cache = None
     with ExitStack() as locks:
@@ -634,9 +636,15 @@ def build_index(
         else:
             locks.enter_context(folder_lock(folder, "index", shared=True))
             locks.enter_context(folder_lock(folder, "index", name=f".lock-part-{part[0]}-of-{part[1]}"))
-        plan = _prepare_store(folder, inputs, settings, skip_bad, show_progress)
+        plan = _prepare_store(folder, inputs, settings, layout.skip_bad, show_progress)
         counts = _encode_shards(
-            folder, encoder, plan, part, batch_size=batch_size, cache=cache, show_progress=show_progress
+            folder,
+            encoder,
+            plan,
+            part,
+            batch_size=encoding.batch_size,
+            cache=cache,
+            show_progress=show_progress,
         )
         manifest, missing = _finish(folder, plan)
     return {
@@ -670,15 +678,12 @@ def cached_index(
         folder = Path(temporary.name) / "index"
     else:
         repair_cached(folder)  # a damaged cached shard is encoded again, never searched
-    summary = build_index(
-        inputs,
-        encoder,
-        folder,
-        model=model,
-        passages=passages,
+    encoding = EncodingSettings(
+        words=passages.words,
+        overlap=passages.overlap,
         batch_size=batch_size,
         precision=precision,
-        use_cache=False,
-        show_progress=show_progress,
+        use_cache=False,  # the folder is the cache entry
     )
+    summary = build_index(inputs, encoder, folder, encoding, model=model, show_progress=show_progress)
     return folder, summary, temporary

@@ -1,6 +1,6 @@
 """FAISS as this package calls it: its OpenMP threads (set once, to the CPUs this process may use),
 query rows as contiguous float32, batched search with a progress bar, and the readable part of its
-C++ error messages. Shared by every searcher of an index folder (exact, FAISS in RAM, ANN)."""
+C++ error messages. Shared by every searcher of an index folder (exact, ANN)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Hard-negative mining: top-ranked documents that are not labelled positive.
 
-`mine_hard_negatives(examples, corpus, retriever, k=100, skip_top=0, n_keep=30)` retrieves the top
+`mine_hard_negatives(examples, corpus, retriever, MiningSettings(k=100, skip_top=0, n_keep=30))` retrieves the top
 documents of every training query, then per query:
 
 1. ranks the candidates by score (best first);
@@ -15,8 +15,11 @@ documents of every training query, then per query:
 5. keeps `n_keep` of the rest: the best-ranked ones, or with `sample=True` a seeded random choice
    (FlagEmbedding's behaviour), kept in rank order. `n_keep=None` keeps all.
 
-`retriever` is "bm25" (`retrieve.bm25_retrieve`), an `Encoder` (`retrieve.dense_retrieve`), any
-callable `(corpus, queries, k) -> run`, or a ready run `{qid: {doc_id: score}}`.
+`retriever` is "bm25" (`retrieve.bm25_retrieve`), an `Encoder` (`retrieve.dense_retrieve`: the
+corpus encoded into a temporary index folder), a retriever (`retrieve(queries, k) -> run`, e.g.
+`retrieve.dense_retriever(encoder, corpus, EncodingSettings(batch_size=64))`), any callable
+`(corpus, queries, k) -> run`, or a ready run `{qid: {doc_id: score}}`. The choice of negatives is one
+`MiningSettings` value (k, skip_top, n_keep, rank_range, sample, seed).
 Hard negatives are stored whole, `{"_id", "title", "text"}`, and the mined examples can be written
 with `output=` in the plain JSONL format of `contriever.data.pairs` (one query per line), which
 `load_training_data` reads back without the corpus.
@@ -29,7 +32,8 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +66,7 @@ def parse_rank_range(rank_range: str | Sequence[int] | None) -> tuple[int, int] 
     return start, end
 
 
-def _retrieve(retriever, corpus: Mapping[str, dict], queries: dict[str, str], k: int, **kwargs) -> Run:
+def _retrieve(retriever, corpus: Mapping[str, dict], queries: dict[str, str], k: int) -> Run:
     if isinstance(retriever, Mapping):
         return retriever
     if isinstance(retriever, str):
@@ -70,17 +74,19 @@ def _retrieve(retriever, corpus: Mapping[str, dict], queries: dict[str, str], k:
             raise ValueError(f"unknown retriever {retriever!r}: give 'bm25', an Encoder or a callable")
         from contriever.retrieval.retrieve import bm25_retrieve
 
-        return bm25_retrieve(corpus, queries, k, **kwargs)
+        return bm25_retrieve(corpus, queries, k)
+    if hasattr(retriever, "retrieve"):  # a retriever of contriever.retrieval.retrievers
+        return retriever.retrieve(queries, k)
     from contriever.model.encoder import Encoder
 
     if isinstance(retriever, Encoder):
         from contriever.retrieval.retrieve import dense_retrieve
 
-        return dense_retrieve(retriever, corpus, queries, k, **kwargs)
+        return dense_retrieve(retriever, corpus, queries, k)
     if callable(retriever):
-        return retriever(corpus, queries, k, **kwargs)
+        return retriever(corpus, queries, k)
     raise TypeError(
-        f"retriever must be 'bm25', an Encoder, a callable or a run, not {type(retriever).__name__}"
+        f"retriever must be 'bm25', an Encoder, a retriever, a callable or a run, not {type(retriever).__name__}"
     )
 
 
@@ -115,71 +121,86 @@ def select_hard_negatives(
     return [candidates[i] for i in chosen]
 
 
+@dataclass(frozen=True)
+class MiningSettings:
+    """How negatives are chosen from a ranking (steps 1 to 5 of the module doc): retrieval depth `k`,
+    `rank_range`, `skip_top`, `n_keep` (None: all), and `sample` with `seed`."""
+
+    k: int = 100
+    skip_top: int = 0
+    n_keep: int | None = 30
+    rank_range: str | Sequence[int] | None = None
+    sample: bool = False
+    seed: int = 0
+
+    def window_and_depth(self) -> tuple[tuple[int, int] | None, int]:
+        """`(rank window or None, retrieval depth)`, after refusing settings that cannot keep any."""
+        if self.skip_top < 0:
+            raise ValueError(f"skip_top must be >= 0, got {self.skip_top}")
+        if self.n_keep is not None and self.n_keep < 0:
+            raise ValueError(f"n_keep must be >= 0 or None, got {self.n_keep}")
+        window = parse_rank_range(self.rank_range)
+        depth = max(self.k, window[1]) if window is not None else self.k
+        if depth < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        ranked = window[1] - window[0] if window is not None else depth
+        if self.skip_top >= ranked:
+            where = f"the range {window[0]}-{window[1]}" if window is not None else f"k={self.k}"
+            raise ValueError(
+                f"skip_top={self.skip_top} skips every one of the {ranked} candidates per query ({where}): "
+                "no hard negative could be kept; retrieve more (k of at least skip_top + n_keep) or skip fewer"
+            )
+        return window, depth
+
+
+def _query_keys(examples: Sequence[TrainingExample]) -> list[str]:
+    """Query keys for the retriever: the real id where it is unique (so a retriever's own "drop the
+    document whose id is the query id" rule still applies), else a private one."""
+    counts: dict[str, int] = {}
+    for example in examples:
+        if example.qid is not None:
+            counts[example.qid] = counts.get(example.qid, 0) + 1
+    return [
+        e.qid if e.qid is not None and counts[e.qid] == 1 else f"\x00mining-query-{i}"
+        for i, e in enumerate(examples)
+    ]
+
+
 def mine_hard_negatives(
     data: Sequence[TrainingExample] | tuple[Mapping[str, str], Mapping[str, Mapping[str, int]]],
     corpus: Mapping[str, dict],
     retriever="bm25",
+    settings: MiningSettings | None = None,
     *,
-    k: int = 100,
-    skip_top: int = 0,
-    n_keep: int | None = 30,
-    rank_range: str | Sequence[int] | None = None,
-    sample: bool = False,
-    seed: int = 0,
     output: str | os.PathLike | None = None,
-    **retrieve_kwargs,
+    **options,
 ) -> list[TrainingExample]:
-    """Examples with `hard_negatives` filled from `retriever`'s ranking (see the module doc).
+    """Examples with `hard_negatives` filled from `retriever`'s ranking (see the module doc), chosen
+    by `settings` with `options` (its fields by name: `k=10, n_keep=4, ...`) laid over them.
 
     `data`: training examples (documents with `_id` match corpus ids; others match by text), or
     `(queries, qrels)` as BEIR loaders give them (documents of score > 0 are the positives).
-    `retrieve_kwargs` go to the retriever (e.g. `batch_size` for dense retrieval).
     """
-    if skip_top < 0:
-        raise ValueError(f"skip_top must be >= 0, got {skip_top}")
-    if n_keep is not None and n_keep < 0:
-        raise ValueError(f"n_keep must be >= 0 or None, got {n_keep}")
+    settings = dataclasses.replace(settings or MiningSettings(), **options)
+    window, depth = settings.window_and_depth()
     if isinstance(data, tuple):
         queries_in, qrels = data
         examples = examples_from_qrels(queries_in, qrels, corpus)
     else:
         examples = list(data)
-    window = parse_rank_range(rank_range)
-    depth = max(k, window[1]) if window is not None else k
-    if depth < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    ranked = window[1] - window[0] if window is not None else depth
-    if skip_top >= ranked:
-        where = f"the range {window[0]}-{window[1]}" if window is not None else f"k={k}"
-        raise ValueError(
-            f"skip_top={skip_top} skips every one of the {ranked} candidates per query ({where}): no hard "
-            f"negative could be kept; retrieve more (k of at least skip_top + n_keep) or skip fewer"
-        )
-
-    # Query keys for the retriever: the real id where it is unique (so a retriever's own
-    # "drop the document whose id is the query id" rule still applies), else a private one.
-    counts: dict[str, int] = {}
-    for example in examples:
-        if example.qid is not None:
-            counts[example.qid] = counts.get(example.qid, 0) + 1
-    keys = [
-        e.qid if e.qid is not None and counts[e.qid] == 1 else f"\x00mining-query-{i}"
-        for i, e in enumerate(examples)
-    ]
-    queries = dict(zip(keys, (e.query for e in examples)))
-
+    keys = _query_keys(examples)
     started = time.perf_counter()
-    run = _retrieve(retriever, corpus, queries, depth, **retrieve_kwargs)
+    run = _retrieve(retriever, corpus, dict(zip(keys, (e.query for e in examples))), depth)
     retrieved = time.perf_counter() - started
-    rng = np.random.default_rng([seed, 41]) if sample else None
+    rng = np.random.default_rng([settings.seed, 41]) if settings.sample else None
     mined = []
     for key, example in zip(keys, examples):
         ids = select_hard_negatives(
             _ranked(run.get(key)),
             example,
             corpus,
-            skip_top=skip_top,
-            n_keep=n_keep,
+            skip_top=settings.skip_top,
+            n_keep=settings.n_keep,
             rank_range=window,
             rng=rng,
         )
@@ -216,18 +237,14 @@ def mine_beir(
     output: str | os.PathLike | None = None,
     *,
     split: str = "train",
-    k: int = 100,
-    skip_top: int = 0,
-    n_keep: int | None = 30,
-    rank_range: str | Sequence[int] | None = None,
-    sample: bool = False,
-    seed: int = 0,
+    settings: MiningSettings | None = None,
     device: str | None = None,
-    **retrieve_kwargs,
+    **options,
 ) -> dict:
     """Mine hard negatives for a BEIR folder's `split` queries and write the training file.
 
-    `model`: "bm25", "default" (the default model), a model folder or an `Encoder`.
+    `model`: "bm25", "default" (the default model), a model folder, an `Encoder` or a retriever;
+    `settings` and `options` as `mine_hard_negatives` takes them.
     Returns `mining_stats` plus the time taken (`seconds`) and the output path.
     """
     from contriever.data.beir import load_corpus
@@ -238,25 +255,13 @@ def mine_beir(
     folder = Path(folder)
     corpus = load_corpus(folder)
     examples = from_beir(folder, split, corpus=corpus)
-    retriever: Callable | str | Encoder = model
+    retriever = model
     if isinstance(model, (str, os.PathLike)) and str(model) != "bm25":
         import torch
 
         retriever = Encoder.load(model)
         retriever.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    mined = mine_hard_negatives(
-        examples,
-        corpus,
-        retriever,
-        k=k,
-        skip_top=skip_top,
-        n_keep=n_keep,
-        rank_range=rank_range,
-        sample=sample,
-        seed=seed,
-        output=output,
-        **retrieve_kwargs,
-    )
+    mined = mine_hard_negatives(examples, corpus, retriever, settings, output=output, **options)
     stats = mining_stats(mined)
     stats["seconds"] = round(time.perf_counter() - started, 2)
     if output is not None:

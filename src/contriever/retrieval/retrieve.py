@@ -1,10 +1,12 @@
-"""Retrieval in one call: corpus + queries in, a run `{qid: {doc_id: score}}` out, each function
-building the retriever of `contriever.retrieval.retrievers` that does the work.
+"""Retrievers for a corpus given as a dict, and retrieval in one call (corpus + queries in, a run
+`{qid: {doc_id: score}}` out), built on `contriever.retrieval.retrievers`:
 
-- `dense_retrieve`: encode the corpus into a `DenseIndex` (or use a given one), then `DenseRetriever`;
-- `bm25_retrieve`: `BM25Retriever` (bm25s, `contriever.retrieval.bm25`);
-- `hybrid_retrieve`: both, fused by `HybridRetriever` (reciprocal rank fusion or a weighted sum).
+- `index_corpus`: a corpus encoded into a temporary index folder (the one index format), searched
+  exactly, or through the ANN of a non-flat `EncodingSettings.index_factory` built over it;
+- `dense_retriever`: a `DenseRetriever` over that (or over a given searcher); `dense_retrieve` its run;
+- `bm25_retrieve`: `BM25Retriever`'s run (bm25s, `contriever.retrieval.bm25`).
 
+Hybrid retrieval is `HybridRetriever(BM25Retriever(corpus), dense_retriever(encoder, corpus))`.
 All of them skip a retrieved document whose id equals the query id (BEIR's rule, applied in
 `runs.py`; set `ignore_identical_ids=False` to keep it), taking one more document so a query still
 gets k.
@@ -13,22 +15,19 @@ gets k.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 from contriever.errors import UsageError
-from contriever.retrieval.index import DenseIndex, check_factory
-from contriever.retrieval.retrievers import (
-    FUSIONS,
-    BM25Retriever,
-    DenseRetriever,
-    HybridRetriever,
-)
+from contriever.retrieval.ann import check_factory
+from contriever.retrieval.index import temporary_index
+from contriever.retrieval.retrievers import BM25Retriever, DenseRetriever
 from contriever.retrieval.runs import Run
+from contriever.retrieval.settings import EncodingSettings
 
 
-def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
-    """The encoder that made `index`: its recorded model (or `model`), pooling, normalization, length,
-    and text options (so queries get the lowercasing / `normalize_text` the passages got)."""
+def encoder_for_index(index, model: str | None = None, device=None):
+    """The encoder that made `index` (a searcher of `load_for_search`): its recorded model (or
+    `model`), pooling, normalization, length, and text options (so queries get the lowercasing /
+    `normalize_text` the passages got)."""
     from contriever.model.encoder import Encoder
     from contriever.model.text_options import TextOptions
 
@@ -56,25 +55,28 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
     return encoder
 
 
-def build_dense_index(
+def index_corpus(
     encoder,
     corpus: dict[str, dict | str],
+    encoding: EncodingSettings | None = None,
     *,
-    batch_size: int | None = None,
-    index_factory: str = "Flat",
-    show_progress: bool = True,
     metadata: dict | None = None,
-    precision: str = "auto",
-) -> DenseIndex:
-    """Encode `corpus` (`title + " " + text`) and index the vectors.
-
-    `precision` is the encoder's autocast setting ("auto": bf16 where the hardware is fast at it).
-    """
+    show_progress: bool = True,
+):
+    """`corpus` (`title + " " + text`) encoded by `encoder` into a temporary index folder, removed
+    when the returned searcher is dropped (`index.temporary_index`). From `encoding`: `batch_size`,
+    `precision` (the encoder's autocast; "auto": bf16 where the hardware is fast at it) and
+    `index_factory` (not Flat: searched through that ANN, built over the folder); the encoder's own
+    text options and length apply."""
+    encoding = encoding or EncodingSettings()
     if not corpus:
         raise ValueError("cannot index an empty corpus")
-    check_factory(encoder.dim, index_factory, len(corpus))
+    check_factory(encoder.dim, encoding.index_factory, len(corpus))  # before encoding
     embeddings = encoder.encode_corpus(
-        list(corpus.values()), batch_size=batch_size, show_progress=show_progress, precision=precision
+        list(corpus.values()),
+        batch_size=encoding.batch_size,
+        show_progress=show_progress,
+        precision=encoding.precision,
     )
     meta = {
         "pooling": getattr(encoder, "pooling", None),
@@ -82,37 +84,33 @@ def build_dense_index(
         "max_length": getattr(encoder, "max_length", None),
         **(metadata or {}),
     }
-    return DenseIndex.build(
-        embeddings, list(corpus), index_factory, metadata=meta, show_progress=show_progress
+    return temporary_index(
+        list(corpus), embeddings, metadata=meta, factory=encoding.index_factory, show_progress=show_progress
     )
 
 
-def dense_search(
+def dense_retriever(
     encoder,
-    index: DenseIndex,
-    queries: dict[str, str],
-    k: int = 1000,
+    corpus: dict[str, dict | str] | None = None,
+    encoding: EncodingSettings | None = None,
     *,
-    batch_size: int | None = None,
-    ignore_identical_ids: bool = True,
-    show_progress: bool = True,
+    index=None,
     timings: dict | None = None,
-    precision: str = "auto",
-    passage_depth: int = 0,
-) -> Run:
-    """Encode `queries` and search `index`: a run with each query's `k` best documents
-    (`DenseRetriever`; `passage_depth` > 0: documents scored by their best passage)."""
-    retriever = DenseRetriever(
-        encoder,
-        index,
-        batch_size=batch_size,
-        precision=precision,
-        passage_depth=passage_depth,
-        ignore_identical_ids=ignore_identical_ids,
-        show_progress=show_progress,
-        timings=timings,
-    )
-    return retriever.retrieve(queries, k)
+    **fields,
+) -> DenseRetriever:
+    """A `DenseRetriever` with `encoder` over `index`, or else over `corpus` encoded (`index_corpus`,
+    timed as `timings["encode_corpus_s"]`). `encoding` gives the batch size and precision of the
+    queries (and corpus); `fields` are the retriever's (`passage_depth`, `ignore_identical_ids`,
+    `show_progress`)."""
+    encoding = encoding or EncodingSettings()
+    start = time.perf_counter()
+    if index is None:
+        if corpus is None:
+            raise ValueError("pass a corpus to encode, or an index")
+        index = index_corpus(encoder, corpus, encoding, show_progress=fields.get("show_progress", True))
+    if timings is not None:
+        timings["encode_corpus_s"] = time.perf_counter() - start
+    return DenseRetriever(encoder, index, encoding.batch_size, encoding.precision, timings=timings, **fields)
 
 
 def dense_retrieve(
@@ -120,47 +118,15 @@ def dense_retrieve(
     corpus: dict[str, dict | str] | None,
     queries: dict[str, str],
     k: int = 1000,
-    batch_size: int | None = None,
-    index_factory: str = "Flat",
-    index: DenseIndex | None = None,
+    encoding: EncodingSettings | None = None,
     *,
-    ignore_identical_ids: bool = True,
-    show_progress: bool = True,
-    timings: dict | None = None,
-    precision: str = "auto",
-    passage_depth: int = 0,
+    index=None,
+    **fields,
 ) -> Run:
-    """Dense retrieval with `encoder`: index `corpus` (unless `index` is given), then search.
-
-    `timings`, when given, receives `encode_corpus_s` (encoding + indexing), `encode_queries_s` and
-    `search_s`.
-    """
-    start = time.perf_counter()
-    if index is None:
-        if corpus is None:
-            raise ValueError("pass a corpus to encode, or an index")
-        index = build_dense_index(
-            encoder,
-            corpus,
-            batch_size=batch_size,
-            index_factory=index_factory,
-            show_progress=show_progress,
-            precision=precision,
-        )
-    if timings is not None:
-        timings["encode_corpus_s"] = time.perf_counter() - start
-    return dense_search(
-        encoder,
-        index,
-        queries,
-        k,
-        batch_size=batch_size,
-        ignore_identical_ids=ignore_identical_ids,
-        show_progress=show_progress,
-        timings=timings,
-        precision=precision,
-        passage_depth=passage_depth,
-    )
+    """Dense retrieval with `encoder`: index `corpus` (unless `index` is given), then search: the run
+    of `dense_retriever(encoder, corpus, encoding, index=index, **fields)`. `timings`, when given,
+    receives `encode_corpus_s` (encoding + indexing), `encode_queries_s` and `search_s`."""
+    return dense_retriever(encoder, corpus, encoding, index=index, **fields).retrieve(queries, k)
 
 
 def bm25_retrieve(
@@ -177,64 +143,3 @@ def bm25_retrieve(
     stemmer, stopwords; defaults follow BEIR's Elasticsearch BM25)."""
     retriever = BM25Retriever(corpus, bm25_settings, ignore_identical_ids, show_progress, timings)
     return retriever.retrieve(queries, k)
-
-
-def hybrid_retrieve(
-    encoder,
-    corpus: dict[str, dict | str],
-    queries: dict[str, str],
-    k: int = 1000,
-    fusion: str = "rrf",
-    weights: Sequence[float] | None = None,
-    *,
-    depth: int | None = None,
-    rrf_k: float = 60,
-    normalization: str = "minmax",
-    batch_size: int | None = None,
-    index_factory: str = "Flat",
-    bm25_settings: dict | None = None,
-    ignore_identical_ids: bool = True,
-    show_progress: bool = True,
-    timings: dict | None = None,
-    precision: str = "auto",
-    index: DenseIndex | None = None,
-    passage_depth: int = 0,
-) -> Run:
-    """BM25 and dense retrieval fused: `fusion="rrf"` (reciprocal rank fusion, constant `rrf_k`) or
-        `"weighted"` (sum of per-query `normalization`-ed scores). `weights` is `(bm25, dense)`, equal by
-        default. Each system retrieves `depth` documents (default `max(k, 100)`) before fusion. `index`,
-    when given, is searched instead of encoding `corpus` (`passage_depth`: see `dense_search`)."""
-    if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; choose 'rrf' or 'weighted'")
-    bm25_timings: dict = {}
-    dense_timings: dict = {}
-    lexical = BM25Retriever(corpus, bm25_settings or {}, ignore_identical_ids, show_progress, bm25_timings)
-    start = time.perf_counter()
-    if index is None:
-        index = build_dense_index(
-            encoder,
-            corpus,
-            batch_size=batch_size,
-            index_factory=index_factory,
-            show_progress=show_progress,
-            precision=precision,
-        )
-    dense_timings["encode_corpus_s"] = time.perf_counter() - start
-    dense = DenseRetriever(
-        encoder,
-        index,
-        batch_size,
-        precision,
-        passage_depth,
-        ignore_identical_ids,
-        show_progress,
-        dense_timings,
-    )
-    fused = HybridRetriever(
-        lexical, dense, fusion, weights, depth, rrf_k, normalization, timings=dense_timings
-    )
-    run = fused.retrieve(queries, k)
-    if timings is not None:
-        timings.update({f"bm25_{name}": value for name, value in bm25_timings.items()})
-        timings.update(dense_timings)
-    return run

@@ -2,7 +2,7 @@
 pyserini's searchers and BEIR's `EvaluateRetrieval` give: build one, retrieve, score apart.
 
 - `DenseRetriever(encoder, index)`: encode the queries, search the index (`search(vectors, k) ->
-  (scores, ids)`: an index folder searched exactly or through its ANN, or a `DenseIndex`); with
+  (scores, ids)`: an index folder searched exactly or through its ANN, `index.load_for_search`); with
   `passage_depth > 0` the index holds passages (`DOCID#N`) and each document scores as its best one.
 - `BM25Retriever(corpus)`: BM25 through bm25s, built on first use (`BM25Retriever.kept_in(folder,
   corpus)`: kept in a folder, built and saved once, loaded after).

@@ -30,7 +30,7 @@ class EncodingSettings:
     words: int = 0
     overlap: int = 0
     batch_size: int | None = None  # None: batches by token budget (contriever.model.batching)
-    index_factory: str = "Flat"
+    index_factory: str = "Flat"  # not Flat: an ANN (retrieval/ann.py) built over the encoded folder
     use_cache: bool = True
     device: str | None = None  # None: cuda when there is one, else cpu
 

@@ -11,7 +11,12 @@ An index folder (format version 2) holds:
 | `index.json` | the manifest, written last: format version, dim, count, dtype, the shards in order (names, rows, byte sizes, checksums), the other files' sizes and checksums (`files`: the passage store, `index.faiss`), the settings that made the vectors (`metadata`: model, pooling, normalization, max length, passage settings, input fingerprint) |
 | `encoding.json` | (streamed encoding only) the plan written before the first shard: settings, passage count, shard size |
 | `passages.sqlite` | (optional) the passage store: id, document id, title and text by row (`contriever.retrieval.store`) |
-| `index.faiss` | (optional) a trained FAISS index for non-flat factories |
+| `ann/<name>/` | (optional) approximate indexes built from the shards (`contriever.retrieval.ann`) |
+
+Folders that older versions built with an `--index-factory` other than Flat also hold `index.faiss`
+(recorded as `faiss_file`), a FAISS index searched in RAM: it is no longer read. Their recorded
+`factory` names the ANN that `load_for_search` looks for, `ann/<ann_name(factory)>`; until it is
+built (`contriever ann-build`), searching them is a DataError saying so.
 
 Every file is written to a temporary name beside it, flushed, fsynced and renamed into place, its
 size checked; a shard counts only once its record exists and the sizes on disk match it, so a kill
@@ -29,7 +34,9 @@ written before checksums have none: they load with their sizes checked, as befor
 Rows are numbered across shards in order: row `r` of the index is row `r - offset[s]` of shard `s`.
 Format version 1 folders (one `ids.txt` for all shards, no records) are still read.
 
-`open_index(folder)` gives a `ShardedIndex`: `.dim`, `len()`, `.iter_shards()` yielding `(ids, fp16
+`write_index(folder, ids, vectors)` writes a whole folder from vectors in memory (the one writer
+besides streamed encoding, `contriever.retrieval.encode`, which uses the same `write_shard` and
+`write_manifest`). `open_index(folder)` gives a `ShardedIndex`: `.dim`, `len()`, `.iter_shards()` yielding `(ids, fp16
 memmap)`, `.ids_for(rows)`, `.search(queries, k)` (exact inner product, shard by shard, the top k
 merged: the same results as one flat FAISS index over all rows) and `.passages(rows)` when the folder
 has a passage store. Memory: one chunk of one shard (`chunk_rows x dim` fp32) plus the running top k.
@@ -195,13 +202,12 @@ def write_manifest(
     dtype: str = "float16",
     metadata: dict | None = None,
     factory: str = "Flat",
-    faiss_file: str | None = None,
-    search_params: dict | None = None,
     extra: dict | None = None,
     files: dict | None = None,
 ) -> dict:
     """Write `index.json` (atomically, last): the folder is an index from this moment on. `files`:
-    `{name: file_entry(...)}` of the folder's other files (passage store, index.faiss)."""
+    `{name: file_entry(...)}` of the folder's other files (the passage store). `factory` other than
+    Flat names the ANN (`ann/<ann_name(factory)>`) searched by default (`load_for_search`)."""
     shards = [
         {key: record[key] for key in (*SHARD_KEYS, *CHECKSUM_KEYS) if key in record} for record in shards
     ]
@@ -213,8 +219,6 @@ def write_manifest(
         "metric": "inner_product",
         "factory": factory,
         "shards": shards,
-        "faiss_file": faiss_file,
-        "search_params": dict(search_params or {}),
         "metadata": dict(metadata or {}),
         **(extra or {}),
     }
@@ -223,6 +227,73 @@ def write_manifest(
     data = (json.dumps(manifest, indent=1) + "\n").encode("utf-8")
     _write_checked(Path(folder) / MANIFEST, data)
     return manifest
+
+
+def to_fp16(vectors) -> np.ndarray:
+    """`vectors` as fp16, refused when a component is not finite or beyond fp16's range (rounding
+    would make it infinite: a damaged ranking, not an error, later)."""
+    vectors = np.asarray(vectors)
+    if not np.isfinite(vectors).all():
+        raise ValueError("vectors contain NaN or infinite values")
+    largest = float(np.abs(vectors).max(initial=0.0))
+    if largest > FP16_MAX:
+        raise ValueError(
+            f"a vector component ({largest:.3g}) exceeds the fp16 range ({FP16_MAX:.0f}); "
+            "store the vectors with dtype='float32'"
+        )
+    return vectors.astype(np.float16)
+
+
+def check_index_target(folder: str | os.PathLike) -> Path:
+    """`folder` as a Path, if an index may be written there (absent, empty, or an index folder)."""
+    target = Path(folder)
+    if target.exists() and (
+        not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).exists())
+    ):
+        raise FileExistsError(f"{target} exists and is not an index folder; refusing to replace it")
+    return target
+
+
+def write_index(
+    folder: str | os.PathLike,
+    ids: Sequence[str],
+    vectors,
+    *,
+    metadata: dict | None = None,
+    dtype: str = "float16",
+    shard_rows: int = 1_000_000,
+) -> Path:
+    """Write vectors `[n, dim]` held in memory, rows named by `ids`, as the index folder `folder`:
+    shards of `shard_rows` rows stored as `dtype` (fp16 by default, rounded by `to_fp16`), then
+    `index.json`. The folder is staged beside `folder` and renamed into place when complete; an
+    index already there is replaced, any other content refused."""
+    from contriever.io import atomic_folder
+
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be a 2-d array [n, dim], got shape {vectors.shape}")
+    if len(vectors) != len(ids):
+        raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids")
+    ids = check_ids(ids)
+    stored = to_fp16(vectors) if dtype == "float16" else vectors.astype(np.float32)
+    target = check_index_target(folder)
+    with atomic_folder(target, manifest=False) as staging:  # index.json is its manifest
+        records = [
+            write_shard(staging, number, ids[start : start + shard_rows], stored[start : start + shard_rows])
+            for number, start in enumerate(range(0, len(ids), shard_rows))
+        ]
+        write_manifest(staging, records, dim=vectors.shape[1], dtype=dtype, metadata=metadata)
+    return target
+
+
+def record_factory(folder: str | os.PathLike, factory: str) -> None:
+    """Record in a finished folder's `index.json` that it is searched through the ANN of `factory`
+    by default (`contriever index --index-factory`; see `write_manifest`)."""
+    folder = Path(folder)
+    manifest = {**_read_manifest(folder), "factory": factory}
+    _write_checked(folder / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
 
 
 # ----- reading ----------------------------------------------------------------------------------------
@@ -526,7 +597,7 @@ class ShardedIndex:
             self._fp32_kept = (chunk_rows, chunks)
 
     def search(self, query_vectors, k: int, *, show_progress: bool = False, **kwargs):
-        """`(scores [n, k'], doc_ids)`: the same contract as `DenseIndex.search`."""
+        """`(scores [n, k'], doc_ids)`: `doc_ids[i]` lists query i's documents best first."""
         scores, rows = self.search_rows(query_vectors, k, **kwargs)
         flat = self.ids_for(rows[rows >= 0])
         doc_ids, position = [], 0
@@ -576,7 +647,7 @@ def open_index(folder: str | os.PathLike) -> ShardedIndex:
 def recorded_file_problems(
     folder: Path, manifest: dict, *, checksums: bool, progress=None
 ) -> Iterator[DataError]:
-    """The files index.json records besides the shards (passage store, index.faiss): missing,
+    """The files index.json records besides the shards (the passage store): missing,
     resized, or (with `checksums`) changed. A passage store named by `store` must exist."""
     files = dict(manifest.get("files") or {})
     if manifest.get("store") and manifest["store"] not in files:
@@ -615,7 +686,7 @@ def _vectors_shape_problem(path: Path, dim: int, rows) -> DataError | None:
 def index_problems(folder: str | os.PathLike, progress=None) -> Iterator[DataError]:
     """Every problem of an index folder, one per file: a missing or unreadable `index.json`; each
     shard file missing, of another size or shape, or whose contents differ from its checksum; a shard
-    record disagreeing with index.json; the other recorded files (passage store, index.faiss).
+    record disagreeing with index.json; the other recorded files (the passage store).
     `progress.update(bytes)` as files are read. Folders written before checksums get the rest."""
     folder = Path(folder)
     try:

