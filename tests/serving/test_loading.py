@@ -167,7 +167,7 @@ def test_info_logging_hides_faiss_and_bm25s_chatter(searcher, caplog):
 
 def test_serve_options_become_settings(monkeypatch, capsys):
     from contriever.cli.main import build_parser
-    from contriever.cli.serve import API_KEY_ENV, settings_from_args
+    from contriever.cli.serve import API_KEY_ENV, settings_from_args, sources_from_args
 
     parse = build_parser().parse_args
     monkeypatch.delenv(API_KEY_ENV, raising=False)
@@ -185,3 +185,6 @@ def test_serve_options_become_settings(monkeypatch, capsys):
     assert settings_from_args(parse(["serve", "--index", "idx", "--host", "0.0.0.0"])).allowed_hosts is None
     with pytest.raises(SystemExit):
         parse(["serve", "--index", "idx", "--precision", "fp16"])
+    sources = sources_from_args(parse(["serve", "--index", "idx", "--ann", "IVF2_Flat", "--nprobe", "4"]))
+    assert sources.index == "idx" and sources.search.ann == "IVF2_Flat" and sources.search.nprobe == 4
+    assert sources.search.ef_search is None and sources.search.rerank is None and not sources.no_bm25

@@ -186,8 +186,9 @@ class Searcher:
 
     @property
     def size(self) -> int:
-        source = self.dense.index if self.dense is not None else self.bm25.index if self.bm25 else None
-        return len(source) if source is not None else 0
+        if self.dense is not None:
+            return len(self.dense.index)
+        return len(self.bm25.index) if self.bm25 is not None else 0
 
     # ----- the model thread -----------------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
