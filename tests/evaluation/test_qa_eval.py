@@ -56,8 +56,8 @@ def test_evaluate_qa_matches_dpr_rule_on_retrieved_texts(qa_setup):
     out = qa_setup / "out"
     metrics = evaluate_qa(
         qa_setup / "qa.csv",
-        qa_setup / "index",
-        qa_setup / "psgs.tsv",
+        corpus=qa_setup / "psgs.tsv",
+        index_path=qa_setup / "index",
         ks=(1, 2, 5),
         output_dir=out,
         show_progress=False,
@@ -96,8 +96,8 @@ def test_several_systems_and_question_files_in_one_run(qa_setup, tmp_path):
     out = tmp_path / "out"
     results = evaluate_qa(
         [qa_setup / "qa.csv", regex_file],
-        qa_setup / "index",
-        qa_setup / "psgs.tsv",
+        corpus=qa_setup / "psgs.tsv",
+        index_path=qa_setup / "index",
         models=["bm25", model, f"hybrid:{model}"],
         ks=(1, 5),
         output_dir=out,
@@ -128,13 +128,13 @@ def test_a_corpus_that_is_not_the_index_is_refused_before_any_search(qa_setup, t
     other = tmp_path / "other.tsv"
     other.write_text("id\ttext\ttitle\np1\tx\tt\np9\ty\tt\np3\tz\tt\np4\tz\tt\np5\tz\tt\n")
     with pytest.raises(DataError, match=r"other.tsv: passage 1 is 'p9' but the index .* has 'p2' there"):
-        evaluate_qa(qa_setup / "qa.csv", qa_setup / "index", other, show_progress=False)
+        evaluate_qa(qa_setup / "qa.csv", corpus=other, index_path=qa_setup / "index", show_progress=False)
     short = tmp_path / "short.tsv"
     short.write_text("id\ttext\ttitle\np1\tx\tt\n")
     with pytest.raises(DataError, match=r"1 passages, but the index .* holds 5"):
-        evaluate_qa(qa_setup / "qa.csv", qa_setup / "index", short, show_progress=False)
+        evaluate_qa(qa_setup / "qa.csv", corpus=short, index_path=qa_setup / "index", show_progress=False)
     with pytest.raises(DataError, match="does not record its corpus"):
-        evaluate_qa(qa_setup / "qa.csv", qa_setup / "index", show_progress=False)
+        evaluate_qa(qa_setup / "qa.csv", index_path=qa_setup / "index", show_progress=False)
 
 
 @pytest.mark.bad_input
@@ -142,8 +142,8 @@ def test_another_model_than_the_indexs_is_refused(qa_setup):
     with pytest.raises(UsageError, match="holds .*'s vectors"):
         evaluate_qa(
             qa_setup / "qa.csv",
-            qa_setup / "index",
-            qa_setup / "psgs.tsv",
+            corpus=qa_setup / "psgs.tsv",
+            index_path=qa_setup / "index",
             models=["default"],
             show_progress=False,
         )

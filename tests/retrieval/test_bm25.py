@@ -87,6 +87,22 @@ def test_save_load_round_trip(index, tmp_path):
         load_bm25(tmp_path / "nothing")
 
 
+def test_a_retriever_kept_in_a_folder_is_built_once_then_loaded(tmp_path):
+    from contriever.retrieval.retrievers import BM25Retriever
+
+    folder = tmp_path / "bm25"
+    built = BM25Retriever.kept_in(folder, CORPUS, show_progress=False)
+    assert (folder / "bm25.json").exists()
+    loaded = BM25Retriever.kept_in(folder, CORPUS, show_progress=False)
+    assert (
+        loaded.retrieve(QUERIES, 10)
+        == built.retrieve(QUERIES, 10)
+        == BM25Retriever(CORPUS, show_progress=False).retrieve(QUERIES, 10)
+    )
+    with pytest.raises(DataError, match="holds other passages than the corpus"):
+        BM25Retriever.kept_in(folder, {"other": "text"}, show_progress=False)
+
+
 @pytest.mark.slow
 def test_scifact_matches_beir_bm25(scifact_dir):
     """BEIR reports 66.5 nDCG@10 for Elasticsearch BM25 on SciFact test; we must be within 1.5 points."""

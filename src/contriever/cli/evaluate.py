@@ -12,6 +12,7 @@ from contriever.cli.options import (
     add_ann_options,
     add_batch_size,
     add_max_length,
+    add_no_cache,
     add_passage_arguments,
     add_precision,
     add_text_options,
@@ -129,9 +130,7 @@ def add_subcommand(sub, make_subcommand) -> None:
     add_max_length(p)
     add_precision(p)
     add_passage_arguments(p, evaluate=True)
-    p.add_argument(
-        "--no-cache", action="store_true", help="encode the corpus again (do not use the encode cache)"
-    )
+    add_no_cache(p)
     add_text_options(p, "queries and documents")
     p.add_argument(
         "--index",

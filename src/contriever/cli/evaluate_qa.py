@@ -8,6 +8,14 @@ import sys
 from pathlib import Path
 
 from contriever.cli.argtypes import non_negative_int, output_folder, positive_int
+from contriever.cli.options import (
+    add_ann_options,
+    add_batch_size,
+    add_no_cache,
+    add_precision,
+    check_models,
+    search_settings,
+)
 from contriever.errors import UsageError
 
 SUMMARY = (
@@ -48,6 +56,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="'default', a model folder, 'bm25' or 'hybrid:M' (repeat to compare); None: the index's "
         "model, or the default model",
     )
+    _add_scoring_arguments(p)
+    p.add_argument(
+        "--bm25-index",
+        help="folder to keep the BM25 index of these passages in: built and saved if absent, reused if present",
+    )
+    add_batch_size(p)
+    add_no_cache(p)
+    p.add_argument(
+        "--output",
+        type=output_folder,
+        help="folder for metrics.json, SET/SYSTEM/results.jsonl and accuracy.png",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_scoring_arguments(p: argparse.ArgumentParser) -> None:
+    """What is measured: the depths, the matching, which questions count."""
     p.add_argument(
         "--k", type=positive_int, action="append", help="accuracy at this depth (repeat); None: 1, 5, 20, 100"
     )
@@ -74,27 +99,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="evaluate only the questions some passage of the corpus answers (for small corpus slices)",
     )
-    p.add_argument(
-        "--bm25-index",
-        help="folder to keep the BM25 index of these passages in: built and saved if absent, reused if present",
-    )
-    p.add_argument(
-        "--batch-size", type=positive_int, help="texts encoded at a time (default: by token budget)"
-    )
-    p.add_argument(
-        "--no-cache", action="store_true", help="encode the corpus again (not from the encode cache)"
-    )
-    p.add_argument(
-        "--output",
-        type=output_folder,
-        help="folder for metrics.json, SET/SYSTEM/results.jsonl and accuracy.png",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from contriever.cli.evaluate import output_names
-    from contriever.cli.options import check_models
 
     if not args.index and not args.corpus:
         raise UsageError("name the passages: --index IDX (a built index folder) or --corpus FILE...")
@@ -105,28 +113,15 @@ def run(args: argparse.Namespace) -> int:
     output_names(models)  # refuses a system named twice
     from contriever.evaluation.qa_eval import evaluate_qa, format_accuracy
 
+    settings, encoding, search = _settings(args)
     results = evaluate_qa(
         args.questions,
-        args.index,
-        args.corpus,
+        corpus=args.corpus,
         models=models or None,
-        words=args.words,
-        ks=args.k or [1, 5, 20, 100],
-        match=args.match,
-        batch_size=args.batch_size,
-        precision=args.precision,
         output_dir=args.output,
-        show_progress=not args.quiet,
-        skip_bad=args.skip_bad,
-        keep_bad_regex=args.keep_bad_regex,
-        answerable_only=args.answerable_only,
-        bm25_index=args.bm25_index,
-        use_cache=not args.no_cache,
-        ann=args.ann,
-        nprobe=args.nprobe,
-        ef_search=args.ef_search,
-        rerank=args.rerank,
-        command=shlex.join(["contriever", *sys.argv[1:]]) if sys.argv[1:] else None,
+        settings=settings,
+        encoding=encoding,
+        search=search,
     )
     where = args.index or " ".join(Path(c).name for c in args.corpus)
     print(format_accuracy(results, title=f"top-k accuracy (x100) on {where}"))
@@ -141,9 +136,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommand(sub, make_subcommand) -> None:
-    from contriever.cli.options import add_ann_options, add_precision
+def _settings(args: argparse.Namespace):
+    """`(QASettings, EncodingSettings, SearchSettings)` from the command's options."""
+    from contriever.evaluation.qa_eval import PAPER_KS, QASettings
+    from contriever.retrieval.settings import EncodingSettings
 
+    ks = tuple(args.k or PAPER_KS)
+    settings = QASettings(
+        ks=ks,
+        match=args.match,
+        skip_bad=args.skip_bad,
+        keep_bad_regex=args.keep_bad_regex,
+        answerable_only=args.answerable_only,
+        bm25_index=args.bm25_index,
+        show_progress=not args.quiet,
+        command=shlex.join(["contriever", *sys.argv[1:]]) if sys.argv[1:] else None,
+    )
+    encoding = EncodingSettings(
+        precision=args.precision, words=args.words, batch_size=args.batch_size, use_cache=not args.no_cache
+    )
+    return settings, encoding, search_settings(args, k=max(ks))
+
+
+def add_subcommand(sub, make_subcommand) -> None:
     p = make_subcommand(sub, "evaluate-qa", SUMMARY, EXAMPLE, run)
     add_arguments(p)
     add_precision(p)

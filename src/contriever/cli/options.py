@@ -135,6 +135,12 @@ def add_batch_size(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, help=BATCH_HELP)
 
 
+def add_no_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-cache", action="store_true", help="encode the corpus again (do not use the encode cache)"
+    )
+
+
 def add_max_length(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=positive_int, help="token limit; None: the model's own, else 512")
 
@@ -155,12 +161,13 @@ def encoding_settings(args: argparse.Namespace):
     )
 
 
-def search_settings(args: argparse.Namespace):
-    """The search options a command was given (`--k`, `--index`, `--ann` and its parameters)."""
+def search_settings(args: argparse.Namespace, k: int | None = None):
+    """The search options a command was given (`--k`, `--index`, `--ann` and its parameters); `k`
+    stands for `--k` where that flag is not one depth (evaluate-qa's, repeated: the deepest)."""
     from contriever.retrieval.settings import SearchSettings
 
     return SearchSettings(
-        k=args.k,
+        k=args.k if k is None else k,
         index_path=args.index,
         ann=args.ann,
         nprobe=args.nprobe,

@@ -7,16 +7,20 @@ its title; `"match": "regex"` questions as CuratedTREC's patterns).
 
 **Passages.** One corpus for every system, read once into memory:
 
-- `index`: an index folder (`contriever index`): its passage store, or, when `corpus` is also given,
-  the corpus it was built from, split as the folder records (`--words`). The corpus's passage ids
-  must be the folder's, in order: a different corpus is refused before anything is searched;
+- `search.index_path`: an index folder (`contriever index`): its passage store, or, when `corpus` is
+  also given, the corpus it was built from, split as the folder records (`--words`). The corpus's
+  passage ids must be the folder's, in order: a different corpus is refused before anything is
+  searched;
 - `corpus` alone: corpus files (`corpus.jsonl[.gz]` or a BEIR folder, DPR's `psgs_w100.tsv`, enwiki
-  `.jsonl.gz` parts), split into passages of `words` words (0: whole documents), ids `DOCID#N`.
+  `.jsonl.gz` parts), split into passages of `encoding.words` words (0: whole documents), ids
+  `DOCID#N`.
 
-**Systems** (`models`, several in one run, as `evaluate` takes them): a dense model (the index's
-vectors, or the corpus encoded through the encode cache), `"bm25"` (bm25s, the project's settings:
-k1 0.9, b 0.4, Porter stemmer, English stop words; the index can be kept in `bm25_index` and
-reused), and `"hybrid:M"`: reciprocal rank fusion (k 60) of BM25's and M's top `max(ks)`.
+**Systems** (`models`, several in one run, as `evaluate` takes them), each one of the retrievers of
+`contriever.retrieval.retrievers`, built once and shared: a dense model (`DenseRetriever` over the
+index's vectors, or over the corpus encoded through the encode cache), `"bm25"` (`BM25Retriever`,
+the project's settings: k1 0.9, b 0.4, Porter stemmer, English stop words; the index can be kept in
+`bm25_index` and reused), and `"hybrid:M"` (`HybridRetriever`): reciprocal rank fusion (k 60) of
+BM25's and M's top `max(ks)`, the very runs those two systems retrieve.
 
 **Ceilings.** Before any search, every question file is checked against every passage
 (`qa_ceiling.py`), with the same matching: the share of questions some passage answers bounds every
@@ -32,6 +36,7 @@ retrieved ids), and `accuracy.png`: accuracy against k for every system, the cei
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -48,9 +53,37 @@ from contriever.errors import DataError, UsageError
 from contriever.evaluation.qa import AnswerMatcher, accuracy_from_ranks, prepare_passage, warn_empty_answers
 from contriever.evaluation.qa_ceiling import ceiling, first_answering_passages
 from contriever.io import atomic_write, write_json
+from contriever.retrieval.retrievers import BM25Retriever, DenseRetriever, HybridRetriever, Retriever
+from contriever.retrieval.runs import Run
+from contriever.retrieval.settings import EncodingSettings, SearchSettings, merge_settings
 
 PAPER_KS = (1, 5, 20, 100)
 RRF_K = 60
+
+
+@dataclass(frozen=True)
+class QASettings:
+    """What `evaluate_qa` measures and how it reads the questions; how the passages are encoded and
+    the index searched are the `EncodingSettings` and `SearchSettings` values beside it."""
+
+    ks: tuple[int, ...] = PAPER_KS  # the accuracy's depths (kept sorted, each once)
+    match: str | None = None  # the match type of questions that name none (None: "string")
+    skip_bad: bool = False  # skip and count bad questions instead of stopping at the first
+    keep_bad_regex: bool = False  # a regex answer that does not compile never matches (DPR's rule)
+    answerable_only: bool = False  # only the questions some passage of the corpus answers
+    bm25_index: str | os.PathLike | None = None  # BM25 kept here: loaded if present, else built and saved
+    show_progress: bool = True
+    command: str | None = None  # the command line, recorded in the metrics
+
+    def __post_init__(self):
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"ks must be positive ranks, got {tuple(self.ks)}")
+        object.__setattr__(self, "ks", tuple(sorted(set(self.ks))))
+
+    @property
+    def depth(self) -> int:
+        """The deepest k: how many passages each system retrieves."""
+        return self.ks[-1]
 
 
 @dataclass
@@ -196,142 +229,125 @@ def system_names(systems: Sequence[str]) -> dict[str, str]:
     }
 
 
-class _Retrievers:
-    """Builds each retriever once (BM25 over the passages, the dense index and its encoder)."""
+@dataclass
+class _Remembered:
+    """A retriever whose runs are kept: `hybrid:M` fuses the very runs `bm25` and `M` returned (or
+    they reuse its), so each question set is searched once by each."""
 
-    def __init__(self, passages: Passages, index, index_path, options: dict):
+    retriever: Retriever
+    runs: dict = field(default_factory=dict)
+
+    def retrieve(self, queries: dict[str, str], k: int) -> Run:
+        key = (tuple(queries.values()), k)
+        if key not in self.runs:
+            self.runs[key] = self.retriever.retrieve(queries, k)
+        return self.runs[key]
+
+
+class _Retrievers:
+    """Each system's retriever, built on first use from shared parts: one BM25 over the passages, one
+    dense retriever a model (the index folder's vectors, or the corpus encoded through the cache)."""
+
+    def __init__(self, passages: Passages, index, corpus, encoding: EncodingSettings, settings: QASettings):
         self.passages = passages
         self.index = index
-        self.index_path = index_path
-        self.options = options
-        self._bm25 = None
-        self._dense: dict[str, tuple] = {}
+        self.corpus = corpus
+        self.encoding = encoding
+        self.settings = settings
+        self._bm25: _Remembered | None = None
+        self._dense: dict[str, _Remembered] = {}
         self._temporary = []
-        self.ranked: dict[tuple, list] = {}  # (system, question list, depth) -> ranked lists
 
-    def bm25(self):
+    def for_system(self, system: str, depth: int) -> Retriever:
+        kind, model = parse_system(system)
+        if kind == "bm25":
+            return self.bm25()
+        if kind == "dense":
+            return self.dense(model)
+        return HybridRetriever(self.bm25(), self.dense(model), "rrf", depth=depth, rrf_k=RRF_K)
+
+    def bm25(self) -> _Remembered:
         if self._bm25 is None:
-            from contriever.retrieval.bm25 import build_bm25, load_bm25, save_bm25
-
-            folder = self.options.get("bm25_index")
-            if folder and Path(folder, "bm25.json").is_file():
-                self._bm25 = load_bm25(folder)
-                if self._bm25.doc_ids != self.passages.ids:
-                    raise DataError(folder, "this BM25 index holds other passages than the corpus: delete it")
-            else:
-                corpus = {
-                    pid: {"title": title, "text": text}
-                    for pid, title, text in zip(
-                        self.passages.ids, self.passages.titles, self.passages.texts, strict=True
-                    )
-                }
-                self._bm25 = build_bm25(corpus, show_progress=self.options["show_progress"])
-                if folder:
-                    save_bm25(self._bm25, folder)
+            corpus = {
+                pid: {"title": title, "text": text}
+                for pid, title, text in zip(
+                    self.passages.ids, self.passages.titles, self.passages.texts, strict=True
+                )
+            }
+            # the query ids are positions (file ids may repeat across sets): never a passage's id to skip
+            options = {"ignore_identical_ids": False, "show_progress": self.settings.show_progress}
+            folder = self.settings.bm25_index
+            retriever = (
+                BM25Retriever.kept_in(folder, corpus, **options)
+                if folder
+                else BM25Retriever(corpus, **options)
+            )
+            self._bm25 = _Remembered(retriever)
         return self._bm25
 
-    def dense(self, model: str | None):
-        """`(index, encoder)`: the index folder's (model None or the folder's), or the corpus encoded."""
+    def dense(self, model: str | None) -> _Remembered:
         key = model or ""
-        if key in self._dense:
-            return self._dense[key]
+        if key not in self._dense:
+            index, encoder = self._dense_index(model)
+            encoding = self.encoding
+            retriever = DenseRetriever(
+                encoder,
+                index,
+                batch_size=encoding.batch_size,
+                precision=encoding.precision,
+                ignore_identical_ids=False,
+                show_progress=self.settings.show_progress,
+            )
+            self._dense[key] = _Remembered(retriever)
+        return self._dense[key]
+
+    def _dense_index(self, model: str | None):
+        """`(index, encoder)`: the index folder's (evaluate_qa refused any model but its own), or the
+        corpus encoded with `model` into the encode cache (its passages checked to be ours)."""
         from contriever.retrieval.retrieve import encoder_for_index
 
-        if self.index is not None:  # its own model (evaluate_qa refused any other)
-            self._dense[key] = (self.index, encoder_for_index(self.index, None))
-            return self._dense[key]
+        encoding = self.encoding
+        if self.index is not None:
+            return self.index, encoder_for_index(self.index, None, encoding.device)
         from contriever.data.passages import PassageSettings
         from contriever.evaluation.beir_eval import _load_encoder
         from contriever.retrieval.encode import cached_index
         from contriever.retrieval.shards import open_index
 
-        corpus = self.options.get("corpus")
-        if corpus is None:
-            raise UsageError(f"--model {model} needs --index or --corpus")
-        encoder = _load_encoder(None if model == "default" else model, None, None)
+        path = None if model == "default" else model
+        encoder = _load_encoder(path, encoding.max_length, encoding.device, **encoding.text_options())
         folder, _, temporary = cached_index(
-            _corpus_paths(corpus),
+            _corpus_paths(self.corpus),
             encoder,
             model=model,
             passages=PassageSettings(self.passages.words),
-            batch_size=self.options["batch_size"],
-            precision=self.options["precision"],
-            show_progress=self.options["show_progress"],
-            use_cache=self.options["use_cache"],
+            batch_size=encoding.batch_size,
+            precision=encoding.precision,
+            show_progress=self.settings.show_progress,
+            use_cache=encoding.use_cache,
         )
         if temporary is not None:
             self._temporary.append(temporary)
         index = open_index(folder)
         check_same_ids(self.passages, _index_ids(index), folder)
-        self._dense[key] = (index, encoder)
-        return self._dense[key]
+        return index, encoder
 
     def close(self) -> None:
         for temporary in self._temporary:
             temporary.cleanup()
 
 
-def _dense_ranked(retrievers: _Retrievers, model: str | None, questions: list[Question], depth: int, options):
-    key = (model, id(questions), depth)  # dense and hybrid:M of one run encode the questions once
-    if key not in retrievers.ranked:
-        retrievers.ranked[key] = _dense_search(retrievers, model, questions, depth, options)
-    return retrievers.ranked[key]
-
-
-def _dense_search(retrievers: _Retrievers, model: str | None, questions: list[Question], depth: int, options):
-    index, encoder = retrievers.dense(model)
-    vectors = encoder.encode_queries(
-        [q.question for q in questions],
-        batch_size=options["batch_size"],
-        precision=options["precision"],
-        show_progress=options["show_progress"],
-    )
-    scores, ids = index.search(vectors, depth, show_progress=options["show_progress"])
-    return [
-        [(doc, float(score)) for doc, score in zip(row_ids, row_scores, strict=True) if doc is not None]
-        for row_ids, row_scores in zip(ids, scores, strict=True)
-    ]
-
-
-def _bm25_ranked(retrievers: _Retrievers, questions: list[Question], depth: int, options):
-    key = ("bm25", id(questions), depth)
-    if key not in retrievers.ranked:
-        retrievers.ranked[key] = _bm25_search(retrievers, questions, depth, options)
-    return retrievers.ranked[key]
-
-
-def _bm25_search(retrievers: _Retrievers, questions: list[Question], depth: int, options):
-    from contriever.retrieval.bm25 import bm25_search
-
+def retrieve(retrievers: _Retrievers, system: str, questions: list[Question], depth: int) -> list[list[str]]:
+    """Each question's `depth` best passage ids, best first, for one system: a dense run as the index
+    ranked it (ties by row), BM25's and the fusion's by score, then id."""
     keys = [str(i) for i in range(len(questions))]  # file ids may repeat across sets: positions do not
-    run = bm25_search(
-        retrievers.bm25(),
-        dict(zip(keys, (q.question for q in questions), strict=True)),
-        depth,
-        ignore_identical_ids=False,
-        show_progress=options["show_progress"],
+    run = retrievers.for_system(system, depth).retrieve(
+        dict(zip(keys, (q.question for q in questions), strict=True)), depth
     )
-    return [sorted(run.get(key, {}).items(), key=lambda item: (-item[1], item[0])) for key in keys]
-
-
-def _rrf(lists: Sequence[Sequence[tuple[str, float]]], depth: int) -> list[tuple[str, float]]:
-    from contriever.retrieval.hybrid import reciprocal_rank_fusion
-
-    runs = [{"q": dict(ranked)} for ranked in lists]
-    fused = reciprocal_rank_fusion(runs, k=RRF_K, top_k=depth)["q"]
-    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
-
-
-def retrieve(retrievers: _Retrievers, model: str, questions: list[Question], depth: int, options):
-    """Each question's `depth` best `(passage id, score)`, best first, for one system."""
-    system, path = parse_system(model)
-    if system == "bm25":
-        return _bm25_ranked(retrievers, questions, depth, options)
-    if system == "dense":
-        return _dense_ranked(retrievers, path, questions, depth, options)
-    sparse = _bm25_ranked(retrievers, questions, depth, options)
-    dense = _dense_ranked(retrievers, path, questions, depth, options)
-    return [_rrf([s, d], depth) for s, d in zip(sparse, dense, strict=True)]
+    if parse_system(system)[0] == "dense":
+        return [list(run.get(key, {}))[:depth] for key in keys]
+    ranked = (sorted(run.get(key, {}).items(), key=lambda item: (-item[1], item[0])) for key in keys)
+    return [[doc for doc, _ in docs[:depth]] for docs in ranked]
 
 
 # ----- matching and reports --------------------------------------------------------------------------------
@@ -416,10 +432,9 @@ def plot_accuracy(results: dict, png: Path) -> Path | None:
     return png
 
 
-def _write_results(path: Path, qset: QuestionSet, ranked, ranks, depth: int) -> None:
+def _write_results(path: Path, qset: QuestionSet, retrieved: list[list[str]], ranks) -> None:
     with atomic_write(path) as handle:
-        for number, (question, docs, rank) in enumerate(zip(qset.questions, ranked, ranks, strict=True)):
-            ids = [doc for doc, _ in docs[:depth]]
+        for number, (question, ids, rank) in enumerate(zip(qset.questions, retrieved, ranks, strict=True)):
             record = {
                 "id": question.id,
                 "question": question.question,
@@ -436,81 +451,129 @@ def _write_results(path: Path, qset: QuestionSet, ranked, ranks, depth: int) -> 
 # ----- the job ---------------------------------------------------------------------------------------------
 def evaluate_qa(
     questions: str | os.PathLike | Sequence[str | os.PathLike],
-    index: str | os.PathLike | None = None,
-    corpus=None,
     *,
-    models: Sequence[str] | None = None,
-    model: str | None = None,
-    words: int = 0,
-    ks: Sequence[int] = PAPER_KS,
-    match: str | None = None,
-    batch_size: int | None = None,
-    precision: str = "auto",
+    corpus=None,
+    models: str | Sequence[str] | None = None,
     output_dir: str | os.PathLike | None = None,
-    show_progress: bool = True,
-    skip_bad: bool = False,
-    keep_bad_regex: bool = False,
-    answerable_only: bool = False,
-    bm25_index: str | os.PathLike | None = None,
-    use_cache: bool = True,
-    ann: str | None = None,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    rerank: int | None = None,
-    command: str | None = None,
+    settings: QASettings | None = None,
+    encoding: EncodingSettings | None = None,
+    search: SearchSettings | None = None,
+    **options,
 ) -> dict:
-    """Top-k accuracy of every system on every question file (see the module doc):
-    `{"sets": {name: {"n_questions", "ceiling", "n_answerable", "systems": {system: {"top1", ...}}}}, "meta"}`.
-    A single question file and a single system also put that system's `top*` at the top level."""
+    """Top-k accuracy of every system on every question file (see the module doc): load the questions
+    and passages, measure the ceilings, build the retrievers, retrieve, score, write.
+
+    Returns `{"sets": {name: {"n_questions", "ceiling", "n_answerable", "systems": {system: {"top1",
+    ...}}}}, "meta"}`; a single question file and a single system also put that system's `top*` at the
+    top level. `options` are the settings' fields by name (`ks=(1, 5), words=100, index_path=IDX,
+    show_progress=False, ...`), laid over `settings` (`QASettings`), `encoding` (the corpus's passages,
+    batch size, precision, the encode cache) and `search` (`index_path`: the index folder, `ann` and
+    its parameters; `k` is set to the deepest of `ks`)."""
     started = time.perf_counter()
-    if not ks or any(k < 1 for k in ks):
-        raise ValueError(f"ks must be positive ranks, got {tuple(ks)}")
-    ks = sorted(set(ks))
-    depth = max(ks)
+    settings, encoding, search = _merge_settings(settings, encoding, search, options)
     paths = [questions] if isinstance(questions, (str, os.PathLike)) else list(questions)
     if not paths:
         raise UsageError("no question files")
-    if model is not None and models:
-        raise UsageError("pass model or models, not both")
-    if index is None and corpus is None:
+    if search.index_path is None and corpus is None:
         raise UsageError("name the passages: --index IDX (a built index folder) or --corpus FILE...")
-    sets = load_question_sets(paths, skip_bad=skip_bad, keep_bad_regex=keep_bad_regex, match=match)
+    sets = load_question_sets(
+        paths, skip_bad=settings.skip_bad, keep_bad_regex=settings.keep_bad_regex, match=settings.match
+    )
+    passages, index, corpus = _load_passages(corpus, encoding.words, search, settings.show_progress)
+    systems = _systems(models, index, search.index_path)
+    prepared, ceiling_s = _measure_ceilings(sets, passages, settings.show_progress)
+    results: dict = {"sets": _set_entries(sets, settings.answerable_only)}
+    results["meta"] = _meta(passages, systems, settings, search, ceiling_s)
+    output = Path(output_dir) if output_dir is not None else None
+    retrievers = _Retrievers(passages, index, corpus, encoding, settings)
+    scoring = _Scoring(settings, search.k, passages.text_of(), prepared, results, output)
+    try:
+        folders = system_names(systems)
+        for system in systems:
+            for qset in sets:
+                if qset.questions:
+                    searching = time.perf_counter()
+                    retrieved = retrieve(retrievers, system, qset.questions, search.k)
+                    seconds = time.perf_counter() - searching
+                    scoring.score(qset, system, retrieved, seconds, folders[system])
+    finally:
+        retrievers.close()
+    results["meta"]["total_s"] = round(time.perf_counter() - started, 1)
+    if output is not None:
+        write_json(output / "metrics.json", results)
+        plot_accuracy(results, output / "accuracy.png")
+    if len(sets) == 1 and len(systems) == 1:
+        only = results["sets"][sets[0].name]
+        results.update({k: v for k, v in only["systems"][systems[0]].items() if k.startswith("top")})
+        results.update(n_questions=only["n_questions"], ceiling=only["ceiling"])
+    return results
 
-    loaded_index = None
-    if index is not None:
-        from contriever.retrieval.index import load_for_search
 
-        loaded_index, store = load_for_search(index, ann, nprobe=nprobe, ef_search=ef_search, rerank=rerank)
-        recorded = loaded_index.metadata
-        words = int((recorded.get("passages") or {}).get("words") or 0)
-        if corpus is None and store is None:
-            corpus = recorded.get("corpus")
-            if not corpus:
-                raise DataError(
-                    index,
-                    "the index does not record its corpus: pass the corpus it was built from (--corpus)",
-                )
-        passages = read_corpus(corpus, words, show_progress=show_progress) if corpus else read_store(store)
-        check_same_ids(passages, _index_ids(loaded_index), index)  # before any search
-        default_models = [str(recorded.get("model") or "default")]
-    else:
+def _merge_settings(
+    settings: QASettings | None,
+    encoding: EncodingSettings | None,
+    search: SearchSettings | None,
+    options: dict,
+) -> tuple[QASettings, EncodingSettings, SearchSettings]:
+    """The three settings values (defaults for None) with `options`, named as their fields, laid over
+    them; the search's depth is the deepest k measured."""
+    names = {f.name for f in dataclasses.fields(QASettings)}
+    settings = dataclasses.replace(
+        settings or QASettings(), **{k: v for k, v in options.items() if k in names}
+    )
+    encoding, search = merge_settings(encoding, search, {k: v for k, v in options.items() if k not in names})
+    return settings, encoding, dataclasses.replace(search, k=settings.depth)
+
+
+def _load_passages(corpus, words: int, search: SearchSettings, show_progress: bool):
+    """`(passages, the index loaded for search or None, the corpus files or None)`. With an index
+    folder: the corpus given, else its passage store, else the corpus it records, split as the folder
+    was, and its ids checked to be the index's before anything is searched."""
+    if search.index_path is None:
+        return read_corpus(corpus, words, show_progress=show_progress), None, corpus
+    from contriever.retrieval.index import load_for_search
+
+    index, store = load_for_search(search.index_path, search.ann, **search.approximate)
+    recorded = index.metadata
+    words = int((recorded.get("passages") or {}).get("words") or 0)
+    if corpus is None and store is None:
+        corpus = recorded.get("corpus")
+        if not corpus:
+            raise DataError(
+                search.index_path,
+                "the index does not record its corpus: pass the corpus it was built from (--corpus)",
+            )
+    if corpus:
         passages = read_corpus(corpus, words, show_progress=show_progress)
-        default_models = ["default"]
-    systems = list(models) if models else ([model] if model else default_models)
-    if loaded_index is not None:
-        recorded_model = str(loaded_index.metadata.get("model") or "default")
+    else:
+        passages = read_store(store, show_progress=show_progress)
+    check_same_ids(passages, _index_ids(index), search.index_path)  # before any search
+    return passages, index, corpus
+
+
+def _systems(models: str | Sequence[str] | None, index, index_path) -> list[str]:
+    """The systems named (None: the index's model, else the default model); with an index folder,
+    a dense model must be the one that made its vectors."""
+    recorded = str(index.metadata.get("model") or "default") if index is not None else "default"
+    systems = [models] if isinstance(models, str) else list(models or []) or [recorded]
+    if index is not None:
         for name in systems:
             wanted = parse_system(name)[1]
-            if wanted is not None and wanted != recorded_model:
+            if wanted is not None and wanted != recorded:
                 raise UsageError(
-                    f"--model {name}: the index {index} holds {recorded_model}'s vectors; name that model "
+                    f"--model {name}: the index {index_path} holds {recorded}'s vectors; name that model "
                     "(or leave --index out and pass --corpus to encode the corpus with this one)"
                 )
+    return systems
 
-    # ceilings: one pass over the corpus for every question file, the accuracy's own matching
-    ceiling_started = time.perf_counter()
+
+def _measure_ceilings(sets: list[QuestionSet], passages: Passages, show_progress: bool):
+    """Each question's first answering passage in the corpus (`corpus_passage`), one pass over the
+    passages for every question file with the accuracy's own matching: `(prepared, seconds)`, where
+    `prepared` holds every passage's DPR tokens for `hit_ranks`, made once here."""
+    started = time.perf_counter()
     everything = [q for qset in sets for q in qset.questions]
-    tokenized: list[str] = []  # every passage's joined DPR tokens, made once here for all the matching
+    tokenized: list[str] = []  # every passage's joined DPR tokens
     first = first_answering_passages(
         everything,
         zip(passages.ids, passages.texts),
@@ -519,13 +582,16 @@ def evaluate_qa(
         prepared=tokenized,
     )
     prepared = {("string", pid): joined for pid, joined in zip(passages.ids, tokenized, strict=True)}
-    del tokenized
     offset = 0
     for qset in sets:
         qset.corpus_passage = first[offset : offset + len(qset.questions)]
         offset += len(qset.questions)
-    ceiling_s = time.perf_counter() - ceiling_started
-    results: dict = {"sets": {}, "meta": {}}
+    return prepared, time.perf_counter() - started
+
+
+def _set_entries(sets: list[QuestionSet], answerable_only: bool) -> dict:
+    """Each set's counts and ceilings; with `answerable_only`, its questions cut to the answerable."""
+    entries = {}
     for qset in sets:
         entry = {
             "questions": str(qset.path),
@@ -541,65 +607,51 @@ def evaluate_qa(
             qset.corpus_passage = [qset.corpus_passage[i] for i in keep]
         entry.update(n_questions=len(qset.questions), ceiling=qset.ceiling if qset.questions else 0.0)
         entry["systems"] = {}
-        results["sets"][qset.name] = entry
-    results["meta"] = {
+        entries[qset.name] = entry
+    return entries
+
+
+def _meta(passages: Passages, systems: list[str], settings: QASettings, search: SearchSettings, ceiling_s):
+    return {
         "passages": len(passages),
         "corpus": passages.source,
         "words": passages.words,
-        "index": str(index) if index is not None else None,
-        "ann": ann,
-        "ks": ks,
-        "answerable_only": answerable_only,
+        "index": str(search.index_path) if search.index_path is not None else None,
+        "ann": search.ann,
+        "ks": list(settings.ks),
+        "answerable_only": settings.answerable_only,
         "systems": systems,
         "rrf_k": RRF_K,
         "ceiling_s": round(ceiling_s, 1),
-        "command": command,
+        "command": settings.command,
         "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
     }
-    output = Path(output_dir) if output_dir is not None else None
-    options = {
-        "batch_size": batch_size,
-        "precision": precision,
-        "show_progress": show_progress,
-        "use_cache": use_cache,
-        "bm25_index": bm25_index,
-        "corpus": corpus,
-    }
-    retrievers = _Retrievers(passages, loaded_index, index, options)
-    texts = passages.text_of()
-    folders = system_names(systems)
-    try:
-        for system in systems:
-            for qset in sets:
-                if not qset.questions:
-                    continue
-                searching = time.perf_counter()
-                ranked = retrieve(retrievers, system, qset.questions, depth, options)
-                search_s = time.perf_counter() - searching
-                retrieved = [[doc for doc, _ in docs[:depth]] for docs in ranked]
-                ranks = hit_ranks(qset.questions, retrieved, texts, match, show_progress, prepared)
-                metrics = {
-                    **accuracy_from_ranks(ranks, ks),
-                    "retrieval_s": round(search_s, 2),
-                    "curve": _accuracy_curve(ranks, depth),
-                }
-                results["sets"][qset.name]["systems"][system] = metrics
-                if output is not None:
-                    _write_results(
-                        output / qset.name / folders[system] / "results.jsonl", qset, ranked, ranks, depth
-                    )
-                    write_json(output / "metrics.json", results)
-    finally:
-        retrievers.close()
-    results["meta"]["total_s"] = round(time.perf_counter() - started, 1)
-    if output is not None:
-        write_json(output / "metrics.json", results)
-        plot_accuracy(results, output / "accuracy.png")
-    if len(sets) == 1 and len(systems) == 1:
-        only = results["sets"][sets[0].name]
-        results.update({k: v for k, v in only["systems"][systems[0]].items() if k.startswith("top")})
-        results.update(n_questions=only["n_questions"], ceiling=only["ceiling"])
-    return results
+
+
+@dataclass
+class _Scoring:
+    """Scores each system's retrieved passages on a question set into `results` (and `output`)."""
+
+    settings: QASettings
+    depth: int
+    texts: dict[str, str]
+    prepared: dict[tuple[str, str], str]  # passages prepared for matching, shared by every system
+    results: dict
+    output: Path | None
+
+    def score(self, qset: QuestionSet, system: str, retrieved: list[list[str]], seconds: float, folder: str):
+        settings = self.settings
+        ranks = hit_ranks(
+            qset.questions, retrieved, self.texts, settings.match, settings.show_progress, self.prepared
+        )
+        self.results["sets"][qset.name]["systems"][system] = {
+            **accuracy_from_ranks(ranks, settings.ks),
+            "retrieval_s": round(seconds, 2),
+            "curve": _accuracy_curve(ranks, self.depth),
+        }
+        if self.output is not None:  # every result as it is made: a long run shows its progress
+            _write_results(self.output / qset.name / folder / "results.jsonl", qset, retrieved, ranks)
+            write_json(self.output / "metrics.json", self.results)
 
 
 def format_accuracy(results: dict, title: str | None = None) -> str:

@@ -5,7 +5,8 @@ pyserini's searchers and BEIR's `EvaluateRetrieval` give: build one, retrieve, s
   (scores, ids)`: an index folder searched exactly or through its ANN, or a `DenseIndex`); with
   `passage_depth > 0` the index holds passages (`DOCID#N`) and each document scores as its best one.
   `search_vectors` is the search alone, for queries encoded elsewhere.
-- `BM25Retriever(corpus)`: BM25 through bm25s, built on first use (or given built: `index=`).
+- `BM25Retriever(corpus)`: BM25 through bm25s, built on first use (or given built: `index=`;
+  `BM25Retriever.kept_in(folder, corpus)`: kept in a folder, built and saved once, loaded after).
 - `HybridRetriever(first, second)`: any two retrievers fused, by reciprocal rank fusion or a
   normalized weighted sum, each asked for `depth` documents (default `max(k, 100)`). `fuse` is the
   fusion alone, for runs retrieved elsewhere.
@@ -17,14 +18,17 @@ when given, receives the seconds each stage took.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
 from contriever.data.passages import doc_id_of
+from contriever.errors import DataError
 from contriever.retrieval.runs import Run, run_from_search
 
 SEARCH_ENTRIES = 2_000_000  # ranked ids held at once while searching (block of queries x depth)
@@ -99,6 +103,22 @@ class BM25Retriever:
     timings: dict | None = None
     index: Any = field(default=None, repr=False)  # a built `BM25Index`; None: built from corpus on first use
     threads: int | None = None  # bm25s's search threads; None: every available CPU, 0: no pool
+
+    @classmethod
+    def kept_in(cls, folder: str | os.PathLike, corpus: dict[str, dict | str], **options) -> BM25Retriever:
+        """BM25 of `corpus` kept in `folder`: the index saved there (it must hold the corpus's ids, in
+        order), or, when there is none, built now and saved there (`save_bm25`) for the next run."""
+        from contriever.retrieval.bm25 import SETTINGS_FILE, build_bm25, load_bm25, save_bm25
+
+        retriever = cls(corpus, **options)
+        if Path(folder, SETTINGS_FILE).is_file():
+            retriever.index = load_bm25(folder)
+            if retriever.index.doc_ids != list(corpus):
+                raise DataError(folder, "this BM25 index holds other passages than the corpus: delete it")
+        else:
+            retriever.index = build_bm25(corpus, show_progress=retriever.show_progress, **retriever.settings)
+            save_bm25(retriever.index, folder)
+        return retriever
 
     def retrieve(self, queries: dict[str, str], k: int) -> Run:
         from contriever.retrieval.bm25 import bm25_search, build_bm25
