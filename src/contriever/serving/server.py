@@ -78,7 +78,9 @@ class ServeSources:
     @property
     def bm25_saved(self) -> bool:
         """Whether `--bm25` names a BM25 folder already written (loaded, not built)."""
-        return bool(self.bm25) and (Path(self.bm25) / "bm25.json").is_file()
+        from contriever.retrieval.bm25 import SETTINGS_FILE
+
+        return bool(self.bm25) and (Path(self.bm25) / SETTINGS_FILE).is_file()
 
 
 def load_searcher(sources: ServeSources, *, precision: str = "auto", show_progress: bool = True):
