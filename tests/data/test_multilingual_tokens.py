@@ -16,7 +16,7 @@ import pytest
 
 from contriever.data.augment import PairSettings, make_pair, special_ids_from_tokenizer
 from contriever.data.prepare import TokenDataset, prepare
-from contriever.data.sampling import ChunkSampler
+from contriever.data.sampling import ChunkSampler, ChunkSettings
 from tests.xlmr_shaped import TEXTS, VOCAB_SIZE, language_of, write_xlmr_shaped_tokenizer
 
 
@@ -75,7 +75,7 @@ def test_one_folder_per_language_sampled_by_the_mix_exponent_into_wrapped_views(
         for lang, texts in TEXTS.items()
     ]
     sampler = ChunkSampler(
-        folders, chunk_length=4, within_documents=True, mix_exponent=0.0, seed=3, min_doc_length=2
+        folders, ChunkSettings(4, within_documents=True, mix_exponent=0.0, min_doc_length=2), seed=3
     )
     chunks = sampler.sample(2_000)
     shares = {lang: 0 for lang in TEXTS}

@@ -48,6 +48,7 @@ def test_encoder_applies_and_saves_the_text_options(tiny_encoder, tmp_path):
     import copy
 
     from contriever.model.encoder import Encoder
+    from contriever.model.text_options import TextOptions
 
     encoder = copy.copy(tiny_encoder)  # shares the weights, not the options
     text = "\u201cSCURVY\u201d \u2014 Vitamin C"
@@ -60,7 +61,7 @@ def test_encoder_applies_and_saves_the_text_options(tiny_encoder, tmp_path):
     assert json.loads((tmp_path / "model" / "config.json").read_text())["contriever_normalize_text"]
     loaded = Encoder.load(tmp_path / "model")
     assert (loaded.lowercase, loaded.normalize_text) == (True, True)
-    overridden = Encoder.load(tmp_path / "model", lowercase=False, normalize_text=False)
+    overridden = Encoder.load(tmp_path / "model", text=TextOptions(lowercase=False, normalize_text=False))
     assert overridden.tokenize([text]) == tiny_encoder.tokenize([text])
     overridden.save(tmp_path / "plain")  # switched off, nothing of it is left in the folder
     assert "contriever_normalize_text" not in json.loads((tmp_path / "plain" / "config.json").read_text())
@@ -74,7 +75,7 @@ def test_prepare_applies_the_text_options(tmp_path):
     import numpy as np
     from transformers import AutoTokenizer
 
-    from contriever.data.prepare import prepare
+    from contriever.data.prepare import DocumentSettings, prepare
     from contriever.model.encoder import default_model_path
 
     text = "Caf\u00e9 \u201cMENU\u201d \u2014 prices\u2026"
@@ -90,7 +91,7 @@ def test_prepare_applies_the_text_options(tmp_path):
             tmp_path / f"p{len(options)}",
             workers=1,
             show_progress=False,
-            **options,
+            documents=DocumentSettings(**options),
         )
         meta = json.loads((out / "meta.json").read_text())
         assert meta["normalize_text"] == bool(options) and meta["lowercase"] == bool(options)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contriever.data.prepare import TokenDataset, prepare
+from contriever.data.prepare import DocumentSettings, TokenDataset, prepare
 from contriever.errors import DataError
 
 DOCS = [
@@ -110,7 +110,12 @@ def test_include_title_joins_title_and_text(tmp_path, tokenizer_path, hf_tokeniz
     ]
     source = write_jsonl(tmp_path / "corpus.jsonl", beir)
     out = prepare(
-        [source], tokenizer_path, tmp_path / "p", include_title=True, workers=1, show_progress=False
+        [source],
+        tokenizer_path,
+        tmp_path / "p",
+        documents=DocumentSettings(include_title=True),
+        workers=1,
+        show_progress=False,
     )
     data = TokenDataset(out)
     assert [data.document(i).tolist() for i in range(2)] == direct(
@@ -121,7 +126,12 @@ def test_include_title_joins_title_and_text(tmp_path, tokenizer_path, hf_tokeniz
 def test_custom_text_field(tmp_path, tokenizer_path, hf_tokenizer):
     source = write_jsonl(tmp_path / "c.jsonl", [{"contents": "some passage"}])
     out = prepare(
-        [source], tokenizer_path, tmp_path / "p", text_field="contents", workers=1, show_progress=False
+        [source],
+        tokenizer_path,
+        tmp_path / "p",
+        documents=DocumentSettings(text_field="contents"),
+        workers=1,
+        show_progress=False,
     )
     assert TokenDataset(out).document(0).tolist() == direct(hf_tokenizer, ["some passage"])[0]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contriever.data.sampling import ChunkSampler, rank_document_range, source_probabilities
+from contriever.data.sampling import ChunkSampler, ChunkSettings, rank_document_range, source_probabilities
 
 
 def write_folder(folder: Path, doc_lengths: list[int], base: int = 0) -> Path:
@@ -40,7 +40,7 @@ def flat(tmp_path) -> Path:
 
 
 def test_flat_chunks_are_full_length_slices_inside_the_stream(flat):
-    sampler = ChunkSampler([flat], chunk_length=64, seed=1)
+    sampler = ChunkSampler([flat], ChunkSettings(chunk_length=64), seed=1)
     chunks = sampler.sample(2000)
     assert all(c.dtype == np.int64 and len(c) == 64 for c in chunks)
     starts = [positions(c)[0] for c in chunks]
@@ -52,7 +52,7 @@ def test_within_documents_never_crosses_a_boundary(tmp_path):
     lengths = [5, 100, 20, 3, 64, 300, 9]
     folder = write_folder(tmp_path / "docs", lengths)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    sampler = ChunkSampler([folder], chunk_length=64, within_documents=True, min_doc_length=8, seed=2)
+    sampler = ChunkSampler([folder], ChunkSettings(64, within_documents=True, min_doc_length=8), seed=2)
     hits = np.zeros(len(lengths), dtype=int)
     for chunk in sampler.sample(6000):
         start, end = positions(chunk)
@@ -69,7 +69,7 @@ def test_within_documents_never_crosses_a_boundary(tmp_path):
 def test_mixing_follows_the_exponent(tmp_path, exponent, expected_first):
     small = write_folder(tmp_path / "small", [1000])
     large = write_folder(tmp_path / "large", [9000], base=10**6)
-    sampler = ChunkSampler([small, large], chunk_length=16, mix_exponent=exponent, seed=3)
+    sampler = ChunkSampler([small, large], ChunkSettings(16, mix_exponent=exponent), seed=3)
     np.testing.assert_allclose(sampler.probabilities[0], expected_first)
     chunks, sources = sampler.sample_with_sources(8000)
     assert abs((sources == 0).mean() - expected_first) < 0.02
@@ -85,7 +85,7 @@ def test_source_probabilities():
 def test_batch_mix_unit_takes_each_call_from_one_source(tmp_path):
     a = write_folder(tmp_path / "a", [500])
     b = write_folder(tmp_path / "b", [5000], base=10**6)
-    sampler = ChunkSampler([a, b], chunk_length=8, mix_unit="batch", seed=4)
+    sampler = ChunkSampler([a, b], ChunkSettings(8, mix_unit="batch"), seed=4)
     firsts = []
     for _ in range(400):
         _, sources = sampler.sample_with_sources(16)
@@ -101,7 +101,7 @@ def test_ranks_sample_disjoint_parts(tmp_path, within):
     n = sum(lengths)
     seen = []
     for rank in range(3):
-        sampler = ChunkSampler([folder], chunk_length=32, within_documents=within, rank=rank, world_size=3)
+        sampler = ChunkSampler([folder], ChunkSettings(32, within_documents=within), rank=rank, world_size=3)
         covered = np.zeros(n, dtype=bool)
         for chunk in sampler.sample(3000):
             start, end = positions(chunk)
@@ -118,9 +118,9 @@ def test_ranks_sample_disjoint_parts(tmp_path, within):
 
 
 def test_same_seed_same_chunks_other_rank_or_seed_others(flat):
-    first = ChunkSampler([flat], chunk_length=16, seed=7).sample(50)
-    again = ChunkSampler([flat], chunk_length=16, seed=7).sample(50)
-    other_seed = ChunkSampler([flat], chunk_length=16, seed=8).sample(50)
+    first = ChunkSampler([flat], ChunkSettings(16), seed=7).sample(50)
+    again = ChunkSampler([flat], ChunkSettings(16), seed=7).sample(50)
+    other_seed = ChunkSampler([flat], ChunkSettings(16), seed=8).sample(50)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other_seed))
 
@@ -129,15 +129,15 @@ def test_same_seed_same_chunks_other_rank_or_seed_others(flat):
 def test_state_dict_resume_is_exact(tmp_path, within):
     a = write_folder(tmp_path / "a", [40, 200, 13, 90])
     b = write_folder(tmp_path / "b", [700, 12], base=10**6)
-    kwargs = {"chunk_length": 32, "within_documents": within, "mix_exponent": 0.5, "seed": 11}
-    straight = ChunkSampler([a, b], **kwargs)
+    chunking = ChunkSettings(32, within_documents=within, mix_exponent=0.5)
+    straight = ChunkSampler([a, b], chunking, seed=11)
     expected = [straight.sample(10) for _ in range(6)]
 
-    interrupted = ChunkSampler([a, b], **kwargs)
+    interrupted = ChunkSampler([a, b], chunking, seed=11)
     for _ in range(3):
         interrupted.sample(10)
     state = json.loads(json.dumps(interrupted.state_dict()))  # JSON-serialisable
-    resumed = ChunkSampler([a, b], **kwargs)
+    resumed = ChunkSampler([a, b], chunking, seed=11)
     resumed.load_state_dict(state)
     assert resumed.chunks_sampled == 30
     for batch in expected[3:]:
@@ -146,33 +146,33 @@ def test_state_dict_resume_is_exact(tmp_path, within):
 
 
 def test_sampling_does_not_depend_on_call_sizes(flat):
-    whole = ChunkSampler([flat], chunk_length=16, seed=5).sample(12)
-    split = ChunkSampler([flat], chunk_length=16, seed=5)
+    whole = ChunkSampler([flat], ChunkSettings(16), seed=5).sample(12)
+    split = ChunkSampler([flat], ChunkSettings(16), seed=5)
     parts = split.sample(5) + split.sample(7)
     assert all(np.array_equal(x, y) for x, y in zip(whole, parts))
 
 
 def test_state_from_other_settings_is_refused(flat):
-    state = ChunkSampler([flat], chunk_length=16).state_dict()
+    state = ChunkSampler([flat], ChunkSettings(16)).state_dict()
     with pytest.raises(ValueError, match="chunk_length"):
-        ChunkSampler([flat], chunk_length=32).load_state_dict(state)
+        ChunkSampler([flat], ChunkSettings(32)).load_state_dict(state)
     with pytest.raises(ValueError, match="rank"):
-        ChunkSampler([flat], chunk_length=16, rank=1, world_size=2).load_state_dict(state)
+        ChunkSampler([flat], ChunkSettings(16), rank=1, world_size=2).load_state_dict(state)
 
 
 def test_bad_settings(flat, tmp_path):
     with pytest.raises(ValueError, match="rank"):
         ChunkSampler([flat], rank=2, world_size=2)
     with pytest.raises(ValueError, match="mix_unit"):
-        ChunkSampler([flat], mix_unit="epoch")
+        ChunkSampler([flat], ChunkSettings(mix_unit="epoch"))
     with pytest.raises(FileNotFoundError, match="not a prepared token folder"):
         ChunkSampler([tmp_path])
     tiny = write_folder(tmp_path / "tiny", [3, 4])
     with pytest.raises(ValueError, match="no document of at least 8 tokens"):
-        ChunkSampler([tiny], within_documents=True)
+        ChunkSampler([tiny], ChunkSettings(within_documents=True))
 
 
 def test_short_stream_gives_short_chunks(tmp_path):
     folder = write_folder(tmp_path / "short", [10])
-    chunks = ChunkSampler([folder], chunk_length=256).sample(5)
+    chunks = ChunkSampler([folder], ChunkSettings(256)).sample(5)
     assert all(c.tolist() == list(range(10)) for c in chunks)

@@ -12,6 +12,7 @@ import pytest
 from contriever.data.passages import PassageSettings
 from contriever.errors import ConfigError, UsageError
 from contriever.model.encoder import Encoder
+from contriever.model.text_options import TextOptions
 from contriever.retrieval.encode import build_index, cache_folder, encoding_settings, settings_key
 from contriever.retrieval.shards import open_index
 
@@ -37,20 +38,22 @@ def test_prompts_are_saved_loaded_and_overridden(prompted_model):
     assert settings["prompts"] == E5
     encoder = Encoder.load(prompted_model)
     assert encoder.prompts == E5 and encoder.prompt("query") == "query: "
-    forced = Encoder.load(prompted_model, prompts={"query": "search: "}, force_prompts=True)
+    forced = Encoder.load(prompted_model, text=TextOptions(prompts={"query": "search: "}, force_prompts=True))
     assert forced.prompts == {**E5, "query": "search: "}
-    assert Encoder.load(prompted_model, prompts={"passage": None}, force_prompts=True).prompts == {
-        "query": "query: "
-    }
-    assert Encoder.load(prompted_model, prompts={"query": "query: "}).prompts == E5  # the same: no refusal
+    assert Encoder.load(
+        prompted_model, text=TextOptions(prompts={"passage": None}, force_prompts=True)
+    ).prompts == {"query": "query: "}
+    assert (
+        Encoder.load(prompted_model, text=TextOptions(prompts={"query": "query: "})).prompts == E5
+    )  # the same: no refusal
 
 
 @pytest.mark.bad_input
 def test_a_prompt_other_than_the_recorded_one_is_refused_unless_forced(prompted_model):
     with pytest.raises(UsageError, match=r"records the query prompt 'query: '; refusing 'search: '"):
-        Encoder.load(prompted_model, prompts={"query": "search: "})
+        Encoder.load(prompted_model, text=TextOptions(prompts={"query": "search: "}))
     with pytest.raises(UsageError, match=r"records the passage prompt 'passage: '; refusing ''"):
-        Encoder.load(prompted_model, prompts={"passage": ""})
+        Encoder.load(prompted_model, text=TextOptions(prompts={"passage": ""}))
 
 
 def test_prompts_go_before_queries_and_passages_only(prompted_model, tiny_encoder):
@@ -84,7 +87,7 @@ def test_index_folder_records_prompts_and_refuses_others_on_resume(
     folder = tmp_path / "idx"
     kwargs = {"passages": PassageSettings(0), "shard_rows": 2, "use_cache": False, "show_progress": False}
     build_index([corpus], encoder, folder, part=(0, 2), model=str(prompted_model), **kwargs)
-    other = Encoder.load(prompted_model, prompts={"passage": "text: "}, force_prompts=True)
+    other = Encoder.load(prompted_model, text=TextOptions(prompts={"passage": "text: "}, force_prompts=True))
     with pytest.raises(
         ConfigError, match=r"prompts: \{'query': 'query: ', 'passage': 'passage: '\} in the folder"
     ):
@@ -117,7 +120,7 @@ def test_an_index_without_prompts_keeps_queries_bare(tiny_model, corpus, tmp_pat
 def test_cache_key_changes_with_prompts_and_not_without(prompted_model, tiny_model, corpus):
     plain = Encoder.load(tiny_model)
     prompted = Encoder.load(prompted_model)
-    other = Encoder.load(prompted_model, prompts={"query": "q: "}, force_prompts=True)
+    other = Encoder.load(prompted_model, text=TextOptions(prompts={"query": "q: "}, force_prompts=True))
     keys = [
         settings_key(encoding_settings(e, [corpus], model="m", passages=PassageSettings(0)))
         for e in (plain, prompted, other)

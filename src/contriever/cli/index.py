@@ -21,13 +21,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     from contriever.data.beir import corpus_file
     from contriever.data.passages import PassageSettings
     from contriever.model.encoder import Encoder
+    from contriever.model.text_options import TextOptions
     from contriever.retrieval.encode import build_index, resolve_part
     from contriever.retrieval.index import check_factory
 
     check_models(args.model)
     inputs = [corpus_file(args.data)] if args.data else [Path(p) for p in args.corpus]
     part = resolve_part(args.shard)
-    encoder = Encoder.load(args.model, max_length=args.max_length, **text_options(args))
+    encoder = Encoder.load(args.model, max_length=args.max_length, text=TextOptions(**text_options(args)))
     check_factory(encoder.dim, args.index_factory)  # an invalid string fails now, not after encoding
     summary = build_index(
         inputs,

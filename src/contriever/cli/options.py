@@ -66,7 +66,7 @@ def check_models(*names: str | None) -> None:
 
 def text_options(args: argparse.Namespace) -> dict:
     """--lowercase / --normalize-text / --query-prompt / --passage-prompt / --force-prompts as
-    Encoder.load arguments (None: the model's own setting)."""
+    `TextOptions` fields (None: the model's own setting)."""
     prompts = {"query": args.query_prompt, "passage": args.passage_prompt}
     return {
         "lowercase": args.lowercase,

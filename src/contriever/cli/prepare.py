@@ -12,20 +12,19 @@ from contriever.cli.options import check_models
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     check_models(args.model)
-    from contriever.data.prepare import prepare
+    from contriever.data.prepare import DocumentSettings, prepare
     from contriever.model.locate import locate_model
 
     tokenizer = str(locate_model(args.model))
-    prepare(
-        [Path(p) for p in args.input],
-        tokenizer,
-        Path(args.output),
+    documents = DocumentSettings(
         text_field=args.text_field,
         title_field=args.title_field,
         include_title=args.include_title,
-        workers=args.workers,
         lowercase=args.lowercase,
         normalize_text=args.normalize_text,
+    )
+    prepare(
+        [Path(p) for p in args.input], tokenizer, Path(args.output), documents=documents, workers=args.workers
     )
     return 0
 

@@ -17,7 +17,8 @@ Inputs, by file name (`.gz` means gzip):
     *.txt, *.text               one document per line.
 Documents that are empty (or only whitespace) are skipped and counted in meta.json.
 
-Text options (off by default; recorded in meta.json): `normalize_text=True` applies the paper code's
+These and the text options are one `DocumentSettings` value. Text options (off by default; recorded
+in meta.json): `normalize_text=True` applies the paper code's
 `normalize_text` table (`contriever.data.normalize`; its mContriever training data went through it)
 and `lowercase=True` lowercases, in that order, before tokenizing.
 
@@ -38,6 +39,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,6 +71,19 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TEXT_SUFFIXES = (".txt", ".text")
 
 
+@dataclass(frozen=True)
+class DocumentSettings:
+    """Where a document's text is in an input line (JSONL: `text_field`, with `title_field` before
+    it when `include_title`) and the text options applied to it before tokenizing (normalize_text,
+    then lowercase). All recorded in meta.json."""
+
+    text_field: str = "text"
+    title_field: str = "title"
+    include_title: bool = False
+    lowercase: bool = False
+    normalize_text: bool = False
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits (vocab_size <= 65,536), else uint32."""
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
@@ -94,14 +109,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(
-    tokenizer_json: str,
-    text_field: str,
-    title_field: str,
-    include_title: bool,
-    dtype: str,
-    lowercase: bool = False,
-    normalize_text: bool = False,
-    pool_worker: bool = True,
+    tokenizer_json: str, documents: DocumentSettings, dtype: str, pool_worker: bool = True
 ) -> None:
     """Build the Rust tokenizer once per process (no truncation, no padding).
 
@@ -114,22 +122,15 @@ def _init_worker(
     tokenizer = Tokenizer.from_str(tokenizer_json)
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    _WORKER.update(
-        tokenizer=tokenizer,
-        text_field=text_field,
-        title_field=title_field,
-        include_title=include_title,
-        dtype=np.dtype(dtype),
-        lowercase=lowercase,
-        normalize_text=normalize_text,
-    )
+    _WORKER.update(tokenizer=tokenizer, documents=documents, dtype=np.dtype(dtype))
 
 
-def document_from_json_line(line: str, text_field: str, title_field: str, include_title: bool) -> str | None:
+def document_from_json_line(line: str, documents: DocumentSettings) -> str | None:
     """The document text of one JSONL line (None for a blank line); ValueError says what is wrong."""
     if not line.strip():
         return None
     obj = json_object(line)
+    text_field, title_field = documents.text_field, documents.title_field
     if text_field not in obj:
         raise ValueError(f"no {text_field!r} field (fields: {', '.join(map(repr, obj)) or 'none'})")
     text = obj[text_field]
@@ -137,7 +138,7 @@ def document_from_json_line(line: str, text_field: str, title_field: str, includ
         text = ""
     if not isinstance(text, str):
         raise ValueError(f"field {text_field!r} is a {type(text).__name__}, expected a string")
-    if include_title:
+    if documents.include_title:
         title = obj.get(title_field) or ""
         if not isinstance(title, str):
             raise ValueError(f"field {title_field!r} is a {type(title).__name__}, expected a string")
@@ -150,12 +151,13 @@ def document_from_json_line(line: str, text_field: str, title_field: str, includ
 def _tokenize_lines(kind: str, first_line: int, lines: list[str]) -> dict:
     """One batch of raw lines -> concatenated ids, per-document lengths, skipped count (or an error)."""
     w = _WORKER
+    documents: DocumentSettings = w["documents"]
     texts = []
     skipped = 0
     for offset, line in enumerate(lines):
         if kind == "jsonl":
             try:
-                text = document_from_json_line(line, w["text_field"], w["title_field"], w["include_title"])
+                text = document_from_json_line(line, documents)
             except ValueError as error:
                 return {"error": (first_line + offset, str(error))}
             if text is None:  # blank line
@@ -166,8 +168,11 @@ def _tokenize_lines(kind: str, first_line: int, lines: list[str]) -> dict:
             texts.append(text)
         else:
             skipped += 1
-    if w["lowercase"] or w["normalize_text"]:
-        texts = [transform_text(t, lowercase=w["lowercase"], normalize=w["normalize_text"]) for t in texts]
+    if documents.lowercase or documents.normalize_text:
+        texts = [
+            transform_text(t, lowercase=documents.lowercase, normalize=documents.normalize_text)
+            for t in texts
+        ]
     encode = getattr(w["tokenizer"], "encode_batch_fast", w["tokenizer"].encode_batch)
     ids = [e.ids for e in encode(texts, add_special_tokens=False)] if texts else []
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
@@ -303,20 +308,17 @@ def prepare(
     tokenizer: str | os.PathLike,
     output: str | os.PathLike,
     *,
-    text_field: str = "text",
-    title_field: str = "title",
-    include_title: bool = False,
+    documents: DocumentSettings = DocumentSettings(),
     workers: int = 2,
     batch_docs: int = 256,
     batch_chars: int = 4_000_000,
     show_progress: bool = True,
-    lowercase: bool = False,
-    normalize_text: bool = False,
 ) -> Path:
     """Tokenize `inputs` with the Hugging Face tokenizer at `tokenizer` into the folder `output`.
 
-    Settings: no special tokens; no truncation; empty documents skipped; `workers` processes
-    (<= 1: tokenize in this process); batches of `batch_docs` lines or `batch_chars` characters.
+    Settings: no special tokens; no truncation; empty documents skipped; each document's text read
+    and transformed as `documents` says; `workers` processes (<= 1: tokenize in this process);
+    batches of `batch_docs` lines or `batch_chars` characters.
     An older prepared folder at `output` gets its files replaced (others kept there stay); a folder
     that is neither empty nor prepared is refused. Returns `output`.
     Raises DataError (file and line) for unreadable input, invalid JSON or a missing text field.
@@ -326,22 +328,13 @@ def prepare(
     _prepare_target(output)
     tok = _fast_tokenizer(tokenizer)
     dtype = token_dtype(len(tok))
-    text_options = {
-        "text_field": text_field,
-        "title_field": title_field,
-        "include_title": include_title,
-        "lowercase": lowercase,
-        "normalize_text": normalize_text,
-    }
-    init_args = (tok.backend_tokenizer.to_str(), text_field, title_field, include_title, dtype.name)
-    init_args += (lowercase, normalize_text)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary data folder
     pool = bar = None
     started = time.perf_counter()
     try:
-        pool, submit = _tokenizing_pool(workers, init_args)
+        pool, submit = _tokenizing_pool(workers, (tok.backend_tokenizer.to_str(), documents, dtype.name))
         bar = tqdm(desc="tokenizing", unit=" docs", unit_scale=True, disable=not show_progress, smoothing=0.1)
         writer = _StreamWriter(staging, output, bar, started)
         with writer:
@@ -353,20 +346,9 @@ def prepare(
                 paths[0] if len(paths) == 1 else ", ".join(map(str, paths)), "no non-empty documents"
             )
         _write_offsets(staging, writer.n_docs, writer.n_tokens)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "dtype": dtype.name,
-            "n_tokens": writer.n_tokens,
-            "n_docs": writer.n_docs,
-            "skipped_empty": writer.skipped,
-            "tokenizer": _tokenizer_record(tokenizer, tok),
-            "special_tokens_added": False,
-            **text_options,
-            "inputs": writer.inputs,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        write_json(staging / META_FILE, meta)
+        write_json(
+            staging / META_FILE, _meta(writer, dtype, _tokenizer_record(tokenizer, tok), documents, started)
+        )
         write_manifest(staging)  # last: its presence says the folder is complete
         _install(staging, output)
     except BaseException as error:
@@ -382,6 +364,25 @@ def prepare(
             pool.close()
             pool.join()
     return output
+
+
+def _meta(
+    writer: _StreamWriter, dtype: np.dtype, tokenizer: dict, documents: DocumentSettings, started: float
+) -> dict:
+    """meta.json: the format, the counts, the tokenizer, the document settings, the inputs."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "dtype": dtype.name,
+        "n_tokens": writer.n_tokens,
+        "n_docs": writer.n_docs,
+        "skipped_empty": writer.skipped,
+        "tokenizer": tokenizer,
+        "special_tokens_added": False,
+        **asdict(documents),
+        "inputs": writer.inputs,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _abandon(staging: Path, bar, pool) -> None:

@@ -1,6 +1,7 @@
 """Random chunks of token ids from prepared token streams (`contriever prepare`), exactly resumable.
 
-`ChunkSampler(folders, chunk_length=256, ...)`. Each chunk is drawn in three steps:
+`ChunkSampler(folders, ChunkSettings(chunk_length=256, ...), seed, rank, world_size)`. Each chunk is
+drawn in three steps:
 
 1. a source (one prepared folder), with probability proportional to n_tokens ** mix_exponent:
    0 gives every source the same share (the paper's "50/50" mix of Wikipedia and CCNet),
@@ -29,7 +30,7 @@ and `load_state_dict()` capture the generator, so a resumed run draws what an un
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,58 +82,69 @@ def source_probabilities(sizes: list[int], mix_exponent: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-class ChunkSampler:
-    """Random chunks (int64 arrays of token ids, no special tokens) from one or more prepared folders.
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How chunks are drawn: chunk_length=256 (paper), within_documents=False (reference),
+    mix_exponent=0.0 (50/50), mix_unit="chunk", min_doc_length=8 (within_documents only)."""
 
-    Settings: chunk_length=256 (paper), within_documents=False (reference), mix_exponent=0.0 (50/50),
-    mix_unit="chunk", min_doc_length=8 (within_documents only), seed, rank, world_size.
+    chunk_length: int = 256
+    within_documents: bool = False
+    mix_exponent: float = 0.0
+    mix_unit: str = "chunk"
+    min_doc_length: int = 8
+
+    def __post_init__(self):
+        # Plain Python values (a TOML integer mix_exponent, a numpy int): the state dict records them.
+        for name, kind in (
+            ("chunk_length", int),
+            ("within_documents", bool),
+            ("mix_exponent", float),
+            ("min_doc_length", int),
+        ):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+        if self.chunk_length < 1:
+            raise ValueError(f"chunk_length must be >= 1, got {self.chunk_length}")
+        if self.mix_unit not in MIX_UNITS:
+            raise ValueError(f"unknown mix_unit {self.mix_unit!r}; choose one of {MIX_UNITS}")
+        if self.min_doc_length < 1:
+            raise ValueError(f"min_doc_length must be >= 1, got {self.min_doc_length}")
+        if self.mix_exponent < 0:
+            raise ValueError(f"mix_exponent must be >= 0, got {self.mix_exponent}")
+
+
+class ChunkSampler:
+    """Random chunks (int64 arrays of token ids, no special tokens) from one or more prepared folders,
+    drawn as `chunking` says, from this process's part (`rank` of `world_size`), seeded by (seed, rank).
     """
 
     def __init__(
         self,
         folders: list[str | os.PathLike] | str | os.PathLike,
-        chunk_length: int = 256,
-        within_documents: bool = False,
-        mix_exponent: float = 0.0,
+        chunking: ChunkSettings = ChunkSettings(),
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        *,
-        min_doc_length: int = 8,
-        mix_unit: str = "chunk",
     ):
         if isinstance(folders, (str, os.PathLike)):
             folders = [folders]
         if not folders:
             raise ValueError("no token folders to sample from")
-        if chunk_length < 1:
-            raise ValueError(f"chunk_length must be >= 1, got {chunk_length}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        if mix_unit not in MIX_UNITS:
-            raise ValueError(f"unknown mix_unit {mix_unit!r}; choose one of {MIX_UNITS}")
-        if min_doc_length < 1:
-            raise ValueError(f"min_doc_length must be >= 1, got {min_doc_length}")
-        if mix_exponent < 0:
-            raise ValueError(f"mix_exponent must be >= 0, got {mix_exponent}")
         self.folders = [Path(f) for f in folders]
-        self.chunk_length = int(chunk_length)
-        self.within_documents = bool(within_documents)
-        self.mix_exponent = float(mix_exponent)
-        self.mix_unit = mix_unit
-        self.min_doc_length = int(min_doc_length)
+        self.chunking = chunking
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
 
         datasets = [TokenDataset(f) for f in self.folders]
         self.sources = [self._source(d) for d in datasets]
-        self.probabilities = source_probabilities([d.n_tokens for d in datasets], self.mix_exponent)
+        self.probabilities = source_probabilities([d.n_tokens for d in datasets], chunking.mix_exponent)
         self._cumulative = np.cumsum(self.probabilities)
         self._cumulative[-1] = 1.0
         self.rng = np.random.default_rng([self.seed, self.rank])
         self.chunks_sampled = 0
 
     def _source(self, dataset: TokenDataset) -> _Source:
-        if not self.within_documents:
+        if not self.chunking.within_documents:
             lo, hi = rank_token_range(dataset.n_tokens, self.rank, self.world_size)
             if hi <= lo:
                 raise ValueError(
@@ -143,11 +155,11 @@ class ChunkSampler:
         first, last = rank_document_range(offsets, self.rank, self.world_size)
         starts = offsets[first:last]
         lengths = offsets[first + 1 : last + 1] - starts
-        keep = lengths >= self.min_doc_length
+        keep = lengths >= self.chunking.min_doc_length
         if not keep.any():
             raise ValueError(
                 f"{dataset.folder}: rank {self.rank} of {self.world_size} has no document of at least "
-                f"{self.min_doc_length} tokens (its part holds documents {first}..{last - 1})"
+                f"{self.chunking.min_doc_length} tokens (its part holds documents {first}..{last - 1})"
             )
         starts, lengths = starts[keep].astype(np.int64), lengths[keep].astype(np.int64)
         lo, hi = int(offsets[first]), int(offsets[last])
@@ -155,7 +167,7 @@ class ChunkSampler:
 
     # ----- sampling -------------------------------------------------------------------------------
     def _chunk(self, source: _Source, u_position: float, u_start: float) -> np.ndarray:
-        length = self.chunk_length
+        length = self.chunking.chunk_length
         if source.doc_cumulative is None:
             positions = max(1, source.hi - source.lo - length + 1)
             start = source.lo + min(int(u_position * positions), positions - 1)
@@ -171,7 +183,7 @@ class ChunkSampler:
 
     def sample_with_sources(self, n: int) -> tuple[list[np.ndarray], np.ndarray]:
         """`n` chunks and the index of the source each came from."""
-        if self.mix_unit == "batch":
+        if self.chunking.mix_unit == "batch":
             source_ids = np.full(n, np.searchsorted(self._cumulative, self.rng.random(), side="right"))
             u = self.rng.random((n, 2))
         else:
@@ -190,11 +202,7 @@ class ChunkSampler:
     def settings(self) -> dict:
         """What must match for a saved state to continue the same stream."""
         return {
-            "chunk_length": self.chunk_length,
-            "within_documents": self.within_documents,
-            "mix_exponent": self.mix_exponent,
-            "mix_unit": self.mix_unit,
-            "min_doc_length": self.min_doc_length,
+            **asdict(self.chunking),
             "seed": self.seed,
             "rank": self.rank,
             "world_size": self.world_size,
@@ -226,7 +234,5 @@ class ChunkSampler:
             f"{s.dataset.folder.name}: p={p:.3f} ({s.dataset.n_tokens:,} tokens)"
             for s, p in zip(self.sources, self.probabilities)
         )
-        mode = "within documents" if self.within_documents else "across documents"
-        return (
-            f"ChunkSampler({self.chunk_length} tokens, {mode}, rank {self.rank}/{self.world_size}; {parts})"
-        )
+        mode = "within documents" if self.chunking.within_documents else "across documents"
+        return f"ChunkSampler({self.chunking.chunk_length} tokens, {mode}, rank {self.rank}/{self.world_size}; {parts})"

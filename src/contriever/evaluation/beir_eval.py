@@ -26,6 +26,7 @@ from pathlib import Path
 from contriever.errors import UsageError
 from contriever.evaluation.metrics import METRICS, evaluate_run, write_trec_run
 from contriever.io import atomic_files, write_json
+from contriever.model.text_options import TextOptions
 from contriever.retrieval.settings import EncodingSettings, SearchSettings, merge_settings
 
 PASSAGE_DEPTH = 10  # passages retrieved per document wanted, when documents are scored by their best passage
@@ -57,14 +58,14 @@ def _describe_model_path(name: str) -> str:
     return str(source.resolve()) if isinstance(source, Path) else source
 
 
-def _load_encoder(path: str | None, max_length: int | None, device: str | None, **text_options):
+def _load_encoder(path: str | None, max_length: int | None, device: str | None, text: TextOptions):
     import torch
 
     from contriever.model.encoder import Encoder
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Encoder.load(path, max_length=max_length, device=device, **text_options)
+    return Encoder.load(path, max_length=max_length, device=device, text=text)
 
 
 def _encoded_corpus(data_dir, encoder, model_path, encoding: EncodingSettings, show_progress: bool):
@@ -282,9 +283,7 @@ def _dense_index(job: _Job):
     encoding, search, meta = job.encoding, job.search, job.meta
     loading = time.perf_counter()
     if search.index_path is None:
-        encoder = _load_encoder(
-            job.model_path, encoding.max_length, encoding.device, **encoding.text_options()
-        )
+        encoder = _load_encoder(job.model_path, encoding.max_length, encoding.device, encoding.text_options())
     else:
         index, encoder = _open_built_index(
             search.index_path, job.model_path, encoding.device, search.ann, search.approximate

@@ -315,7 +315,7 @@ class _Retrievers:
         from contriever.retrieval.shards import open_index
 
         path = None if model == "default" else model
-        encoder = _load_encoder(path, encoding.max_length, encoding.device, **encoding.text_options())
+        encoder = _load_encoder(path, encoding.max_length, encoding.device, encoding.text_options())
         folder, _, temporary = cached_index(
             _corpus_paths(self.corpus),
             encoder,

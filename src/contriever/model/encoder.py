@@ -41,6 +41,7 @@ from contriever.model.precision import (  # noqa: F401 (bf16_supported, resolve_
     bf16_supported,
     resolve_precision,
 )
+from contriever.model.text_options import TextOptions
 
 DEFAULT_MAX_LENGTH = 512
 NORMALIZE_TEXT_KEY = "contriever_normalize_text"  # in the saved config.json
@@ -277,6 +278,48 @@ def capped_length(model, max_length: int) -> int:
     return limit
 
 
+def _model_source(path: str | os.PathLike | None) -> Path | str:
+    """Where `path` points (`locate_model`); a local folder is checked before `transformers` reads it."""
+    source = locate_model(path)
+    if isinstance(source, Path) and not (source / "config.json").exists():
+        raise FileNotFoundError(
+            f"{source}: not a model folder (no config.json). Pass a folder saved by "
+            "`contriever`, `transformers` or sentence-transformers."
+        )
+    if isinstance(source, Path):
+        verify_manifest(source, required=False)  # folders we saved list their sizes; others have none
+        check_model_folder(source)
+    return source
+
+
+def _load_transformer(source: Path | str):
+    """`(model, tokenizer)` from a folder or Hub id, without the pooler (where the architecture has
+    one) and never running code shipped in the folder (`auto_map` + modeling_*.py)."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the unused-pooler load report is noise for a retriever
+    hf_logging.disable_progress_bar()
+    try:
+        safe = {"trust_remote_code": False}
+        try:
+            try:
+                model = from_pretrained(AutoModel.from_pretrained, source, add_pooling_layer=False, **safe)
+            except TypeError:  # architectures without a pooler take no add_pooling_layer argument
+                model = from_pretrained(AutoModel.from_pretrained, source, **safe)
+        except (pickle.UnpicklingError, OSError, RuntimeError) as error:
+            refuse_pickled_weights(source, error)
+            raise
+        tokenizer = from_pretrained(AutoTokenizer.from_pretrained, source, **safe)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    return model, tokenizer
+
+
 class Encoder(torch.nn.Module):
     """A transformer plus pooling: `encoder(input_ids, attention_mask) -> [batch, dim]` vectors."""
 
@@ -318,75 +361,43 @@ class Encoder(torch.nn.Module):
         normalize: bool | None = None,
         max_length: int | None = None,
         device: str | torch.device | None = None,
-        lowercase: bool | None = None,
-        normalize_text: bool | None = None,
-        prompts: dict[str, str | None] | None = None,
-        force_prompts: bool = False,
+        text: TextOptions | None = None,
     ) -> Encoder:
         """Load a local model folder, a Hugging Face Hub id, or the default model (`path` None or "default").
 
         Pooling, normalization and max length come from the folder's sentence-transformers files when
         it has them, else Contriever's recipe (mean, unnormalized, 512); arguments override both.
         The text options come from the folder too (`do_lower_case` in `sentence_bert_config.json`,
-        `contriever_normalize_text` in `config.json`; both off when absent), and arguments override.
-        So do the prompts (`prompts` of `config_sentence_transformers.json`); `prompts` given here
+        `contriever_normalize_text` in `config.json`; both off when absent), and `text` (a
+        `TextOptions`) overrides them where it sets them.
+        So do the prompts (`prompts` of `config_sentence_transformers.json`); `text.prompts`
         replace the folder's name by name (an empty string or None removes one), but a prompt that
-        contradicts one the folder records is refused (`UsageError`) unless `force_prompts`.
+        contradicts one the folder records is refused (`UsageError`) unless `text.force_prompts`.
         A name that is not a local folder and looks like a Hub id (`bert-base-uncased`,
         `facebook/contriever`) goes to `transformers` (its cache, then the Hub where the network
         allows); a mistyped local path fails at once. See `contriever.model.locate`.
         """
-        from transformers import AutoModel, AutoTokenizer
-
-        source = locate_model(path)
-        if isinstance(source, Path) and not (source / "config.json").exists():
-            raise FileNotFoundError(
-                f"{source}: not a model folder (no config.json). Pass a folder saved by "
-                "`contriever`, `transformers` or sentence-transformers."
-            )
-        if isinstance(source, Path):
-            verify_manifest(source, required=False)  # folders we saved list their sizes; others have none
-            check_model_folder(source)
-        from transformers.utils import logging as hf_logging
-
-        verbosity = hf_logging.get_verbosity()
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()  # the unused-pooler load report is noise for a retriever
-        hf_logging.disable_progress_bar()
-        try:
-            # Never run code shipped in a model folder (`auto_map` + modeling_*.py).
-            safe = {"trust_remote_code": False}
-            try:
-                try:
-                    model = from_pretrained(
-                        AutoModel.from_pretrained, source, add_pooling_layer=False, **safe
-                    )
-                except TypeError:  # architectures without a pooler take no add_pooling_layer argument
-                    model = from_pretrained(AutoModel.from_pretrained, source, **safe)
-            except (pickle.UnpicklingError, OSError, RuntimeError) as error:
-                refuse_pickled_weights(source, error)
-                raise
-            tokenizer = from_pretrained(AutoTokenizer.from_pretrained, source, **safe)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bars:
-                hf_logging.enable_progress_bar()
+        text = text or TextOptions()
+        source = _model_source(path)
+        model, tokenizer = _load_transformer(source)
         if isinstance(source, Path):
             settings = read_sentence_transformers_settings(source)
         else:
             settings = hub_sentence_transformers_settings(source)
-        chosen_prompts = merge_prompts(settings.get("prompts", {}), prompts, force_prompts, str(source))
+        chosen_prompts = merge_prompts(
+            settings.get("prompts", {}), text.prompts, text.force_prompts, str(source)
+        )
         encoder = cls(
             model,
             tokenizer,
             pooling=pooling or settings.get("pooling", "mean"),
             normalize=settings.get("normalize", False) if normalize is None else normalize,
             max_length=max_length or settings.get("max_length", DEFAULT_MAX_LENGTH),
-            lowercase=settings.get("lowercase", False) if lowercase is None else lowercase,
+            lowercase=settings.get("lowercase", False) if text.lowercase is None else text.lowercase,
             normalize_text=(
                 bool(getattr(model.config, NORMALIZE_TEXT_KEY, False))
-                if normalize_text is None
-                else normalize_text
+                if text.normalize_text is None
+                else text.normalize_text
             ),
             prompts=chosen_prompts,
         )
@@ -553,7 +564,6 @@ class Encoder(torch.nn.Module):
         texts: Iterable[str],
         batch_size: int | None = None,
         *,
-        max_length: int | None = None,
         precision: str = "auto",
         show_progress: bool = True,
         desc: str = "encoding",
@@ -567,7 +577,8 @@ class Encoder(torch.nn.Module):
         own length; results are put back in input order. Batches hold `batch_size` texts when it is
         given, else as many as fit in `token_budget` padded tokens (default: the budget measured for
         this device, `contriever.model.batching`), which bounds a batch's memory whatever the lengths.
-        `on_batch(n)` is called after each forward pass of n texts (a caller's own progress bar).
+        Each text is cut to the encoder's `max_length` tokens. `on_batch(n)` is called after each
+        forward pass of n texts (a caller's own progress bar).
         """
         from contriever.model.batching import token_batches
         from contriever.model.batching import token_budget as device_budget
@@ -583,9 +594,7 @@ class Encoder(torch.nn.Module):
         try:
             with autocast_context(device, precision):
                 for start in range(0, len(texts), block):
-                    sequences = self.tokenize(
-                        texts[start : start + block], max_length, prompt_name=prompt_name
-                    )
+                    sequences = self.tokenize(texts[start : start + block], prompt_name=prompt_name)
                     if batch_size:
                         order = np.argsort([-len(s) for s in sequences], kind="stable")
                         batches = [order[b : b + batch_size] for b in range(0, len(order), batch_size)]

@@ -30,6 +30,7 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
     """The encoder that made `index`: its recorded model (or `model`), pooling, normalization, length,
     and text options (so queries get the lowercasing / `normalize_text` the passages got)."""
     from contriever.model.encoder import Encoder
+    from contriever.model.text_options import TextOptions
 
     meta = index.metadata
     model = model or meta.get("model", "default")
@@ -39,11 +40,13 @@ def encoder_for_index(index: DenseIndex, model: str | None = None, device=None):
         normalize=meta.get("normalize"),
         max_length=meta.get("max_length"),
         device=device,
-        lowercase=meta.get("lowercase"),
-        normalize_text=meta.get("normalize_text"),
-        # the prompts the passages got decide the queries' (an index without any: none)
-        prompts=meta.get("prompts") or {"query": None, "passage": None},
-        force_prompts=True,  # the index's own record decides, whatever the model folder says now
+        text=TextOptions(
+            lowercase=meta.get("lowercase"),
+            normalize_text=meta.get("normalize_text"),
+            # the prompts the passages got decide the queries' (an index without any: none)
+            prompts=meta.get("prompts") or {"query": None, "passage": None},
+            force_prompts=True,  # the index's own record decides, whatever the model folder says now
+        ),
     )
     if encoder.dim != index.dim:
         raise UsageError(

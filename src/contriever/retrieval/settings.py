@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from contriever.data.passages import PassageSettings
+from contriever.model.text_options import TextOptions
 
 
 @dataclass(frozen=True)
@@ -37,14 +38,9 @@ class EncodingSettings:
     def passages(self) -> PassageSettings:
         return PassageSettings(self.words, self.overlap)
 
-    def text_options(self) -> dict:
-        """The keywords `Encoder.load` takes for the text options."""
-        return {
-            "lowercase": self.lowercase,
-            "normalize_text": self.normalize_text,
-            "prompts": self.prompts,
-            "force_prompts": self.force_prompts,
-        }
+    def text_options(self) -> TextOptions:
+        """The text options, as `Encoder.load`'s `text` value."""
+        return TextOptions(self.lowercase, self.normalize_text, self.prompts, self.force_prompts)
 
 
 @dataclass(frozen=True)

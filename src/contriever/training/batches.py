@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from contriever.data.augment import PairSettings, make_pair, special_ids_from_tokenizer
-from contriever.data.sampling import ChunkSampler
+from contriever.data.sampling import ChunkSampler, ChunkSettings
 from contriever.model.encoder import pad_batch
 from contriever.training.config import Config
 
@@ -48,16 +48,15 @@ class PretrainBatches:
         self.config = config
         self.batch_size = local_batch
         self.pad_id = tokenizer.pad_token_id
-        self.sampler = ChunkSampler(
-            [Path(f) for f in data.folders],
+        chunking = ChunkSettings(
             chunk_length=data.chunk_length,
             within_documents=data.within_documents,
             mix_exponent=data.mix_exponent,
-            seed=config.train.seed,
-            rank=rank,
-            world_size=world_size,
-            min_doc_length=data.min_doc_length,
             mix_unit=data.mix_unit,
+            min_doc_length=data.min_doc_length,
+        )
+        self.sampler = ChunkSampler(
+            [Path(f) for f in data.folders], chunking, config.train.seed, rank, world_size
         )
         for source in self.sampler.sources:
             source.dataset.check_tokenizer(tokenizer)

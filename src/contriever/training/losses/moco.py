@@ -47,6 +47,18 @@ from contriever.training.losses.infonce import fp32_scores, info_nce_from_scores
 from contriever.training.losses.objective import Objective, key_inputs, query_inputs, with_spread
 
 
+def starting_queue(
+    queue_init: str, queue_size: int, dim: int, seed: int, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """The queue a run starts from and how many of its slots count as filled: zeros, none filled
+    ("empty"), or random unit vectors, all filled ("random", the reference's start), drawn from a
+    generator seeded by `seed` alone (not the per-rank global seed), so every process starts alike."""
+    if queue_init == "random":
+        generator = torch.Generator().manual_seed(seed)
+        return F.normalize(torch.randn(queue_size, dim, generator=generator), dim=1).to(device), queue_size
+    return torch.zeros(queue_size, dim, device=device), 0
+
+
 class MoCo(Objective):
     """The key encoder, the queue and the loss: `forward(q, k) -> (loss, stats)`; `k` is queued after.
 
@@ -69,7 +81,6 @@ class MoCo(Objective):
         temperature: float = 0.05,
         label_smoothing: float = 0.0,
         key_encoder_dropout: bool = False,
-        dim: int | None = None,
         queue_init: str = "empty",
         seed: int = 0,
     ):
@@ -82,7 +93,6 @@ class MoCo(Objective):
             raise ValueError(f"temperature must be positive, got {temperature}")
         if queue_init not in ("empty", "random"):
             raise ValueError(f"unknown queue_init {queue_init!r}; choose 'empty' or 'random'")
-        dim = dim if dim is not None else int(encoder.dim)
         self.queue_size = queue_size
         self.momentum = momentum
         self.temperature = temperature
@@ -93,14 +103,8 @@ class MoCo(Objective):
         self.key_encoder.requires_grad_(False)
         self.key_encoder.train(self.training and key_encoder_dropout)
 
-        param = next(encoder.parameters())
-        if queue_init == "random":
-            generator = torch.Generator().manual_seed(seed)  # not the per-rank global seed
-            queue = F.normalize(torch.randn(queue_size, dim, generator=generator), dim=1).to(param.device)
-            self.queue_filled = queue_size
-        else:
-            queue = torch.zeros(queue_size, dim, device=param.device)
-            self.queue_filled = 0
+        device = next(encoder.parameters()).device
+        queue, self.queue_filled = starting_queue(queue_init, queue_size, int(encoder.dim), seed, device)
         self.register_buffer("queue", queue)
         self.queue_ptr = 0
         self._pending: list[torch.Tensor] = []  # keys of this step's forwards, not yet written
