@@ -44,9 +44,10 @@ def tiny_service(tmp_path_factory, tiny_encoder) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def searcher(tiny_service):
-    from contriever.serving.server import load_searcher
+    from contriever.serving.server import ServeSources, load_searcher
 
-    return load_searcher(str(tiny_service["index"]), data=str(tiny_service["data"]), show_progress=False)
+    sources = ServeSources(index=str(tiny_service["index"]), data=str(tiny_service["data"]))
+    return load_searcher(sources, show_progress=False)
 
 
 def _make_client(searcher, **settings):

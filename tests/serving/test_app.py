@@ -18,7 +18,7 @@ def test_dense_search_matches_the_index_searched_directly(client, searcher, docs
     body = client.get("/search", params={"q": "vitamin deficiency in sailors", "k": 5}).json()
     assert body["mode"] == "dense" and body["k"] == 5 and body["took_ms"] > 0
     vector = searcher.encoder.encode_queries(["vitamin deficiency in sailors"], show_progress=False)
-    scores, ids = searcher.index.search(vector, 5, show_progress=False)
+    scores, ids = searcher.dense.index.search(vector, 5, show_progress=False)
     assert [hit["id"] for hit in body["hits"]] == ids[0]
     np.testing.assert_allclose([hit["score"] for hit in body["hits"]], scores[0], rtol=1e-4, atol=1e-5)
     for hit in body["hits"]:
@@ -45,7 +45,10 @@ def test_hybrid_fuses_dense_and_bm25(client, searcher):
     hybrid = client.get("/search", params={"q": query, "mode": "hybrid", "k": k}).json()["hits"]
     dense = client.get("/search", params={"q": query, "mode": "dense", "k": 100}).json()["hits"]
     bm25 = client.get("/search", params={"q": query, "mode": "bm25", "k": 100}).json()["hits"]
-    expected = searcher.fuse([(h["id"], h["score"]) for h in dense], [(h["id"], h["score"]) for h in bm25], k)
+    from contriever.retrieval.hybrid import reciprocal_rank_fusion
+
+    runs = [{"q": {h["id"]: h["score"] for h in found}} for found in (bm25, dense)]
+    expected = list(reciprocal_rank_fusion(runs, k=60, top_k=k)["q"].items())
     assert [(h["id"], pytest.approx(h["score"])) for h in hybrid] == expected
     assert hybrid[0]["id"] == "stem-cells"  # BM25's clear winner survives the fusion at rank 1 or 2
     assert len(hybrid) == k
@@ -70,9 +73,11 @@ def test_unicode_highlights_count_code_points(client):
 
 
 def test_a_mode_the_server_lacks_is_a_clear_422(searcher, make_client):
-    from contriever.serving.searcher import Searcher
+    from contriever.serving.searcher import Searcher, SearcherSettings
 
-    dense_only = Searcher(searcher.encoder, searcher.index, None, searcher.documents, model_name="tiny")
+    dense_only = Searcher(
+        searcher.encoder, searcher.dense.index, None, searcher.documents, SearcherSettings(model_name="tiny")
+    )
     with make_client(dense_only) as client:
         response = client.get("/search", params={"q": "x", "mode": "bm25"})
         assert response.status_code == 422
@@ -170,7 +175,7 @@ def test_every_mode_returns_at_most_k_hits(client, searcher, docs, mode, k):
     posted = client.post("/search", json={"queries": [MANY_TERMS], "mode": mode, "k": k}).json()
     ids = [hit["id"] for hit in got["hits"]]
     assert got["k"] == k and ids == [hit["id"] for hit in posted["results"][0]["hits"]]
-    matching = [doc_id for doc_id, _ in searcher.bm25_hits([MANY_TERMS], 1000)[0]]
+    matching = list(searcher.bm25.retrieve({"q": MANY_TERMS}, 1000)["q"])
     assert 5 < len(matching) < len(docs)  # the query is a real test of the cut-off
     expected = {"dense": min(k, len(docs)), "bm25": min(k, len(matching)), "hybrid": min(k, len(docs))}
     assert len(ids) == expected[mode] and len(set(ids)) == len(ids)

@@ -83,7 +83,9 @@ def test_info_says_model_precision_and_limits(client, searcher):
 
 
 def test_precision_fp32_is_reported_and_used(searcher, make_client, monkeypatch):
-    monkeypatch.setattr(searcher, "precision", "fp32")
+    import dataclasses
+
+    monkeypatch.setattr(searcher, "settings", dataclasses.replace(searcher.settings, precision="fp32"))
     with make_client(searcher) as client:
         assert client.get("/info").json()["model_dtype"] == "float32"
         got = client.post("/v1/embeddings", json={"input": TEXTS}).json()["data"]

@@ -27,22 +27,25 @@ def test_cli_reports_the_missing_extra(monkeypatch, capsys):
 
 
 def test_load_searcher_says_what_is_missing(tiny_service):
-    from contriever.serving.server import load_searcher
+    from contriever.serving.server import ServeSources, load_searcher
 
     with pytest.raises(ValueError, match="nothing to serve"):
-        load_searcher()
+        load_searcher(ServeSources())
     with pytest.raises(ValueError, match="at most one of --data"):
-        load_searcher(data=str(tiny_service["data"]), corpus=str(tiny_service["data"] / "corpus.jsonl"))
+        load_searcher(
+            ServeSources(data=str(tiny_service["data"]), corpus=str(tiny_service["data"] / "corpus.jsonl"))
+        )
 
 
 def test_bm25_folder_is_built_once_then_loaded(tiny_service, tmp_path):
-    from contriever.serving.server import load_searcher
+    from contriever.serving.server import ServeSources, load_searcher
 
     folder = tmp_path / "bm25"
-    first = load_searcher(data=str(tiny_service["data"]), bm25=str(folder), show_progress=False)
+    sources = ServeSources(data=str(tiny_service["data"]), bm25=str(folder))
+    first = load_searcher(sources, show_progress=False)
     assert (folder / "bm25.json").is_file() and first.modes == ("bm25",)
-    again = load_searcher(bm25=str(folder), data=str(tiny_service["data"]), show_progress=False)
-    assert again.bm25_hits(["vitamin"], 3) == first.bm25_hits(["vitamin"], 3)
+    again = load_searcher(sources, show_progress=False)
+    assert again.bm25.retrieve({"q": "vitamin"}, 3) == first.bm25.retrieve({"q": "vitamin"}, 3)
 
 
 def test_load_generator_refuses_addresses_off_this_machine():
@@ -55,28 +58,28 @@ def test_load_generator_refuses_addresses_off_this_machine():
 
 def test_an_index_folder_alone_serves_titles_and_bm25_from_its_passage_store(tiny_service):
     from contriever.serving.searcher import StoreDocuments
-    from contriever.serving.server import load_searcher
+    from contriever.serving.server import ServeSources, load_searcher
 
-    searcher = load_searcher(str(tiny_service["index"]), show_progress=False)
+    searcher = load_searcher(ServeSources(index=str(tiny_service["index"])), show_progress=False)
     assert isinstance(searcher.documents, StoreDocuments)
     assert searcher.modes == ("dense", "bm25", "hybrid")
     assert searcher.documents.get("scurvy")["title"] == "Scurvy"
     assert searcher.documents.get("no-such-id") is None
     described = searcher.describe("vitamin", [("rickets", 1.0)])[0]
     assert described["title"] == "Rickets" and described["highlights"]
-    assert [doc_id for doc_id, _ in searcher.bm25_hits(["mosquitoes"], 3)[0]] == ["malaria"]
+    assert list(searcher.bm25.retrieve({"q": "mosquitoes"}, 3)["q"]) == ["malaria"]
 
 
 def test_without_a_store_the_corpus_the_index_records_is_read(tiny_service, tmp_path):
     import shutil
 
     from contriever.serving.searcher import CorpusDocuments
-    from contriever.serving.server import load_searcher
+    from contriever.serving.server import ServeSources, load_searcher
 
     index = tmp_path / "index"
     shutil.copytree(tiny_service["index"], index)
     (index / "passages.sqlite").unlink()
-    searcher = load_searcher(str(index), show_progress=False)
+    searcher = load_searcher(ServeSources(index=str(index)), show_progress=False)
     assert isinstance(searcher.documents, CorpusDocuments)
     assert searcher.modes == ("dense", "bm25", "hybrid")
     assert searcher.documents.get("scurvy")["title"] == "Scurvy"
@@ -87,10 +90,11 @@ def test_a_large_flat_index_is_searched_from_its_shards_with_the_same_results(ti
     from contriever.serving import server
     from contriever.serving.searcher import EncodeJob
 
-    in_memory = server.load_searcher(str(tiny_service["index"]), no_bm25=True)  # fp32 copies kept in RAM
+    sources = server.ServeSources(index=str(tiny_service["index"]), no_bm25=True)
+    in_memory = server.load_searcher(sources)  # fp32 copies kept in RAM
     monkeypatch.setenv(FP32_KEEP_ENV, "0")  # too large to keep: converted chunk by chunk at every search
-    mapped = server.load_searcher(str(tiny_service["index"]), no_bm25=True)
-    assert isinstance(in_memory.index, ShardedIndex) and isinstance(mapped.index, ShardedIndex)
+    mapped = server.load_searcher(sources)
+    assert isinstance(in_memory.dense.index, ShardedIndex) and isinstance(mapped.dense.index, ShardedIndex)
     jobs = [EncodeJob("vitamin deficiency", 5), EncodeJob("cells", 12)]
     for a, b in zip(in_memory.encode_batch(jobs), mapped.encode_batch(jobs)):
         assert [i for i, _ in a.hits] == [i for i, _ in b.hits]
@@ -111,24 +115,31 @@ def test_an_approximate_index_is_served_with_the_exact_results_when_every_list_i
     import shutil
 
     from contriever.retrieval.ann import AnnIndex, build_ann
+    from contriever.retrieval.settings import SearchSettings
     from contriever.serving import server
     from contriever.serving.searcher import EncodeJob
 
     index = shutil.copytree(tiny_service["index"], tmp_path / "index")
     build_ann(index, "IVF2,Flat", train_size=12, show_progress=False)  # the dozen documents
-    exact = server.load_searcher(str(index), no_bm25=True)
-    approx = server.load_searcher(str(index), no_bm25=True, ann="IVF2_Flat", nprobe=2)
-    assert isinstance(approx.index, AnnIndex) and approx.index.search_params == {"nprobe": 2}
+
+    def load(**search):
+        return server.load_searcher(
+            server.ServeSources(index=str(index), no_bm25=True, search=SearchSettings(**search))
+        )
+
+    exact = load()
+    approx = load(ann="IVF2_Flat", nprobe=2)
+    assert isinstance(approx.dense.index, AnnIndex) and approx.dense.index.search_params == {"nprobe": 2}
     jobs = [EncodeJob("vitamin deficiency", 5), EncodeJob("cells", 12)]
     for a, b in zip(exact.encode_batch(jobs), approx.encode_batch(jobs)):
         assert [i for i, _ in a.hits] == [i for i, _ in b.hits]
         assert [s for _, s in a.hits] == pytest.approx([s for _, s in b.hits], rel=1e-5)
     with pytest.raises(ValueError, match="no ANN index named 'HNSW8'"):
-        server.load_searcher(str(index), no_bm25=True, ann="HNSW8")
+        load(ann="HNSW8")
     with pytest.raises(ValueError, match="add --ann NAME"):
-        server.load_searcher(str(index), no_bm25=True, nprobe=4)
-    reranked = server.load_searcher(str(index), no_bm25=True, ann="IVF2_Flat", nprobe=2, rerank=20)
-    assert reranked.index.rerank == 20
+        load(nprobe=4)
+    reranked = load(ann="IVF2_Flat", nprobe=2, rerank=20)
+    assert reranked.dense.index.rerank == 20
     for a, b in zip(exact.encode_batch(jobs), reranked.encode_batch(jobs)):
         assert [i for i, _ in a.hits] == [i for i, _ in b.hits]
 
@@ -143,7 +154,7 @@ def test_info_logging_hides_faiss_and_bm25s_chatter(searcher, caplog):
         for name in CHATTY_LOGGERS:
             assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
         with caplog.at_level(logging.INFO):
-            assert searcher.bm25_hits(["zzqx qqzx"], 5) == [[]]  # only unknown words
+            assert searcher.bm25.retrieve({"q": "zzqx qqzx"}, 5) == {"q": {}}  # only unknown words
         assert "query is empty" not in caplog.text
         configure_logging("debug")
         assert logging.getLogger("bm25s").getEffectiveLevel() == logging.DEBUG
@@ -155,7 +166,7 @@ def test_info_logging_hides_faiss_and_bm25s_chatter(searcher, caplog):
 
 def test_serve_options_become_settings(monkeypatch, capsys):
     from contriever.cli.main import build_parser
-    from contriever.cli.serve import API_KEY_ENV, settings_from_args
+    from contriever.cli.serve import API_KEY_ENV, settings_from_args, sources_from_args
 
     parse = build_parser().parse_args
     monkeypatch.delenv(API_KEY_ENV, raising=False)
@@ -173,3 +184,6 @@ def test_serve_options_become_settings(monkeypatch, capsys):
     assert settings_from_args(parse(["serve", "--index", "idx", "--host", "0.0.0.0"])).allowed_hosts is None
     with pytest.raises(SystemExit):
         parse(["serve", "--index", "idx", "--precision", "fp16"])
+    sources = sources_from_args(parse(["serve", "--index", "idx", "--ann", "IVF2_Flat", "--nprobe", "4"]))
+    assert sources.index == "idx" and sources.search.ann == "IVF2_Flat" and sources.search.nprobe == 4
+    assert sources.search.ef_search is None and sources.search.rerank is None and not sources.no_bm25

@@ -104,23 +104,14 @@ def serve_command(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     try:
         searcher = load_searcher(
-            args.index,
-            data=args.data,
-            corpus=args.corpus,
-            bm25=args.bm25,
-            no_bm25=args.no_bm25,
-            model=args.model,
-            ann=args.ann,
-            nprobe=args.nprobe,
-            ef_search=args.ef_search,
-            rerank=args.rerank,
+            sources_from_args(args),
+            precision=args.precision,
             show_progress=args.log_level == "debug",  # bm25s's bars; the log says what is built
         )
     except ValueError as error:  # DataError, UsageError: one line, exit code 2 (a missing index folder)
         from contriever.errors import UsageError
 
         raise UsageError(str(error)) from None
-    searcher.precision = args.precision
     settings = settings_from_args(args)
     app = create_app(searcher, settings)
     host, port = sock.getsockname()[:2]
@@ -134,6 +125,22 @@ def serve_command(args: argparse.Namespace) -> int:
     run(app, sock, log_level=args.log_level, access_log=args.access_log)
     print("stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def sources_from_args(args: argparse.Namespace):
+    """What to serve (`ServeSources`) from the parsed options."""
+    from contriever.retrieval.settings import SearchSettings
+    from contriever.serving.server import ServeSources
+
+    return ServeSources(
+        index=args.index,
+        data=args.data,
+        corpus=args.corpus,
+        bm25=args.bm25,
+        no_bm25=args.no_bm25,
+        model=args.model,
+        search=SearchSettings(ann=args.ann, nprobe=args.nprobe, ef_search=args.ef_search, rerank=args.rerank),
+    )
 
 
 def settings_from_args(args: argparse.Namespace):

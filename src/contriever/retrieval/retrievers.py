@@ -4,10 +4,12 @@ pyserini's searchers and BEIR's `EvaluateRetrieval` give: build one, retrieve, s
 - `DenseRetriever(encoder, index)`: encode the queries, search the index (`search(vectors, k) ->
   (scores, ids)`: an index folder searched exactly or through its ANN, `index.load_for_search`); with
   `passage_depth > 0` the index holds passages (`DOCID#N`) and each document scores as its best one.
-- `BM25Retriever(corpus)`: BM25 through bm25s, built on first use (`BM25Retriever.kept_in(folder,
-  corpus)`: kept in a folder, built and saved once, loaded after).
+  `search_vectors` is the search alone, for queries encoded elsewhere.
+- `BM25Retriever(corpus)`: BM25 through bm25s, built on first use (or given built: `index=`;
+  `BM25Retriever.kept_in(folder, corpus)`: kept in a folder, built and saved once, loaded after).
 - `HybridRetriever(first, second)`: any two retrievers fused, by reciprocal rank fusion or a
-  normalized weighted sum, each asked for `depth` documents (default `max(k, 100)`).
+  normalized weighted sum, each asked for `depth` documents (default `max(k, 100)`). `fuse` is the
+  fusion alone, for runs retrieved elsewhere.
 
 Each skips a retrieved document whose id equals the query id (BEIR's rule, applied in `runs.py`;
 `ignore_identical_ids=False` keeps it), taking one more document so a query still gets k. `timings`,
@@ -58,13 +60,16 @@ class DenseRetriever:
             precision=self.precision,
         )
         encoded = time.perf_counter()
-        run = self._search(list(queries), vectors, k)
+        run = self.search_vectors(list(queries), vectors, k)
         if self.timings is not None:
             self.timings["encode_queries_s"] = encoded - start
             self.timings["search_s"] = time.perf_counter() - encoded
         return run
 
-    def _search(self, names: list[str], vectors, k: int) -> Run:
+    def search_vectors(self, names: list[str], vectors, k: int) -> Run:
+        """The run of query vectors already encoded (`vectors[i]` is query `names[i]`'s): what
+        `retrieve` does after encoding, for a caller that encodes itself (`contriever serve`
+        encodes the queries of many requests in one forward pass)."""
         passages = self.passage_depth > 0
         depth = k * self.passage_depth if passages else k + 1 if self.ignore_identical_ids else k
         # the search results of a block of queries are made a run before the next block is searched: at
@@ -96,7 +101,8 @@ class BM25Retriever:
     ignore_identical_ids: bool = True
     show_progress: bool = True
     timings: dict | None = None
-    _index: Any = field(default=None, repr=False)
+    index: Any = field(default=None, repr=False)  # a built `BM25Index`; None: built from corpus on first use
+    threads: int | None = None  # bm25s's search threads; None: every available CPU, 0: no pool
 
     @classmethod
     def kept_in(cls, folder: str | os.PathLike, corpus: dict[str, dict | str], **options) -> BM25Retriever:
@@ -106,26 +112,27 @@ class BM25Retriever:
 
         retriever = cls(corpus, **options)
         if Path(folder, SETTINGS_FILE).is_file():
-            retriever._index = load_bm25(folder)
-            if retriever._index.doc_ids != list(corpus):
+            retriever.index = load_bm25(folder)
+            if retriever.index.doc_ids != list(corpus):
                 raise DataError(folder, "this BM25 index holds other passages than the corpus: delete it")
         else:
-            retriever._index = build_bm25(corpus, show_progress=retriever.show_progress, **retriever.settings)
-            save_bm25(retriever._index, folder)
+            retriever.index = build_bm25(corpus, show_progress=retriever.show_progress, **retriever.settings)
+            save_bm25(retriever.index, folder)
         return retriever
 
     def retrieve(self, queries: dict[str, str], k: int) -> Run:
         from contriever.retrieval.bm25 import bm25_search, build_bm25
 
         start = time.perf_counter()
-        if self._index is None:
-            self._index = build_bm25(self.corpus, show_progress=self.show_progress, **self.settings)
+        if self.index is None:
+            self.index = build_bm25(self.corpus, show_progress=self.show_progress, **self.settings)
         built = time.perf_counter()
         run = bm25_search(
-            self._index,
+            self.index,
             queries,
             k,
             ignore_identical_ids=self.ignore_identical_ids,
+            threads=self.threads,
             show_progress=self.show_progress,
         )
         if self.timings is not None:
@@ -155,10 +162,19 @@ class HybridRetriever:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose 'rrf' or 'weighted'")
 
     def retrieve(self, queries: dict[str, str], k: int) -> Run:
+        depth = self.candidates(k)
+        return self.fuse([self.first.retrieve(queries, depth), self.second.retrieve(queries, depth)], k)
+
+    def candidates(self, k: int) -> int:
+        """How many documents each retriever is asked for, for a fused top `k`."""
+        return self.depth or max(k, 100)
+
+    def fuse(self, runs: Sequence[Run], k: int) -> Run:
+        """`first`'s and `second`'s runs (`candidates(k)` deep) fused into each query's `k` best: what
+        `retrieve` does after retrieving, for a caller that retrieves itself (`contriever serve` asks
+        both at once, the dense one through its dynamic batches)."""
         from contriever.retrieval.hybrid import reciprocal_rank_fusion, weighted_sum
 
-        depth = self.depth or max(k, 100)
-        runs = [self.first.retrieve(queries, depth), self.second.retrieve(queries, depth)]
         start = time.perf_counter()
         if self.fusion == "rrf":
             fused = reciprocal_rank_fusion(runs, k=self.rrf_k, weights=self.weights, top_k=k)

@@ -1,7 +1,8 @@
 """`contriever serve`: search and embeddings over HTTP (FastAPI on uvicorn), with a comparison page.
 
 - `batcher.py`: dynamic batching, concurrent requests encoded together on one model thread, a bounded queue;
-- `searcher.py`: dense, BM25 and hybrid search over an index plus the documents' titles and text;
+- `searcher.py`: dense, BM25 and hybrid search through `contriever.retrieval.retrievers`'s retrievers,
+  and the documents' titles and text;
 - `snippets.py`: a snippet around the query's terms, with the matched spans to highlight;
 - `app.py`: the FastAPI application, assembled from `routes/` (search, embeddings, page, ops);
 - `service.py`: the settings and running parts every route reaches; `schemas.py`: request and

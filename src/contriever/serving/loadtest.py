@@ -119,79 +119,111 @@ def run_load(
     if not requests:
         raise ValueError("no requests to send")
     host, port = require_loopback(url)
-    lock = threading.Lock()
-    state = {"next": 0}
-    statuses: Counter = Counter()
-    latencies: list[float] = []
-    failures: list[str] = []
-    memory: list[float] = []
-    stop_at = time.monotonic() + max_seconds
-    running = threading.Event()
-    running.set()
+    tally = _Tally(requests, total, time.monotonic() + max_seconds, expect)
+    threads = [
+        threading.Thread(target=_client, args=(tally, host, port, timeout), name=f"load-client-{i}")
+        for i in range(clients)
+    ]
+    with _MemorySampler(server_pid) as memory:
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - start
+    latencies = tally.latencies
+    return LoadResult(len(latencies), seconds, tally.statuses, latencies, memory.samples, tally.failures)
 
-    def take() -> int | None:
-        with lock:
-            if state["next"] >= total or time.monotonic() > stop_at:
+
+class _Tally:
+    """What the client threads of one `run_load` share: which request is next, and what came back."""
+
+    def __init__(self, requests: list[Request], total: int, stop_at: float, expect: tuple[int, ...]):
+        self.requests, self.total, self.stop_at, self.expect = requests, total, stop_at, expect
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.statuses: Counter = Counter()
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+
+    def take(self) -> Request | None:
+        """The next request to send, or None once `total` are sent or the time is up."""
+        with self.lock:
+            if self.sent >= self.total or time.monotonic() > self.stop_at:
                 return None
-            state["next"] += 1
-            return state["next"] - 1
+            self.sent += 1
+            return self.requests[(self.sent - 1) % len(self.requests)]
 
-    def client() -> None:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
-        try:
-            while (number := take()) is not None:
-                request = requests[number % len(requests)]
-                body = json.dumps(request.body).encode() if request.body is not None else None
-                headers = {"Content-Type": "application/json"} if body is not None else {}
-                start = time.perf_counter()
-                try:
-                    connection.request(request.method, request.target(), body=body, headers=headers)
-                    response = connection.getresponse()
-                    response.read()
-                    status = response.status
-                except (OSError, http.client.HTTPException) as error:
-                    status = None
-                    connection.close()
-                    connection = http.client.HTTPConnection(host, port, timeout=timeout)
-                    problem = f"{request.method} {request.path}: {type(error).__name__}: {error}"
-                    gone = isinstance(error, ConnectionRefusedError)  # the server has stopped
-                elapsed = (time.perf_counter() - start) * 1000
-                with lock:
-                    statuses[status] += 1
-                    latencies.append(elapsed)
-                    if status not in expect:
-                        failures.append(
-                            problem if status is None else f"{request.method} {request.path}: {status}"
-                        )
-                if status is None and gone:
-                    break
-        finally:
-            connection.close()
+    def record(self, request: Request, status: int | None, elapsed_ms: float, problem: str | None) -> None:
+        with self.lock:
+            self.statuses[status] += 1
+            self.latencies.append(elapsed_ms)
+            if status not in self.expect:
+                self.failures.append(problem or f"{request.method} {request.path}: {status}")
 
-    def sample_memory() -> None:
-        while running.is_set():
-            value = rss_mb(server_pid)
+
+def _send(connection: http.client.HTTPConnection, request: Request) -> int:
+    """Send `request` on `connection` and read the whole answer; its status."""
+    body = json.dumps(request.body).encode() if request.body is not None else None
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    connection.request(request.method, request.target(), body=body, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def _client(tally: _Tally, host: str, port: int, timeout: float) -> None:
+    """One keep-alive connection sending the tally's requests until none is left; a failed request
+    opens a new connection, and a refused one (the server has stopped) ends this client."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        while (request := tally.take()) is not None:
+            start = time.perf_counter()
+            status = problem = None
+            try:
+                status = _send(connection, request)
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                connection = http.client.HTTPConnection(host, port, timeout=timeout)
+                problem = f"{request.method} {request.path}: {type(error).__name__}: {error}"
+                gone = isinstance(error, ConnectionRefusedError)
+            tally.record(request, status, (time.perf_counter() - start) * 1000, problem)
+            if status is None and gone:
+                break
+    finally:
+        connection.close()
+
+
+class _MemorySampler:
+    """The resident memory of process `pid`, sampled every half second while in the `with` block
+    and once more at its end (nothing without a pid)."""
+
+    def __init__(self, pid: int | None):
+        self.pid = pid
+        self.samples: list[float] = []
+        self._running = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True) if pid else None
+
+    def _sample(self) -> None:
+        while self._running.is_set():
+            value = rss_mb(self.pid)
             if value is not None:
-                memory.append(value)
-            running.wait(0.5)
+                self.samples.append(value)
+            self._running.wait(0.5)
 
-    sampler = threading.Thread(target=sample_memory, daemon=True) if server_pid else None
-    if sampler:
-        sampler.start()
-    threads = [threading.Thread(target=client, name=f"load-client-{i}") for i in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - start
-    running.clear()
-    if sampler:
-        sampler.join()
-        final = rss_mb(server_pid)
-        if final is not None:
-            memory.append(final)
-    return LoadResult(len(latencies), seconds, statuses, latencies, memory, failures)
+    def __enter__(self) -> _MemorySampler:
+        if self._thread:
+            self._running.set()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._running.clear()
+        if self._thread:
+            self._thread.join()
+            final = rss_mb(self.pid)
+            if final is not None:
+                self.samples.append(final)
 
 
 def is_healthy(url: str) -> bool:

@@ -1,12 +1,17 @@
 """What the service searches: a dense index with its model, a BM25 index, and the documents' text.
 
-`Searcher` holds them and answers in three modes:
+`Searcher` holds them as the retrievers `contriever evaluate` uses (`contriever.retrieval.retrievers`),
+so each mode ranks as there:
 
-- `dense`: the query encoded by the index's model, the index searched by inner product
-  (`encode_batch`, run by the batcher's model thread for many requests at once);
-- `bm25`: BM25 through bm25s with the settings it was built with (`bm25_hits`);
-- `hybrid`: both, each `hybrid_depth` deep, fused by reciprocal rank fusion (k = 60), the default
-  fusion of `contriever evaluate --model hybrid:PATH` (`contriever.retrieval.hybrid`).
+- `dense`: a `DenseRetriever` over the index; the queries of many requests are encoded in one pass
+  by the batcher's model thread (`encode_batch`), which hands the vectors to its `search_vectors`;
+- `bm25`: a `BM25Retriever` over bm25s with the settings it was built with;
+- `hybrid`: a `HybridRetriever` of the two (BM25 first), each `candidates(k)` deep, fused by
+  reciprocal rank fusion (k = 60), the default fusion of `contriever evaluate --model hybrid:PATH`.
+
+The retrievers keep every document they find (`ignore_identical_ids=False`): the service names a
+request's queries by position (`"0"`, `"1"`, ...), so BEIR's rule of dropping a document whose id
+equals its query's would drop document `0` from the first query's results.
 
 Titles and snippets come from a `Documents` source: a corpus in memory (`CorpusDocuments`), an
 index folder's passage store on disk (`StoreDocuments`), or any object with
@@ -21,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from contriever.retrieval.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
 from contriever.serving.snippets import TermMatcher, snippet
 
 MODES = ("dense", "bm25", "hybrid")
@@ -117,20 +123,30 @@ def default_forward_batch(encoder) -> int:
     return CPU_FORWARD_BATCH if getattr(device, "type", "cpu") == "cpu" else 256
 
 
+@dataclass(frozen=True)
+class SearcherSettings:
+    """How the searcher encodes and what it reports: the model's name in the API, the forward pass's
+    precision (`--precision`), texts per forward pass (None: `default_forward_batch`), snippet length."""
+
+    model_name: str = "model"
+    precision: str = "auto"
+    forward_batch: int | None = None
+    snippet_chars: int = 300
+
+
 class Searcher:
+    """The retrievers of the modes the loaded parts allow, and the documents to describe hits with.
+
+    `encoder` alone serves embeddings; with `index` (made by that encoder) dense search; with `bm25`
+    (a `BM25Index`) BM25; with both, hybrid."""
+
     def __init__(
         self,
         encoder=None,
         index=None,
         bm25=None,
         documents: Documents | None = None,
-        *,
-        model_name: str = "model",
-        hybrid_depth: int = 100,
-        rrf_k: float = 60,
-        snippet_chars: int = 300,
-        precision: str = "auto",
-        forward_batch: int | None = None,
+        settings: SearcherSettings = SearcherSettings(),
     ):
         if index is not None and encoder is None:
             raise ValueError("a dense index needs the encoder that made it")
@@ -139,26 +155,40 @@ class Searcher:
                 f"the model makes {encoder.dim}-dim vectors, the index holds {index.dim}-dim ones"
             )
         self.encoder = encoder
-        self.index = index
-        self.bm25 = bm25
         self.documents = documents
-        self.model_name = model_name
-        self.hybrid_depth = hybrid_depth
-        self.rrf_k = rrf_k
-        self.snippet_chars = snippet_chars
-        self.precision = precision
-        self.forward_batch = forward_batch or default_forward_batch(encoder)
+        self.settings = settings
+        self.forward_batch = settings.forward_batch or default_forward_batch(encoder)
+        self.dense = self.bm25 = self.hybrid = None
+        if index is not None:
+            self.dense = DenseRetriever(
+                encoder, index, precision=settings.precision, ignore_identical_ids=False, show_progress=False
+            )
+        if bm25 is not None:  # built or loaded by the loader (logged, saved with --bm25), not on first use
+            # threads=0: bm25s without a thread pool; the server's concurrency is its requests
+            self.bm25 = BM25Retriever(
+                {}, index=bm25, ignore_identical_ids=False, show_progress=False, threads=0
+            )
+        if self.dense is not None and self.bm25 is not None:
+            self.hybrid = HybridRetriever(self.bm25, self.dense)
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model_name
+
+    @property
+    def precision(self) -> str:
+        return self.settings.precision
 
     @property
     def modes(self) -> tuple[str, ...]:
-        available = {"dense": self.index is not None, "bm25": self.bm25 is not None}
-        available["hybrid"] = available["dense"] and available["bm25"]
-        return tuple(mode for mode in MODES if available[mode])
+        available = {"dense": self.dense, "bm25": self.bm25, "hybrid": self.hybrid}
+        return tuple(mode for mode in MODES if available[mode] is not None)
 
     @property
     def size(self) -> int:
-        source = self.index if self.index is not None else self.bm25
-        return len(source) if source is not None else 0
+        if self.dense is not None:
+            return len(self.dense.index)
+        return len(self.bm25.index) if self.bm25 is not None else 0
 
     # ----- the model thread -----------------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
@@ -178,7 +208,7 @@ class Searcher:
         order = np.argsort([-len(s) for s in sequences], kind="stable")
         vectors = np.empty((len(sequences), encoder.dim), dtype=np.float32)
         device = encoder.device
-        with autocast_context(device, self.precision):
+        with autocast_context(device, self.settings.precision):
             for start in range(0, len(order), self.forward_batch):
                 rows = order[start : start + self.forward_batch]
                 ids, mask = encoder.collate([sequences[i] for i in rows])
@@ -186,52 +216,32 @@ class Searcher:
         return vectors, [len(s) for s in sequences]
 
     def encode_batch(self, jobs: list[EncodeJob]) -> list[Encoded]:
-        """Encode every job's text in one pass, then search the index once for those that asked."""
+        """Encode every job's text in one pass, then search the index once for those that asked
+        (as deep as the deepest asked; each job keeps its own k best)."""
         if self.encoder is None:
             raise RuntimeError("no model is loaded")
         vectors, tokens = self.embed([job.text for job in jobs])
         results = [Encoded(vector, count) for vector, count in zip(vectors, tokens)]
         searching = [row for row, job in enumerate(jobs) if job.k > 0]
         if searching:
-            if self.index is None:
+            if self.dense is None:
                 raise RuntimeError("no dense index is loaded")
-            depth = max(jobs[row].k for row in searching)
-            scores, doc_ids = self.index.search(vectors[searching], depth, show_progress=False)
-            for row, row_scores, row_ids in zip(searching, scores.tolist(), doc_ids):
-                k = jobs[row].k
-                results[row].hits = list(zip(row_ids[:k], row_scores[:k]))
+            names = [str(row) for row in searching]
+            run = self.dense.search_vectors(names, vectors[searching], max(jobs[row].k for row in searching))
+            for row, name in zip(searching, names):
+                results[row].hits = list(run[name].items())[: jobs[row].k]
         return results
-
-    # ----- lexical and fused ----------------------------------------------------------------------
-    def bm25_hits(self, queries: Sequence[str], k: int) -> list[Hits]:
-        from contriever.retrieval.bm25 import bm25_search
-
-        run = bm25_search(
-            self.bm25,
-            {str(i): query for i, query in enumerate(queries)},
-            k,
-            ignore_identical_ids=False,
-            threads=0,  # bm25s without a thread pool: the server's concurrency is its requests
-            show_progress=False,
-        )
-        return [list(run[str(i)].items()) for i in range(len(queries))]
-
-    def fuse(self, dense: Hits, lexical: Hits, k: int) -> Hits:
-        from contriever.retrieval.hybrid import reciprocal_rank_fusion
-
-        fused = reciprocal_rank_fusion([{"q": dict(lexical)}, {"q": dict(dense)}], k=self.rrf_k, top_k=k)
-        return list(fused["q"].items())
 
     # ----- presentation ---------------------------------------------------------------------------
     def describe(self, query: str, hits: Hits) -> list[dict]:
         """Each hit with its title and a snippet of its text, and the spans matching the query."""
-        settings = getattr(self.bm25, "settings", None) or {}
+        settings = self.bm25.index.settings if self.bm25 is not None else {}
         matcher = TermMatcher(query, settings.get("stemmer", "porter"), settings.get("stopwords", "en"))
         described = []
         for doc_id, score in hits:
             doc = self.documents.get(doc_id) if self.documents is not None else None
             title = ((doc or {}).get("title") or "").strip()
-            text, highlights = snippet((doc or {}).get("text") or "", matcher, self.snippet_chars)
+            text, highlights = snippet((doc or {}).get("text") or "", matcher, self.settings.snippet_chars)
             described.append(
                 {
                     "id": doc_id,

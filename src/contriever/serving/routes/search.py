@@ -2,7 +2,9 @@
 
 Every mode returns at most k documents a query: dense searches the index k deep; BM25 asks bm25s
 for k (and returns only documents sharing a term, so possibly fewer); hybrid takes both
-`hybrid_depth` deep (100 by default, or k if more) and fuses them by reciprocal rank fusion, cut to k.
+`candidates(k)` deep (100, or k if more) and fuses them by reciprocal rank fusion, cut to k. The
+retrievers are the searcher's (`contriever.retrieval.retrievers`); a request's queries are a query
+set named by position, the dense ones encoded through the dynamic batcher.
 """
 
 from __future__ import annotations
@@ -13,40 +15,45 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from contriever.retrieval.runs import Run
 from contriever.serving.checks import check_k, check_mode, check_texts
 from contriever.serving.errors import COMMON_ERRORS, documented
 from contriever.serving.schemas import Hit, SearchBatch, SearchBatchResult, SearchResult
-from contriever.serving.searcher import EncodeJob, Hits
+from contriever.serving.searcher import EncodeJob
 from contriever.serving.service import Service, ServiceDep
 
 router = APIRouter(tags=["search"], responses=documented(*COMMON_ERRORS, 429, 503))
 DESCRIBE_IN_THREAD = 200  # hits a request above which titles and snippets are read off the event loop
 
 
-async def ranked_hits(service: Service, queries: list[str], k: int, mode: str) -> list[Hits]:
-    """The best k (id, score) of each query in `mode`."""
+async def dense_run(service: Service, queries: dict[str, str], k: int) -> Run:
+    """The dense retriever's run, the queries encoded in the batcher's shared forward passes."""
+    encoded = await service.batcher.submit([EncodeJob(text, k) for text in queries.values()])
+    return {name: dict(item.hits) for name, item in zip(queries, encoded)}
+
+
+async def ranked_run(service: Service, queries: dict[str, str], k: int, mode: str) -> Run:
+    """The best k documents of each query in `mode`; hybrid asks BM25 and dense at once."""
     searcher = service.searcher
-    depth = k if mode != "hybrid" else max(k, searcher.hybrid_depth)
-    work = []
-    if mode in ("dense", "hybrid"):
-        work.append(service.batcher.submit([EncodeJob(query, depth) for query in queries]))
-    if mode in ("bm25", "hybrid"):
-        work.append(asyncio.to_thread(searcher.bm25_hits, queries, depth))
-    done = await asyncio.gather(*work)
     if mode == "dense":
-        return [encoded.hits for encoded in done[0]]
+        return await dense_run(service, queries, k)
     if mode == "bm25":
-        return done[0]
-    return [searcher.fuse(dense.hits, lexical, k) for dense, lexical in zip(done[0], done[1])]
+        return await asyncio.to_thread(searcher.bm25.retrieve, queries, k)
+    depth = searcher.hybrid.candidates(k)
+    dense, lexical = await asyncio.gather(
+        dense_run(service, queries, depth), asyncio.to_thread(searcher.bm25.retrieve, queries, depth)
+    )
+    return searcher.hybrid.fuse([lexical, dense], k)  # BM25 first, as the hybrid retriever asks
 
 
 async def search_many(service: Service, queries: list[str], k: int, mode: str) -> list[SearchResult]:
     start = time.perf_counter()
-    hits = await ranked_hits(service, queries, k, mode)
+    named = {str(position): query for position, query in enumerate(queries)}
+    run = await ranked_run(service, named, k, mode)
     searcher = service.searcher
 
     def describe():
-        return [searcher.describe(query, found[:k]) for query, found in zip(queries, hits)]
+        return [searcher.describe(query, list(run[name].items())) for name, query in named.items()]
 
     described = await asyncio.to_thread(describe) if len(queries) * k > DESCRIBE_IN_THREAD else describe()
     took = round((time.perf_counter() - start) * 1000, 3)
