@@ -151,26 +151,60 @@ def near_tie_vectors(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(rows)[rng.permutation(4 * len(base))], base[:25].astype(np.float32)
 
 
+def exact_ranking(queries: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every row of every query ranked by the exact inner product rounded once to fp32, ties to the
+    lower row: what exact search must return, computed independently in float64."""
+    exact = (queries.astype(np.float64) @ vectors.astype(np.float64).T).astype(np.float32)
+    order = np.stack([np.lexsort((np.arange(len(vectors)), -row)) for row in exact])
+    return np.take_along_axis(exact, order, axis=1), order
+
+
 @pytest.mark.parametrize("shard_rows,chunk_rows", [(240, 16384), (37, 16), (5, 3)])
-def test_exact_search_identical_to_fp32_search_on_near_ties(tmp_path, shard_rows, chunk_rows):
-    """Same rows in the same order, and the same scores, as fp32 exact search over all vectors at
-    once (one flat FAISS index, ties to the lower row), whatever the shards and chunks, k cutting
-    through tied groups; the top four (each query's own group) also as an exact float64 ranking."""
+def test_exact_search_identical_to_exact_ranking_on_near_ties(tmp_path, shard_rows, chunk_rows):
+    """Exact duplicates tie and go to the lower row, one-fp16-step neighbours are ordered by their
+    true scores, whatever the shards and chunks and with k cutting through tied groups: the rows
+    and scores of the exact ranking; and against fp32 exact search over all vectors at once (one
+    flat FAISS index), the same rows for each query's own group and scores within fp32's rounding."""
     import faiss
 
     vectors, queries = near_tie_vectors()
     index = open_index(write_folder(tmp_path / "idx", vectors, shard_rows))
+    want_scores, want_rows = exact_ranking(queries, vectors)
     flat = faiss.IndexFlatIP(DIM)
     flat.add(vectors.astype(np.float32))
-    all_scores, all_rows = flat.search(queries, len(vectors))
-    exact = queries.astype(np.float64) @ vectors.astype(np.float64).T
+    fp32_scores, fp32_rows = flat.search(queries, len(vectors))
     for k in (1, 2, 3, 4, 5, 7, 240):
         scores, rows = index.search_rows(queries, k, chunk_rows=chunk_rows)
-        for q in range(len(queries)):
-            order = np.lexsort((all_rows[q], -all_scores[q]))[:k]  # fp32: score, then the lower row
-            np.testing.assert_array_equal(rows[q], all_rows[q][order])
-            np.testing.assert_array_equal(scores[q], all_scores[q][order])
-            if k <= 4:  # the designed group: gaps far above fp32's rounding (deeper, unrelated rows
-                # may be closer than that, where fp32 and float64 can order them differently)
-                by_exact = np.lexsort((np.arange(len(vectors)), -exact[q]))[:k]
-                np.testing.assert_array_equal(rows[q], by_exact)
+        np.testing.assert_array_equal(rows, want_rows[:, :k])
+        np.testing.assert_array_equal(scores, want_scores[:, :k])
+        np.testing.assert_allclose(scores, fp32_scores[:, :k], rtol=0, atol=1e-5)
+        if k <= 4:  # the designed group: gaps far above fp32's rounding
+            order = [np.lexsort((r, -s)) for r, s in zip(fp32_rows, fp32_scores)]
+            np.testing.assert_array_equal(rows, np.stack([r[o][:k] for r, o in zip(fp32_rows, order)]))
+
+
+def test_exact_search_keeps_every_tie_across_chunks(tmp_path):
+    """A tie group larger than k spread over many chunks, an exactly tied k-th place and rows whose
+    fp32 product scores above a truly better row: still the exact ranking, lower rows first."""
+    rng = np.random.default_rng(5)
+    base = rng.uniform(-1, 1, (3, DIM)).astype(np.float16)
+    vectors = np.concatenate([np.repeat(base, 40, axis=0), rng.uniform(-1, 1, (200, DIM)).astype(np.float16)])
+    vectors = vectors[rng.permutation(len(vectors))]
+    queries = np.concatenate(
+        [base.astype(np.float32), rng.standard_normal((5, DIM)).astype(np.float32) * 1e3]
+    )
+    index = open_index(write_folder(tmp_path / "idx", vectors, 17))
+    want_scores, want_rows = exact_ranking(queries, vectors)
+    for k in (1, 10, 39, 40, 41, 100, len(vectors)):
+        for chunk_rows in (3, 64, 16384):
+            scores, rows = index.search_rows(queries, k, chunk_rows=chunk_rows)
+            np.testing.assert_array_equal(rows, want_rows[:, :k])
+            np.testing.assert_array_equal(scores, want_scores[:, :k])
+
+
+def test_exact_search_refuses_non_finite_queries(vectors, tmp_path):
+    index = open_index(write_folder(tmp_path / "idx", vectors, 500))
+    queries = vectors[:2].copy()
+    queries[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        index.search_rows(queries, 5)

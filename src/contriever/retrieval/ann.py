@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 
 from contriever.errors import DataError, UsageError
 from contriever.io import atomic_folder, verify_manifest, write_json
+from contriever.retrieval.exact import exact_scores
 from contriever.retrieval.faiss_calls import (
     _as_float32_rows,
     _ensure_threads,
@@ -530,8 +531,8 @@ def rescore_exactly(
     source: ShardSource, queries: np.ndarray, rows: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Re-score candidate `rows [n, c]` (-1: none) of float32 `queries [n, dim]` by inner product with
-    their vectors in `source`; return the best `k` of each row as `(scores, rows)`, ties by lower
-    row first as exact search orders them."""
+    their vectors in `source`, exactly as exact search scores them (`contriever.retrieval.exact`);
+    return the best `k` of each row as `(scores, rows)`, ties by lower row first."""
     k = min(k, rows.shape[1])
     best_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
     best_rows = np.full((len(rows), k), -1, dtype=np.int64)
@@ -541,7 +542,7 @@ def rescore_exactly(
         found = block >= 0
         owner = np.nonzero(found)[0] + start
         exact = np.full(block.shape, -np.inf, dtype=np.float32)
-        exact[found] = np.einsum("nd,nd->n", source.vectors_for(block[found]), queries[owner])
+        exact[found] = exact_scores(source.vectors_for(block[found]), queries[owner])
         merge_top_k(
             best_scores[start : start + len(block)], best_rows[start : start + len(block)], exact, block
         )

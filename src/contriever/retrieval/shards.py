@@ -62,7 +62,6 @@ PLAN = "encoding.json"
 STORE = "passages.sqlite"
 FP16_MAX = float(np.finfo(np.float16).max)
 FP32_KEEP_ENV = "CONTRIEVER_SEARCH_KEEP_MIB"
-TIE_MARGIN = 8  # rows searched beyond k, so that ties at the k-th place are decided exactly
 FP32_KEEP_MIB = 1024  # an index whose fp32 vectors fit keeps them between searches (0: never)
 
 
@@ -514,16 +513,16 @@ class ShardedIndex:
 
     # ----- search -------------------------------------------------------------------------------------
     def search_rows(self, query_vectors, k: int, *, chunk_rows: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-`k` by inner product: `(scores [n, k'], rows [n, k'])`, `k' = min(k, len)`.
+        """Exact top-`k` by inner product: `(scores [n, k'], rows [n, k'])`, `k' = min(k, len)`,
+        ordered by score, then by the lower row (`contriever.retrieval.exact`: an fp32 BLAS pass over
+        each chunk picks candidates within its proven error, which are then scored exactly; the
+        scores are the exact inner products of the stored vectors, rounded once to fp32).
 
         Each chunk of `chunk_rows` vectors is converted to fp32 once per call (once per index while
         the whole index fits in `FP32_KEEP_BYTES`: later calls, such as the next block of queries,
-        convert nothing) and searched for every query by `faiss.knn` (BLAS products and a heap per
-        query in C++, on FAISS's threads: no [n, chunk] score matrix is kept); each chunk's top k goes
-        into one running heap per query (C++), and the top k is ordered by score, then row (ties at
-        the k-th place included: see `TIE_MARGIN`). fp16 values are exact in fp32, so the results are
-        those of fp32 exact search over all rows at once.
+        convert nothing).
         """
+        from contriever.retrieval.exact import exact_top_k
         from contriever.retrieval.faiss_calls import _ensure_threads
 
         if k < 1:
@@ -531,47 +530,19 @@ class ShardedIndex:
         queries = np.ascontiguousarray(query_vectors, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape [n, {self.dim}], got {queries.shape}")
+        if not np.isfinite(queries).all():
+            raise ValueError("query vectors contain NaN or infinite values")
         _ensure_threads()
         k = min(k, len(self))
         n = len(queries)
         if k == 0 or n == 0:
             return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
-        # a few more than k: when the last of them scores below the k-th, every row scoring at least
-        # the k-th is among them (a heap keeps all that beat its last), so ties at the k-th place go
-        # to the lower rows exactly; where they tie with it too, those queries are searched deeper
-        depth = min(len(self), k + TIE_MARGIN)
-        scores, rows = self._top_rows(queries, depth, chunk_rows)
-        while depth < len(self):
-            tied = np.flatnonzero(scores[:, depth - 1] == scores[:, k - 1])
-            if not len(tied):
-                break
-            depth = min(len(self), 4 * depth)
-            deeper_scores, deeper_rows = self._top_rows(queries[tied], depth, chunk_rows)
-            scores = np.pad(scores, ((0, 0), (0, depth - scores.shape[1])), constant_values=-np.inf)
-            rows = np.pad(rows, ((0, 0), (0, depth - rows.shape[1])), constant_values=-1)
-            scores[tied], rows[tied] = deeper_scores, deeper_rows
-        return scores[:, :k], rows[:, :k]
+        return exact_top_k(queries, self._fp32_chunks(chunk_rows), k, self.vectors_for)
 
-    def _top_rows(self, queries: np.ndarray, depth: int, chunk_rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """The `depth` best rows of each query, ordered by score then row (a tie at the last place
-        may have left out a lower row: `search_rows` checks)."""
-        import faiss
-
-        heap = faiss.ResultHeap(len(queries), depth, keep_max=True)
-        for first_row, chunk in self._fp32_chunks(chunk_rows):
-            scores, rows = faiss.knn(
-                queries, chunk, min(depth, len(chunk)), metric=faiss.METRIC_INNER_PRODUCT
-            )
-            rows += first_row
-            heap.add_result(scores, rows)
-        heap.finalize()
-        order = np.lexsort((heap.I, -heap.D), axis=1)
-        return np.take_along_axis(heap.D, order, axis=1), np.take_along_axis(heap.I, order, axis=1)
-
-    def _fp32_chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """`(first global row, fp32 vectors)` of each chunk of each shard, checked finite; kept for
-        the next call when the whole index fits in `FP32_KEEP_BYTES` (searching one index again and
-        again, as blocks of queries do, then converts it once)."""
+    def _fp32_chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray, float]]:
+        """`(first global row, fp32 vectors, their largest norm)` of each chunk of each shard, checked
+        finite; kept for the next call when the whole index fits in `FP32_KEEP_BYTES` (searching one
+        index again and again, as blocks of queries do, then converts it once)."""
         kept = getattr(self, "_fp32_kept", None)
         if kept is not None and kept[0] == chunk_rows:
             yield from kept[1]
@@ -582,17 +553,18 @@ class ShardedIndex:
             self.verify_shard(number)  # once per process: the scan below reads every byte anyway
             for start in range(0, len(shard), chunk_rows):
                 chunk = np.ascontiguousarray(shard[start : start + chunk_rows], dtype=np.float32)
-                finite = np.isfinite(chunk).all(axis=1)
-                if not finite.all():  # a NaN would silently drop out of every ranking
-                    row = start + int(np.argmin(finite))
+                # fp32 norms are within dim ulps of the true ones: 1e-3 more is a safe bound
+                norms = np.sqrt(np.einsum("nd,nd->n", chunk, chunk)) * np.float32(1.001)
+                if not np.isfinite(norms).all():  # a NaN would silently drop out of every ranking
+                    row = start + int(np.argmin(np.isfinite(norms)))
                     raise DataError(
                         self.folder / vectors_name(number),
                         f"row {row} holds NaN or infinite values: a damaged shard; rebuild the index",
                     )
-                first_row = int(self.offsets[number]) + start
+                entry = (int(self.offsets[number]) + start, chunk, float(norms.max(initial=0.0)))
                 if keep:
-                    chunks.append((first_row, chunk))
-                yield first_row, chunk
+                    chunks.append(entry)
+                yield entry
         if keep:
             self._fp32_kept = (chunk_rows, chunks)
 

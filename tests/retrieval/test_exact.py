@@ -1,0 +1,72 @@
+"""Exact top-k from an fp32 candidate pass plus exact re-scoring (`contriever.retrieval.exact`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from contriever.retrieval.exact import error_margin, exact_scores, exact_top_k
+
+DIM = 16
+
+
+def exact_ranking(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    exact = (queries.astype(np.float64) @ vectors.astype(np.float64).T).astype(np.float32)
+    order = np.stack([np.lexsort((np.arange(len(vectors)), -row))[:k] for row in exact])
+    return np.take_along_axis(exact, order, axis=1), order
+
+
+def adversarial_chunks(queries, vectors, chunk_rows, push, k):
+    """The chunks the fp32 pass sees: each vector moved by `push` times the error bound the pass
+    is allowed, away from the query for the true top k and towards it for every other row, so an
+    fp32 ranking taken at face value puts truly worse rows first. (One query: the push is along it.)"""
+    query = queries[0].astype(np.float64)
+    unit = query / np.linalg.norm(query)
+    largest = float(np.linalg.norm(vectors.astype(np.float64), axis=1).max())
+    eps = float(error_margin(DIM, np.linalg.norm(query)[None], largest)[0]) / np.linalg.norm(query)
+    sign = np.ones(len(vectors))
+    sign[exact_ranking(queries, vectors, k)[1][0]] = -1.0
+    seen = (vectors.astype(np.float64) + push * eps * sign[:, None] * unit).astype(np.float32)
+    for start in range(0, len(vectors), chunk_rows):
+        yield start, seen[start : start + chunk_rows], largest
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 64, 1000])
+def test_candidates_within_the_error_bound_are_ranked_exactly(chunk_rows):
+    """A pass whose scores are off by up to 0.9 of the bound (adversarially) still gives the exact
+    ranking: the margin keeps every row that can be in the top k; with the pass off by more than
+    the margin allows, it would not (the test can fail)."""
+    rng = np.random.default_rng(0)
+    # scores a few millionths apart, below the bound (about 5e-6 here): vectors one or two fp16
+    # steps apart in components the query weighs little
+    vectors = (np.ones((400, DIM)) + rng.integers(-2, 3, (400, DIM)) * 2.0**-10).astype(np.float16)
+    queries = np.array([[1.0] + [0.003] * (DIM - 1)], dtype=np.float32)
+    for k in (1, 5, 50):
+        want_scores, want_rows = exact_ranking(queries, vectors, k)
+        chunks = adversarial_chunks(queries, vectors, chunk_rows, push=0.9, k=k)
+        scores, rows = exact_top_k(queries, chunks, k, lambda r: vectors[r].astype(np.float32))
+        np.testing.assert_array_equal(rows, want_rows)
+        np.testing.assert_array_equal(scores, want_scores)
+        # pushed past twice the bound, the pass drops truly better rows: the margin is what keeps them
+        chunks = adversarial_chunks(queries, vectors, chunk_rows, push=3.0, k=k)
+        _, rows = exact_top_k(queries, chunks, k, lambda r: vectors[r].astype(np.float32))
+        assert not np.array_equal(rows, want_rows)
+
+
+def test_exact_scores_are_equal_for_equal_vectors_anywhere():
+    rng = np.random.default_rng(1)
+    vector = rng.standard_normal(384).astype(np.float16)
+    stack = np.concatenate([rng.standard_normal((13, 384)).astype(np.float16), vector[None]] * 5)
+    query = rng.standard_normal(384).astype(np.float32)
+    scores = exact_scores(stack, np.repeat(query[None], len(stack), axis=0))
+    assert len(set(scores[13::14].tolist())) == 1
+    assert scores[13] == np.float32(vector.astype(np.float64) @ query.astype(np.float64))
+
+
+def test_fewer_rows_than_k_are_padded():
+    vectors = np.eye(3, DIM, dtype=np.float16)
+    queries = np.ones((2, DIM), dtype=np.float32)
+    chunks = [(0, vectors.astype(np.float32), 1.0)]
+    scores, rows = exact_top_k(queries, chunks, 5, lambda r: vectors[r].astype(np.float32))
+    assert rows.tolist() == [[0, 1, 2, -1, -1]] * 2
+    assert np.isneginf(scores[:, 3:]).all()
