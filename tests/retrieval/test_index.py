@@ -15,6 +15,7 @@ from contriever.machine import available_cpus
 from contriever.retrieval.ann import AnnIndex, ann_name, build_ann, check_factory
 from contriever.retrieval.faiss_calls import set_faiss_threads
 from contriever.retrieval.index import load_for_search, temporary_index
+from contriever.retrieval.settings import SearchSettings
 from contriever.retrieval.shards import ShardedIndex, open_index, record_factory, write_index
 from tests.limits import run_with_file_size_limit
 
@@ -202,9 +203,9 @@ def test_search_settings_pick_the_searcher(vectors, ids, tmp_path):
     exact, store = load_for_search(folder)
     assert isinstance(exact, ShardedIndex) and store is None
     with pytest.raises(UsageError, match="add --ann NAME"):
-        load_for_search(folder, nprobe=4)
+        load_for_search(folder, SearchSettings(nprobe=4))
     build_ann(folder, "IVF8,PQ4", name="pq", show_progress=False)
-    approx, _ = load_for_search(folder, "pq", nprobe=8, rerank=50)
+    approx, _ = load_for_search(folder, SearchSettings(ann="pq", nprobe=8, rerank=50))
     assert isinstance(approx, AnnIndex) and approx.rerank == 50 and approx.search_params == {"nprobe": 8}
     _, found = approx.search(vectors[:20], 1, show_progress=False)  # re-scored exactly: the exact best
     assert found == exact.search(vectors[:20], 1)[1]

@@ -7,7 +7,7 @@ import json
 import sys
 
 from contriever.cli.argtypes import positive_int
-from contriever.cli.options import add_ann_options, check_models
+from contriever.cli.options import add_ann_options, check_models, search_settings
 from contriever.errors import UsageError
 
 
@@ -24,9 +24,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(
             f"query {empty[0]} is empty ({len(empty)} empty in all): an empty query matches nothing"
         )
-    index, store = load_for_search(
-        args.index, args.ann, nprobe=args.nprobe, ef_search=args.ef_search, rerank=args.rerank
-    )
+    index, store = load_for_search(args.index, search_settings(args))
     encoder = encoder_for_index(index, args.model)
     vectors = encoder.encode_queries(queries, show_progress=False)
     scores, rows = index.search_rows(vectors, args.k)

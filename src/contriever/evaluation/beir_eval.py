@@ -90,21 +90,21 @@ def _encoded_corpus(data_dir, encoder, model_path, encoding: EncodingSettings, s
     return open_index(folder), described, temporary
 
 
-def _open_built_index(index_path, model: str | None, device, ann, search_params: dict):
+def _open_built_index(search: SearchSettings, model: str | None, device):
     """`(index, its encoder)` for an index folder; `model`, when named, must be the folder's model
     (then the folder's `model_fingerprint` is checked to be the encoder's)."""
     from contriever.retrieval.encode import encoder_fingerprint
     from contriever.retrieval.index import load_for_search
     from contriever.retrieval.retrieve import encoder_for_index
 
-    index, _ = load_for_search(index_path, ann, **search_params)
+    index, _ = load_for_search(search.index_path, search)
     recorded = index.metadata.get("model_fingerprint")
     if model is None or not recorded:
         return index, encoder_for_index(index, model, device)
     encoder = encoder_for_index(index, model, device)
     if encoder_fingerprint(encoder) != recorded:
         raise UsageError(
-            f"{index_path} was built with {index.metadata.get('model')}, not {model}: its vectors "
+            f"{search.index_path} was built with {index.metadata.get('model')}, not {model}: its vectors "
             "only mean something to that model (leave --model out to use it)"
         )
     return index, encoder
@@ -285,9 +285,7 @@ def _dense_index(job: _Job):
     if search.index_path is None:
         encoder = _load_encoder(job.model_path, encoding.max_length, encoding.device, encoding.text_options())
     else:
-        index, encoder = _open_built_index(
-            search.index_path, job.model_path, encoding.device, search.ann, search.approximate
-        )
+        index, encoder = _open_built_index(search, job.model_path, encoding.device)
         split = index.metadata.get("passages") or {}  # how the folder was split: its scoring
         encoding = replace(
             encoding, words=int(split.get("words") or 0), overlap=int(split.get("overlap") or 0)

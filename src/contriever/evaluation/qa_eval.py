@@ -533,7 +533,7 @@ def _load_passages(corpus, words: int, search: SearchSettings, show_progress: bo
         return read_corpus(corpus, words, show_progress=show_progress), None, corpus
     from contriever.retrieval.index import load_for_search
 
-    index, store = load_for_search(search.index_path, search.ann, **search.approximate)
+    index, store = load_for_search(search.index_path, search)
     recorded = index.metadata
     words = int((recorded.get("passages") or {}).get("words") or 0)
     if corpus is None and store is None:

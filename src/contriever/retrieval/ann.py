@@ -57,14 +57,13 @@ from tqdm.auto import tqdm
 
 from contriever.errors import DataError, UsageError
 from contriever.io import atomic_folder, verify_manifest, write_json
-from contriever.retrieval.exact import exact_scores
+from contriever.retrieval.exact import exact_scores, merge_top_k
 from contriever.retrieval.faiss_calls import (
     _as_float32_rows,
     _ensure_threads,
     _faiss_reason,
     search_in_batches,
 )
-from contriever.retrieval.shards import merge_top_k
 
 ANN_DIR = "ann"
 ANN_MANIFEST = "ann.json"

@@ -150,3 +150,16 @@ def exact_top_k(
     best_scores[owners[keep], rank[keep]] = exact[keep]
     best_rows[owners[keep], rank[keep]] = rows[keep]
     return best_scores, best_rows
+
+
+def merge_top_k(best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> None:
+    """Merge candidates `scores`, `rows` [n, c] into the running top k, in place.
+
+    Ties keep the lower row first, as a flat index scanning rows in order does."""
+    k = best_scores.shape[1]
+    all_scores = np.concatenate([best_scores, scores], axis=1)
+    all_rows = np.concatenate([best_rows, rows], axis=1)
+    # sort by score descending, then row ascending (empty slots, row -1 and score -inf, last)
+    order = np.lexsort((np.where(all_rows < 0, np.iinfo(np.int64).max, all_rows), -all_scores), axis=1)[:, :k]
+    best_scores[:] = np.take_along_axis(all_scores, order, axis=1)
+    best_rows[:] = np.take_along_axis(all_rows, order, axis=1)

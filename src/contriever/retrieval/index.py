@@ -22,32 +22,26 @@ from pathlib import Path
 
 from contriever.errors import UsageError
 from contriever.retrieval.ann import AnnIndex, ann_name, is_flat, temporary_ann
+from contriever.retrieval.settings import SearchSettings
 from contriever.retrieval.shards import open_index, write_index
 
 
-def load_for_search(
-    folder: str | os.PathLike,
-    ann: str | None = None,
-    *,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    rerank: int | None = None,
-):
+def load_for_search(folder: str | os.PathLike, search: SearchSettings | None = None):
     """`(searcher, passage store or None)` for `search`, `evaluate --index`, `evaluate-qa` and
-    `serve`: with `ann`, the approximate index `folder/ann/<ann>` (IVF lists memory-mapped from disk;
-    `nprobe`/`ef_search` override its recorded search parameters, `rerank` re-scores its top
-    candidates exactly from the shards). Without, a folder built with a non-flat `--index-factory`
+    `serve`, as the search setting says: with `search.ann`, the approximate index `folder/ann/<ann>`
+    (IVF lists memory-mapped from disk; `nprobe`/`ef_search` override its recorded search
+    parameters, `rerank` re-scores its top candidates exactly from the shards). Without, a folder built with a non-flat `--index-factory`
     (its index.json records the factory) is searched through that ANN, `ann/<ann_name(factory)>`
     (a folder of an older version, with the FAISS file `index.faiss` instead, is a DataError saying
     how to build it); any other folder is searched exactly from its memory-mapped shards."""
+    search = search or SearchSettings()
     sharded = open_index(folder)
-    if not ann and not is_flat(sharded.factory):
-        ann = ann_name(sharded.factory)
+    ann = search.ann or (None if is_flat(sharded.factory) else ann_name(sharded.factory))
     if ann:
         index = AnnIndex.load(folder, ann, source=sharded)
-        index.set_params(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
+        index.set_params(**search.approximate)
         return index, sharded.store
-    if nprobe or ef_search or rerank:
+    if any(value is not None for value in search.approximate.values()):
         raise UsageError("--nprobe, --ef-search and --rerank apply to an approximate index: add --ann NAME")
     return sharded, sharded.store
 

@@ -116,8 +116,7 @@ def open_dense(folder: str, search: SearchSettings | None = None):
     fp32 copies kept in RAM while they fit, `shards.FP32_KEEP_MIB`)."""
     from contriever.retrieval.index import load_for_search
 
-    search = search or SearchSettings()
-    return load_for_search(folder, search.ann, **search.approximate)[0]
+    return load_for_search(folder, search)[0]
 
 
 def _bm25(sources: ServeSources, texts: dict | None, show_progress: bool):
