@@ -2,12 +2,14 @@
 machine's matrix-product rate it reaches.
 
     python benchmarks/exact_search.py --index IDX --queries Q.npy [--n 1000] [--k 100] \\
-        [--before OLD_SHARDS.py] [--repeat 2] [--output results.json]
+        [--precisions auto,fp32] [--before OLD_SHARDS.py] [--repeat 2] [--output results.json]
 
 Exact search costs `2 x queries x vectors x dim` FLOP; the report divides that by the time taken
-and by the fp32 matrix-product rate measured in the same run before each repeat (`matmul_peak.py`'s
-MiniLM shapes and the search's own shape, queries x dim x 16,384, the larger), so each repeat's
-fraction of the peak is taken under the same load; `--calls N` splits the queries into N calls, as
+and by the machine's best matrix-product rate measured in the same run before each repeat (fp32,
+and bf16 where the CPU has it natively; `matmul_peak.py`'s MiniLM shapes and the search's own shape,
+queries x dim x 16,384, the best), so each repeat's fraction of the peak is taken under the same
+load; `--precisions` times this version's candidate pass in each precision named (`auto`: what
+search uses here), their rows compared with the first's; `--calls N` splits the queries into N calls, as
 `DenseRetriever` does with blocks of queries (a conversion per call would show there). The shards are read once before
 timing, so the page cache holds them (what a server answering repeatedly sees). `--before` loads
 another version of `contriever/retrieval/shards.py` (e.g. `git show OLD:src/contriever/retrieval/shards.py
@@ -20,12 +22,13 @@ import argparse
 import importlib.util
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from contriever.retrieval.faiss_calls import set_faiss_threads
-from contriever.retrieval.shards import open_index
+from contriever.retrieval.shards import open_index, search_precision
 
 
 def load_module(path: str):
@@ -35,17 +38,15 @@ def load_module(path: str):
     return module
 
 
-def matmul_peak(queries: int, dim: int) -> float:
-    """fp32 GFLOP/s of this machine's best product: MiniLM's shapes (`matmul_peak.py`) or the search's."""
+def matmul_peak(queries: int, dim: int, dtype) -> float:
+    """GFLOP/s of this machine's best product in `dtype`: MiniLM's shapes (`matmul_peak.py`) or the search's."""
     import sys
-
-    import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
     from matmul_peak import SHAPES, gflops
 
     shapes = [*SHAPES, (queries, dim, 16384)]
-    return max(gflops(m, k, n, torch.float32, 1.0) for m, k, n in shapes)
+    return max(gflops(m, k, n, dtype, 1.0) for m, k, n in shapes)
 
 
 def main() -> None:
@@ -57,14 +58,24 @@ def main() -> None:
     parser.add_argument("--before", help="another shards.py to time against this one")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--calls", type=int, default=1, help="split the queries into this many calls")
+    parser.add_argument(
+        "--precisions", default="auto", help="candidate passes of this version to time, e.g. auto,fp32,bf16"
+    )
     parser.add_argument("--output")
     args = parser.parse_args()
+    import torch
+
     threads = set_faiss_threads()
     queries = np.load(args.queries).astype(np.float32)[: args.n]
-    versions = {"now": open_index(args.index)}
+    index = open_index(args.index)
+    versions = {}
+    for precision in args.precisions.split(","):
+        resolved = search_precision(precision)
+        versions[f"now-{precision}" + (f"={resolved}" if precision == "auto" else "")] = partial(
+            open_index(args.index).search_rows, precision=resolved
+        )
     if args.before:
-        versions["before"] = load_module(args.before).open_index(args.index)
-    index = versions["now"]
+        versions["before"] = load_module(args.before).open_index(args.index).search_rows
     for number in range(index.num_shards):  # into the page cache
         np.asarray(index.vectors(number)).sum()
     flop = 2.0 * len(queries) * len(index) * index.dim
@@ -72,12 +83,15 @@ def main() -> None:
     fractions: dict[str, list[float]] = {name: [] for name in versions}
     peaks = []
     blocks = np.array_split(queries, args.calls)
+    bf16_native = search_precision("auto") == "bf16"
     for _ in range(args.repeat):
-        peak = matmul_peak(len(queries), index.dim)
-        peaks.append(peak)
-        for name, version in versions.items():
+        fp32_peak = matmul_peak(len(queries), index.dim, torch.float32)
+        bf16_peak = matmul_peak(len(queries), index.dim, torch.bfloat16) if bf16_native else 0.0
+        peak = max(fp32_peak, bf16_peak)  # the machine's best product rate
+        peaks.append({"fp32": round(fp32_peak, 1), "bf16": round(bf16_peak, 1)})
+        for name, search in versions.items():
             started = time.perf_counter()
-            found = np.concatenate([version.search_rows(block, args.k)[1] for block in blocks])
+            found = np.concatenate([search(block, args.k)[1] for block in blocks])
             seconds = time.perf_counter() - started
             fractions[name].append(flop / seconds / 1e9 / peak)
             best = rows.get(name)
@@ -90,16 +104,19 @@ def main() -> None:
                 }
             print(
                 f"{name}: {seconds:.1f} s, {len(queries) / seconds:.1f} q/s, {flop / seconds / 1e9:.1f} GFLOP/s, "
-                f"{flop / seconds / 1e9 / peak:.2f} of the fp32 matmul peak {peak:.1f}",
+                f"{flop / seconds / 1e9 / peak:.2f} of the matmul peak {peak:.1f} "
+                f"(fp32 {fp32_peak:.0f}, bf16 {bf16_peak:.0f}{'' if bf16_native else ': not native'})",
                 flush=True,
             )
     for name, values in fractions.items():
         rows[name]["of_peak_median"] = round(float(np.median(values)), 3)
         rows[name]["of_peak_range"] = [round(min(values), 3), round(max(values), 3)]
-    if "before" in rows:
-        same = float((rows["before"]["found"] == rows["now"]["found"]).mean())
+    first = next(iter(rows))
+    for name in list(rows)[1:]:
+        same = float((rows[name]["found"] == rows[first]["found"]).mean())
+        rows[name]["identical_rows_to_" + first] = same
         print(
-            f"identical rows: {same:.4f}; speed-up {rows['before']['seconds'] / rows['now']['seconds']:.2f}x"
+            f"{name}: identical rows to {first}: {same:.4f}; {first} is {rows[name]['seconds'] / rows[first]['seconds']:.2f}x as fast"
         )
     summary = {
         "vectors": len(index),
@@ -108,7 +125,7 @@ def main() -> None:
         "k": args.k,
         "faiss_threads": threads,
         "calls": args.calls,
-        "matmul_peak_gflops": [round(p, 1) for p in peaks],
+        "matmul_peak_gflops": peaks,
         **{name: {key: value for key, value in row.items() if key != "found"} for name, row in rows.items()},
     }
     print(json.dumps(summary))

@@ -70,3 +70,29 @@ def test_fewer_rows_than_k_are_padded():
     scores, rows = exact_top_k(queries, chunks, 5, lambda r: vectors[r].astype(np.float32))
     assert rows.tolist() == [[0, 1, 2, -1, -1]] * 2
     assert np.isneginf(scores[:, 3:]).all()
+
+
+def test_the_bf16_pass_bound_covers_its_error():
+    """The bf16 pass's scores stay within its stated bound of the exact scores (vectors of every
+    scale and sign, unnormalized), with room to spare: the bound is what its candidates rely on."""
+    from contriever.retrieval.exact import Bf16Scores, pass_matrix
+
+    rng = np.random.default_rng(2)
+    vectors = (
+        (rng.standard_normal((500, 384)) * rng.uniform(0.01, 3, (500, 1)))
+        .astype(np.float16)
+        .astype(np.float32)
+    )
+    queries = (rng.standard_normal((40, 384)) * rng.uniform(0.01, 3, (40, 1))).astype(np.float32)
+    exact = queries.astype(np.float64) @ vectors.astype(np.float64).T
+    block = Bf16Scores(queries, pass_matrix(vectors, "bf16"))
+    bf16 = block.values(np.arange(block.bits.size)).reshape(block.shape)
+    largest = float(np.linalg.norm(vectors, axis=1).max())
+    bound = error_margin(384, np.linalg.norm(queries, axis=1), largest, "bf16")
+    worst = (np.abs(bf16 - exact) / bound[:, None]).max()
+    assert 0 < worst < 0.5
+
+
+def test_an_unknown_pass_precision_is_refused():
+    with pytest.raises(ValueError, match="search precision"):
+        exact_top_k(np.ones((1, DIM), np.float32), [], 1, None, precision="fp8")

@@ -159,8 +159,9 @@ def exact_ranking(queries: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray,
     return np.take_along_axis(exact, order, axis=1), order
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("shard_rows,chunk_rows", [(240, 16384), (37, 16), (5, 3)])
-def test_exact_search_identical_to_exact_ranking_on_near_ties(tmp_path, shard_rows, chunk_rows):
+def test_exact_search_identical_to_exact_ranking_on_near_ties(tmp_path, shard_rows, chunk_rows, precision):
     """Exact duplicates tie and go to the lower row, one-fp16-step neighbours are ordered by their
     true scores, whatever the shards and chunks and with k cutting through tied groups: the rows
     and scores of the exact ranking; and against fp32 exact search over all vectors at once (one
@@ -174,7 +175,7 @@ def test_exact_search_identical_to_exact_ranking_on_near_ties(tmp_path, shard_ro
     flat.add(vectors.astype(np.float32))
     fp32_scores, fp32_rows = flat.search(queries, len(vectors))
     for k in (1, 2, 3, 4, 5, 7, 240):
-        scores, rows = index.search_rows(queries, k, chunk_rows=chunk_rows)
+        scores, rows = index.search_rows(queries, k, chunk_rows=chunk_rows, precision=precision)
         np.testing.assert_array_equal(rows, want_rows[:, :k])
         np.testing.assert_array_equal(scores, want_scores[:, :k])
         np.testing.assert_allclose(scores, fp32_scores[:, :k], rtol=0, atol=1e-5)
@@ -183,7 +184,8 @@ def test_exact_search_identical_to_exact_ranking_on_near_ties(tmp_path, shard_ro
             np.testing.assert_array_equal(rows, np.stack([r[o][:k] for r, o in zip(fp32_rows, order)]))
 
 
-def test_exact_search_keeps_every_tie_across_chunks(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_exact_search_keeps_every_tie_across_chunks(tmp_path, precision):
     """A tie group larger than k spread over many chunks, an exactly tied k-th place and rows whose
     fp32 product scores above a truly better row: still the exact ranking, lower rows first."""
     rng = np.random.default_rng(5)
@@ -197,7 +199,7 @@ def test_exact_search_keeps_every_tie_across_chunks(tmp_path):
     want_scores, want_rows = exact_ranking(queries, vectors)
     for k in (1, 10, 39, 40, 41, 100, len(vectors)):
         for chunk_rows in (3, 64, 16384):
-            scores, rows = index.search_rows(queries, k, chunk_rows=chunk_rows)
+            scores, rows = index.search_rows(queries, k, chunk_rows=chunk_rows, precision=precision)
             np.testing.assert_array_equal(rows, want_rows[:, :k])
             np.testing.assert_array_equal(scores, want_scores[:, :k])
 
@@ -208,3 +210,20 @@ def test_exact_search_refuses_non_finite_queries(vectors, tmp_path):
     queries[1, 3] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
         index.search_rows(queries, 5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_rows_closer_than_the_pass_can_see_are_ranked_exactly(tmp_path, precision):
+    """300 vectors a few fp16 steps from one another: far below bf16's resolution (its pass sees
+    them as ties or in the wrong order), still the exact ranking at every k."""
+    rng = np.random.default_rng(7)
+    base = rng.uniform(0.5, 1.0, DIM).astype(np.float16)
+    steps = rng.integers(-3, 4, (300, DIM)) * (rng.random((300, DIM)) < 0.3)
+    vectors = (base.astype(np.float32) + steps * 2.0**-11).astype(np.float16)
+    queries = np.stack([base.astype(np.float32), rng.uniform(0.5, 1.0, DIM).astype(np.float32)])
+    index = open_index(write_folder(tmp_path / "idx", vectors, 64))
+    want_scores, want_rows = exact_ranking(queries, vectors)
+    for k in (1, 10, 50):
+        scores, rows = index.search_rows(queries, k, chunk_rows=32, precision=precision)
+        np.testing.assert_array_equal(rows, want_rows[:, :k])
+        np.testing.assert_array_equal(scores, want_scores[:, :k])

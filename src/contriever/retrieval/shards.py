@@ -62,6 +62,7 @@ PLAN = "encoding.json"
 STORE = "passages.sqlite"
 FP16_MAX = float(np.finfo(np.float16).max)
 FP32_KEEP_ENV = "CONTRIEVER_SEARCH_KEEP_MIB"
+SEARCH_PRECISION_ENV = "CONTRIEVER_SEARCH_PRECISION"
 FP32_KEEP_MIB = 1024  # an index whose fp32 vectors fit keeps them between searches (0: never)
 
 
@@ -70,6 +71,20 @@ def fp32_keep_bytes() -> int:
     (MiB), else `FP32_KEEP_MIB`. Larger indexes are converted chunk by chunk at every search call."""
     value = os.environ.get(FP32_KEEP_ENV, "").strip()
     return int(float(value) * 2**20) if value.replace(".", "", 1).isdigit() else FP32_KEEP_MIB * 2**20
+
+
+def search_precision(precision: str = "auto") -> str:
+    """The candidate pass's precision: "auto" is bf16 where the CPU multiplies bf16 natively
+    (`contriever.model.precision`), else fp32; $CONTRIEVER_SEARCH_PRECISION overrides "auto"."""
+    if precision == "auto":
+        precision = os.environ.get(SEARCH_PRECISION_ENV, "").strip() or "auto"
+    if precision != "auto":
+        return precision
+    import torch
+
+    from contriever.model.precision import bf16_supported
+
+    return "bf16" if bf16_supported(torch.device("cpu")) else "fp32"
 
 
 def vectors_name(number: int) -> str:
@@ -505,6 +520,17 @@ class ShardedIndex:
             vectors[where[order]] = self._shards[number][local[order]]
         return vectors
 
+    def stored_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of ascending global `rows` as stored (fp16 by default), shard by shard in
+        file order: what exact re-scoring reads, with no fp32 copy and no scatter."""
+        bounds = np.searchsorted(rows, self.offsets)
+        parts = [
+            self._shards[number][rows[bounds[number] : bounds[number + 1]] - self.offsets[number]]
+            for number in range(len(self._shards))
+            if bounds[number] < bounds[number + 1]
+        ]
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), dtype=self.dtype)
+
     def embeddings(self) -> np.ndarray:
         """All vectors in one array in memory (for small indexes)."""
         if not self._shards:
@@ -512,15 +538,18 @@ class ShardedIndex:
         return np.concatenate([np.asarray(s) for s in self._shards])
 
     # ----- search -------------------------------------------------------------------------------------
-    def search_rows(self, query_vectors, k: int, *, chunk_rows: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    def search_rows(
+        self, query_vectors, k: int, *, chunk_rows: int = 16384, precision: str = "auto"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-`k` by inner product: `(scores [n, k'], rows [n, k'])`, `k' = min(k, len)`,
-        ordered by score, then by the lower row (`contriever.retrieval.exact`: an fp32 BLAS pass over
-        each chunk picks candidates within its proven error, which are then scored exactly; the
-        scores are the exact inner products of the stored vectors, rounded once to fp32).
+        ordered by score, then by the lower row (`contriever.retrieval.exact`: a pass over each chunk
+        in `precision` -- "auto": bf16 where the CPU multiplies bf16 natively, else fp32 -- picks
+        candidates within its proven error, which are then scored exactly; the scores are the exact
+        inner products of the stored vectors, rounded once to fp32, whatever the precision).
 
-        Each chunk of `chunk_rows` vectors is converted to fp32 once per call (once per index while
-        the whole index fits in `FP32_KEEP_BYTES`: later calls, such as the next block of queries,
-        convert nothing).
+        Each chunk of `chunk_rows` vectors is converted once per call (once per index while the
+        whole index fits in `FP32_KEEP_BYTES` as fp32: later calls, such as the next block of
+        queries, convert nothing).
         """
         from contriever.retrieval.exact import exact_top_k
         from contriever.retrieval.faiss_calls import _ensure_threads
@@ -537,17 +566,22 @@ class ShardedIndex:
         n = len(queries)
         if k == 0 or n == 0:
             return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
-        return exact_top_k(queries, self._fp32_chunks(chunk_rows), k, self.vectors_for)
+        precision = search_precision(precision)
+        chunks = self._pass_chunks(chunk_rows, precision)
+        return exact_top_k(queries, chunks, k, self.stored_vectors, precision)
 
-    def _fp32_chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray, float]]:
-        """`(first global row, fp32 vectors, their largest norm)` of each chunk of each shard, checked
-        finite; kept for the next call when the whole index fits in `FP32_KEEP_BYTES` (searching one
-        index again and again, as blocks of queries do, then converts it once)."""
-        kept = getattr(self, "_fp32_kept", None)
-        if kept is not None and kept[0] == chunk_rows:
+    def _pass_chunks(self, chunk_rows: int, precision: str) -> Iterator[tuple[int, object, float]]:
+        """`(first global row, vectors as the pass multiplies them, their largest norm)` of each chunk
+        of each shard, checked finite; kept for the next call when the whole index fits in
+        `FP32_KEEP_BYTES` (fp32: 4 bytes a value, bf16: 2; searching one index again and again, as
+        blocks of queries do, then converts it once)."""
+        from contriever.retrieval.exact import pass_matrix
+
+        kept = getattr(self, "_pass_kept", None)
+        if kept is not None and kept[0] == (chunk_rows, precision):
             yield from kept[1]
             return
-        keep = len(self) * self.dim * 4 <= fp32_keep_bytes()
+        keep = len(self) * self.dim * (4 if precision == "fp32" else 2) <= fp32_keep_bytes()
         chunks = []
         for number, shard in enumerate(self._shards):
             self.verify_shard(number)  # once per process: the scan below reads every byte anyway
@@ -561,12 +595,16 @@ class ShardedIndex:
                         self.folder / vectors_name(number),
                         f"row {row} holds NaN or infinite values: a damaged shard; rebuild the index",
                     )
-                entry = (int(self.offsets[number]) + start, chunk, float(norms.max(initial=0.0)))
+                entry = (
+                    int(self.offsets[number]) + start,
+                    pass_matrix(chunk, precision),
+                    float(norms.max(initial=0.0)),
+                )
                 if keep:
                     chunks.append(entry)
                 yield entry
         if keep:
-            self._fp32_kept = (chunk_rows, chunks)
+            self._pass_kept = ((chunk_rows, precision), chunks)
 
     def search(self, query_vectors, k: int, *, show_progress: bool = False, **kwargs):
         """`(scores [n, k'], doc_ids)`: `doc_ids[i]` lists query i's documents best first."""
