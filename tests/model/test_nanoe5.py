@@ -164,9 +164,10 @@ def test_converted_model_encodes_with_its_prompts(packed, tmp_path):
     assert encoder.pooling == "mean" and encoder.normalize and encoder.max_length == DIMS["positions"]
     ids = encoder.tokenize(["hello world"], prompt_name="query")[0]
     assert encoder.tokenizer.convert_ids_to_tokens(ids) == ["<s>", "▁query", ":", "▁hello", "▁world", "</s>"]
-    query = encoder.encode_queries(["hello world"], show_progress=False)
-    passage = encoder.encode_corpus(["hello world"], show_progress=False)
-    bare = encoder.encode(["hello world"], show_progress=False)
+    # fp32: compared with a plain fp32 forward below (`auto` is bf16 on a CPU with bf16 products)
+    query = encoder.encode_queries(["hello world"], show_progress=False, precision="fp32")
+    passage = encoder.encode_corpus(["hello world"], show_progress=False, precision="fp32")
+    bare = encoder.encode(["hello world"], show_progress=False, precision="fp32")
     assert np.allclose(np.linalg.norm(query, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(query, passage) and not np.allclose(query, bare)  # the prompts change the input
     ids = encoder.tokenize(["hello world"], prompt_name="query")
