@@ -324,3 +324,20 @@ def test_torchrun_two_processes_equal_one(corpus, tiny_encoder, tmp_path):
         for line in (tmp_path / "two" / "encoding-log.jsonl").read_text().splitlines()
     }
     assert parts == {(0, 2), (1, 2)}
+
+
+def test_the_batching_used_is_recorded(corpus, tiny_encoder, tmp_path):
+    """Each shard's log line says how its batches were cut (the token budget, or --batch-size), and
+    the summary `evaluate` records carries the budget."""
+    from contriever.model.batching import token_budget
+
+    summary = build(corpus, tiny_encoder, tmp_path / "budget")
+    assert summary["token_budget"] == token_budget(tiny_encoder.device)
+    log = [json.loads(line) for line in (tmp_path / "budget" / "encoding-log.jsonl").read_text().splitlines()]
+    assert log and all(entry["token_budget"] == summary["token_budget"] for entry in log)
+    encoding = EncodingSettings(words=SETTINGS.words, batch_size=3, use_cache=False)
+    build_index(
+        [corpus], tiny_encoder, tmp_path / "fixed", encoding, layout=FolderSettings(4), show_progress=False
+    )
+    log = [json.loads(line) for line in (tmp_path / "fixed" / "encoding-log.jsonl").read_text().splitlines()]
+    assert all(entry["batch_size"] == 3 and "token_budget" not in entry for entry in log)

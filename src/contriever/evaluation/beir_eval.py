@@ -85,7 +85,8 @@ def _encoded_corpus(data_dir, encoder, model_path, encoding: EncodingSettings, s
         show_progress=show_progress,
         use_cache=encoding.use_cache,
     )
-    described = {key: summary.get(key) for key in ("passages", "encoded", "from_cache", "already_done")}
+    kept = ("passages", "encoded", "from_cache", "already_done", "token_budget")  # the budget when it encoded
+    described = {key: summary.get(key) for key in kept}
     described["folder"] = None if temporary is not None else str(folder)
     return open_index(folder), described, temporary
 

@@ -483,10 +483,13 @@ def _encode_shards(
             write_json(cache / PLAN, {**plan, "read": plan.get("read")})
     store = PassageStore(folder / STORE)
     total = sum(min(shard_rows, rows - s * shard_rows) for s in todo)
-    if not batch_size:  # batches by token budget: measured once per device kind, on a corpus worth it
+    if (
+        not batch_size and todo
+    ):  # batches by token budget: measured once per device kind, on a corpus worth it
         from contriever.model.batching import ensure_token_budget
 
-        ensure_token_budget(encoder, total)
+        counts["token_budget"] = ensure_token_budget(encoder, total)
+    batching = {"batch_size": batch_size} if batch_size else {"token_budget": counts.get("token_budget")}
     map_large_blocks()  # resident memory flat over any number of shards (machine.map_large_blocks)
     progress = tqdm(
         total=total, desc=f"encoding part {part[0]}/{part[1]}", unit="psg", disable=not show_progress
@@ -527,6 +530,7 @@ def _encode_shards(
                     "rows": len(batch),
                     "seconds": round(seconds, 3),
                     "part": list(part),
+                    **batching,
                     **memory_mib(),
                 },
             )
