@@ -166,11 +166,9 @@ def search_settings(args: argparse.Namespace, k: int | None = None):
     stands for `--k` where that flag is not one depth (evaluate-qa's, repeated: the deepest)."""
     from contriever.retrieval.settings import SearchSettings
 
-    return SearchSettings(
-        k=args.k if k is None else k,
-        index_path=args.index,
-        ann=args.ann,
-        nprobe=args.nprobe,
-        ef_search=args.ef_search,
-        rerank=args.rerank,
-    )
+    return SearchSettings(k=args.k if k is None else k, index_path=args.index, **ann_options(args))
+
+
+def ann_options(args: argparse.Namespace) -> dict:
+    """`--ann` and its parameters (`add_ann_options`), named as `SearchSettings`' fields."""
+    return {"ann": args.ann, "nprobe": args.nprobe, "ef_search": args.ef_search, "rerank": args.rerank}

@@ -129,6 +129,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 def sources_from_args(args: argparse.Namespace):
     """What to serve (`ServeSources`) from the parsed options."""
+    from contriever.cli.options import ann_options
     from contriever.retrieval.settings import SearchSettings
     from contriever.serving.server import ServeSources
 
@@ -139,7 +140,7 @@ def sources_from_args(args: argparse.Namespace):
         bm25=args.bm25,
         no_bm25=args.no_bm25,
         model=args.model,
-        search=SearchSettings(ann=args.ann, nprobe=args.nprobe, ef_search=args.ef_search, rerank=args.rerank),
+        search=SearchSettings(**ann_options(args)),
     )
 
 
