@@ -40,6 +40,65 @@ def test_token_batches_max_rows_and_stable_ties():
         token_batches([3], 0)
 
 
+def test_token_batches_count_lengths_rounded_up_to_the_multiple():
+    batches = token_batches([17, 17, 17, 17, 9], budget=64, multiple=16)
+    assert [b.tolist() for b in batches] == [
+        [0, 1],
+        [2, 3],
+        [
+            4,
+        ],
+    ]  # 17 pads to 32: two rows of 32
+    assert [b.tolist() for b in token_batches([16, 16, 16, 16], budget=64, multiple=16)] == [[0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="multiple must be at least 1"):
+        token_batches([3], 10, multiple=0)
+
+
+def test_collate_rounds_lengths_and_fills_rows_without_changing_the_vectors(tiny_encoder):
+    """Rounded lengths and filler rows are padding the mask hides: the real rows' vectors are those of
+    exact padding (fp32), and the length never passes the model's position table."""
+    import torch
+
+    sequences = tiny_encoder.tokenize(["a short one", "a somewhat longer text with more words in it"])
+    exact_ids, exact_mask = tiny_encoder.collate(sequences)
+    ids, mask = tiny_encoder.collate(sequences, multiple=16, rows=5)
+    assert ids.shape == (5, 16) and exact_ids.shape == (2, max(len(s) for s in sequences))
+    assert (ids[2:] == ids[0]).all()  # filler rows copy the first sequence
+    with torch.inference_mode():
+        exact = tiny_encoder(exact_ids, exact_mask)
+        rounded = tiny_encoder(ids, mask)[:2]
+    torch.testing.assert_close(rounded, exact, rtol=1e-5, atol=1e-6)
+    limit = tiny_encoder.model.config.max_position_embeddings
+    long_ids, _ = tiny_encoder.collate([list(range(limit - 3))], multiple=64)
+    assert long_ids.shape[1] == limit
+
+
+def test_bf16_encoding_on_a_cpu_meets_few_shapes(tiny_encoder, monkeypatch):
+    """oneDNN keeps memory for every shape a bf16 product meets (the reason for the rounding): texts
+    of 120 different lengths are encoded in at most one shape per 16-token length bucket, by budget
+    and by --batch-size alike; fp32 keeps exact padding."""
+    from contriever.model.encoder import BF16_CPU_LENGTH_MULTIPLE, Encoder
+
+    shapes = []
+    forward = Encoder.forward
+
+    def recording(self, ids, mask):
+        shapes.append(tuple(ids.shape))
+        return forward(self, ids, mask)
+
+    monkeypatch.setattr(Encoder, "forward", recording)
+    texts = [" ".join(["word"] * n) for n in range(1, 121)] * 3
+    for kwargs in ({"token_budget": 512}, {"batch_size": 7}):
+        shapes.clear()
+        tiny_encoder.encode(texts, show_progress=False, precision="bf16", **kwargs)
+        buckets = {-(-length // BF16_CPU_LENGTH_MULTIPLE) for _, length in shapes}
+        assert all(length % BF16_CPU_LENGTH_MULTIPLE == 0 for _, length in shapes), shapes
+        assert len(set(shapes)) == len(buckets) <= 123 // BF16_CPU_LENGTH_MULTIPLE + 1, sorted(set(shapes))
+    shapes.clear()
+    tiny_encoder.encode(texts, show_progress=False, precision="fp32", token_budget=512)
+    assert len(set(shapes)) > 3 * len(buckets)  # exact padding: a shape for nearly every batch
+
+
 def test_encode_by_budget_gives_the_vectors_of_fixed_batches(tiny_encoder):
     texts = [" ".join(["word"] * n) for n in (1, 50, 3, 200, 7, 7, 120, 2)]
     # fp32: bf16 (`auto` on a CPU with bf16 products) rounds differently with the batch's shape

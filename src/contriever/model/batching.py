@@ -33,17 +33,22 @@ CANDIDATES = {"cpu": (2048, 4096, 8192, 16384), "cuda": (16384, 32768, 65536, 13
 MEASURE_LENGTH = 256  # tokens a text in the measurement (capped at the model's max length)
 
 
-def token_batches(lengths: Sequence[int], budget: int, max_rows: int | None = None) -> list[np.ndarray]:
+def token_batches(
+    lengths: Sequence[int], budget: int, max_rows: int | None = None, multiple: int = 1
+) -> list[np.ndarray]:
     """Positions into `lengths`, longest first, cut into batches of at most `budget` padded tokens
-    (rows x the batch's longest length; a text longer than the budget goes alone) and at most
-    `max_rows` rows. Equal lengths keep their input order."""
+    (rows x the batch's longest length rounded up to `multiple`; a text longer than the budget goes
+    alone) and at most `max_rows` rows. Equal lengths keep their input order."""
     if budget < 1:
         raise ValueError(f"token budget must be at least 1, got {budget}")
+    if multiple < 1:
+        raise ValueError(f"length multiple must be at least 1, got {multiple}")
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
     batches, start = [], 0
     while start < len(order):
-        rows = max(1, budget // max(1, int(lengths[order[start]])))  # the first row is the longest
+        longest = -(-max(1, int(lengths[order[start]])) // multiple) * multiple  # the first row's
+        rows = max(1, budget // longest)
         if max_rows is not None:
             rows = min(rows, max_rows)
         batches.append(order[start : start + rows])

@@ -45,21 +45,43 @@ from contriever.model.text_options import TextOptions
 
 DEFAULT_MAX_LENGTH = 512
 NORMALIZE_TEXT_KEY = "contriever_normalize_text"  # in the saved config.json
+# oneDNN, which runs bf16 products on a CPU, keeps compiled kernels and scratch memory for each input
+# shape it meets (up to 1,024 of them, ~4 MiB each at a 2,048-token batch): batches padded to their
+# exact longest text meet hundreds of shapes and resident memory grew with the corpus (+666 MiB over
+# 170 lengths). Lengths rounded up to a multiple of 16 and full batches keep it to a few dozen shapes
+# (+70 MiB) at the same speed (benchmarks/README.md, issue 22, "oneDNN's shapes").
+BF16_CPU_LENGTH_MULTIPLE = 16
 
 
 def pad_batch(
-    sequences: Sequence[Sequence[int] | np.ndarray], pad_id: int
+    sequences: Sequence[Sequence[int] | np.ndarray],
+    pad_id: int,
+    length: int | None = None,
+    rows: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest sequence: (input_ids, attention_mask), both int64 [batch, longest]."""
+    """Right-pad to the longest sequence, or to `length`: (input_ids, attention_mask), both int64
+    [batch, longest]. `rows` more than the sequences adds copies of the first one (a fixed batch
+    shape; the caller drops their outputs)."""
     if len(sequences) == 0:
         raise ValueError("cannot pad an empty batch")
-    longest = max(len(s) for s in sequences)
-    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(sequences), longest), dtype=np.int64)
-    for row, seq in enumerate(sequences):
+    longest = max(max(len(s) for s in sequences), length or 0)
+    rows = max(len(sequences), rows or 0)
+    ids = np.full((rows, longest), pad_id, dtype=np.int64)
+    mask = np.zeros((rows, longest), dtype=np.int64)
+    for row in range(rows):
+        seq = sequences[row] if row < len(sequences) else sequences[0]
         ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def shape_multiple(device: torch.device, precision: str) -> int:
+    """What batch lengths are rounded up to: BF16_CPU_LENGTH_MULTIPLE under bf16 (or fp16) on a CPU,
+    where oneDNN keeps kernels and scratch memory for every shape it meets; 1 elsewhere (fp32 on a
+    CPU keeps nothing per shape, and its results stay those of exact padding)."""
+    if device.type == "cpu" and resolve_precision(precision, device) != "fp32":
+        return BF16_CPU_LENGTH_MULTIPLE
+    return 1
 
 
 def _read_json(path: Path) -> dict | list:
@@ -554,9 +576,18 @@ class Encoder(torch.nn.Module):
             if value is not None and hasattr(self.model.config, name):
                 setattr(self.model.config, name, value)
 
-    def collate(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad token id lists to the longest one with this tokenizer's pad id: (input_ids, attention_mask)."""
-        return pad_batch(sequences, self.tokenizer.pad_token_id)
+    def collate(
+        self, sequences: Sequence[Sequence[int]], multiple: int = 1, rows: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad token id lists with this tokenizer's pad id: (input_ids, attention_mask), as long
+        as the longest list rounded up to `multiple` (at most the model's position table), and at
+        least `rows` rows (copies of the first list, whose outputs the caller drops)."""
+        longest = max(len(s) for s in sequences) if sequences else 0
+        length = -(-longest // multiple) * multiple
+        limit = position_limit(self.model)
+        if limit is not None:
+            length = max(longest, min(length, limit))
+        return pad_batch(sequences, self.tokenizer.pad_token_id, length, rows)
 
     @torch.inference_mode()
     def encode(
@@ -589,6 +620,7 @@ class Encoder(torch.nn.Module):
         self.eval()
         device = self.device
         budget = None if batch_size else (token_budget or device_budget(device))
+        multiple = shape_multiple(device, precision)
         block = 64 * batch_size if batch_size else 8192  # texts tokenized and sorted together
         progress = tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress, smoothing=0.05)
         try:
@@ -599,11 +631,16 @@ class Encoder(torch.nn.Module):
                         order = np.argsort([-len(s) for s in sequences], kind="stable")
                         batches = [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
                     else:
-                        batches = token_batches([len(s) for s in sequences], budget)
+                        batches = token_batches([len(s) for s in sequences], budget, multiple=multiple)
                     for rows in batches:
-                        ids, mask = self.collate([sequences[i] for i in rows])
+                        batch = [sequences[i] for i in rows]
+                        full = None  # a block's last batch filled to its full shape where shapes cost
+                        if multiple > 1:
+                            padded = -(-len(batch[0]) // multiple) * multiple
+                            full = batch_size or max(1, budget // padded)
+                        ids, mask = self.collate(batch, multiple, full)
                         vectors = self(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
-                        out[start + rows] = vectors.float().cpu().numpy()
+                        out[start + rows] = vectors[: len(rows)].float().cpu().numpy()
                         progress.update(len(rows))
                         if on_batch is not None:
                             on_batch(len(rows))

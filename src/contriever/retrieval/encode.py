@@ -483,9 +483,8 @@ def _encode_shards(
             write_json(cache / PLAN, {**plan, "read": plan.get("read")})
     store = PassageStore(folder / STORE)
     total = sum(min(shard_rows, rows - s * shard_rows) for s in todo)
-    if (
-        not batch_size and todo
-    ):  # batches by token budget: measured once per device kind, on a corpus worth it
+    # Batches by token budget: measured once per device kind, on a corpus worth it.
+    if not batch_size and todo:
         from contriever.model.batching import ensure_token_budget
 
         counts["token_budget"] = ensure_token_budget(encoder, total)
@@ -504,21 +503,7 @@ def _encode_shards(
             started = time.perf_counter()
             batch = store.range(number * shard_rows, (number + 1) * shard_rows)
             texts = [document_text({"title": title, "text": text}) for _, title, text in batch]
-            blocks = []
-            step = 8 * batch_size if batch_size else TEXTS_PER_BLOCK  # batches at a time, sorted by length
-            for start in range(0, len(texts), step):
-                block = texts[start : start + step]
-                blocks.append(
-                    encoder.encode(
-                        block,
-                        batch_size,
-                        precision=settings["precision"],
-                        show_progress=False,
-                        prompt_name="passage",
-                        on_batch=progress.update,  # the bar moves every forward pass, not every block
-                    )
-                )
-            vectors = np.concatenate(blocks)
+            vectors = _encode_passages(encoder, texts, batch_size, settings["precision"], progress)
             vectors = to_fp16(vectors) if settings["dtype"] == "float16" else vectors.astype(np.float32)
             write_shard(folder, number, [pid for pid, _, _ in batch], vectors)
             seconds = time.perf_counter() - started
@@ -536,12 +521,32 @@ def _encode_shards(
             )
             if cache is not None:
                 _link_shard(folder, cache, number, copy=False)
-            del batch, texts, blocks, vectors
+            del batch, texts, vectors
             release_freed_memory()
     finally:
         progress.close()
         store.close()
     return counts
+
+
+def _encode_passages(
+    encoder, texts: list[str], batch_size: int | None, precision: str, progress
+) -> np.ndarray:
+    """A shard's vectors, encoded a block of texts at a time (each block sorted by length); the bar
+    moves every forward pass, not every block."""
+    step = 8 * batch_size if batch_size else TEXTS_PER_BLOCK
+    blocks = [
+        encoder.encode(
+            texts[start : start + step],
+            batch_size,
+            precision=precision,
+            show_progress=False,
+            prompt_name="passage",
+            on_batch=progress.update,
+        )
+        for start in range(0, len(texts), step)
+    ]
+    return np.concatenate(blocks)
 
 
 def memory_mib() -> dict:

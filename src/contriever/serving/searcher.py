@@ -195,12 +195,12 @@ class Searcher:
         """Vectors `[n, dim]` and token counts; texts sorted by length so each forward pads little."""
         import torch
 
-        from contriever.model.encoder import autocast_context
+        from contriever.model.encoder import autocast_context, shape_multiple
 
         with torch.inference_mode():
-            return self._embed(texts, autocast_context)
+            return self._embed(texts, autocast_context, shape_multiple)
 
-    def _embed(self, texts: Sequence[str], autocast_context) -> tuple[np.ndarray, list[int]]:
+    def _embed(self, texts: Sequence[str], autocast_context, shape_multiple) -> tuple[np.ndarray, list[int]]:
         encoder = self.encoder
         # Search queries and /v1/embeddings inputs alike get the model's query prompt (E5's `query: `,
         # which its authors also advise for texts that are not retrieval passages).
@@ -208,10 +208,11 @@ class Searcher:
         order = np.argsort([-len(s) for s in sequences], kind="stable")
         vectors = np.empty((len(sequences), encoder.dim), dtype=np.float32)
         device = encoder.device
+        multiple = shape_multiple(device, self.settings.precision)  # a few shapes, not one a length
         with autocast_context(device, self.settings.precision):
             for start in range(0, len(order), self.forward_batch):
                 rows = order[start : start + self.forward_batch]
-                ids, mask = encoder.collate([sequences[i] for i in rows])
+                ids, mask = encoder.collate([sequences[i] for i in rows], multiple)
                 vectors[rows] = encoder(ids.to(device), mask.to(device)).float().cpu().numpy()
         return vectors, [len(s) for s in sequences]
 
