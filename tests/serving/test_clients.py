@@ -24,7 +24,9 @@ def live(searcher, serve_app):
 
 
 def _expected(searcher, texts):
-    return searcher.encoder.encode(texts, show_progress=False)
+    """The server's own vectors for `texts` (its query batches, its precision): what a client must
+    receive intact."""
+    return searcher.embed(texts)[0]
 
 
 def test_openai_sdk(live, searcher):

@@ -75,12 +75,12 @@ def pad_batch(
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def shape_multiple(device: torch.device, precision: str) -> int:
-    """What batch lengths are rounded up to: BF16_CPU_LENGTH_MULTIPLE under bf16 (or fp16) on a CPU,
-    where oneDNN keeps kernels and scratch memory for every shape it meets; 1 elsewhere (fp32 on a
-    CPU keeps nothing per shape, and its results stay those of exact padding)."""
+def shape_multiple(device: torch.device, precision: str, multiple: int | None = None) -> int:
+    """What batch lengths are rounded up to: `multiple` (default BF16_CPU_LENGTH_MULTIPLE) under bf16
+    (or fp16) on a CPU, where oneDNN keeps kernels and scratch memory for every shape it meets; 1
+    elsewhere (fp32 on a CPU keeps nothing per shape, and its results stay those of exact padding)."""
     if device.type == "cpu" and resolve_precision(precision, device) != "fp32":
-        return BF16_CPU_LENGTH_MULTIPLE
+        return BF16_CPU_LENGTH_MULTIPLE if multiple is None else multiple
     return 1
 
 

@@ -108,6 +108,11 @@ class Encoded:
 
 
 CPU_FORWARD_BATCH = 8
+# Query lengths rounded up to a multiple of 8 under bf16 on a CPU (16 for corpora,
+# `model.encoder.BF16_CPU_LENGTH_MULTIPLE`): queries are short, so 16 pads more of each. SciFact
+# queries at 32 clients (CPU C, benchmarks/README.md, issue 19): exact lengths 157 requests/s and
+# RSS +250 MB over 2,000 requests (a oneDNN kernel per shape), 8: 154 and +59 MB, 16: 132-142, +40 MB.
+QUERY_LENGTH_MULTIPLE = 8
 
 
 def default_forward_batch(encoder) -> int:
@@ -208,7 +213,7 @@ class Searcher:
         order = np.argsort([-len(s) for s in sequences], kind="stable")
         vectors = np.empty((len(sequences), encoder.dim), dtype=np.float32)
         device = encoder.device
-        multiple = shape_multiple(device, self.settings.precision)  # a few shapes, not one a length
+        multiple = shape_multiple(device, self.settings.precision, QUERY_LENGTH_MULTIPLE)
         with autocast_context(device, self.settings.precision):
             for start in range(0, len(order), self.forward_batch):
                 rows = order[start : start + self.forward_batch]
