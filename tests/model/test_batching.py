@@ -42,13 +42,7 @@ def test_token_batches_max_rows_and_stable_ties():
 
 def test_token_batches_count_lengths_rounded_up_to_the_multiple():
     batches = token_batches([17, 17, 17, 17, 9], budget=64, multiple=16)
-    assert [b.tolist() for b in batches] == [
-        [0, 1],
-        [2, 3],
-        [
-            4,
-        ],
-    ]  # 17 pads to 32: two rows of 32
+    assert [b.tolist() for b in batches] == [[0, 1], [2, 3], [4]]  # 17 pads to 32: two rows of 32
     assert [b.tolist() for b in token_batches([16, 16, 16, 16], budget=64, multiple=16)] == [[0, 1, 2, 3]]
     with pytest.raises(ValueError, match="multiple must be at least 1"):
         token_batches([3], 10, multiple=0)

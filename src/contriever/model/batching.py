@@ -33,6 +33,11 @@ CANDIDATES = {"cpu": (2048, 4096, 8192, 16384), "cuda": (16384, 32768, 65536, 13
 MEASURE_LENGTH = 256  # tokens a text in the measurement (capped at the model's max length)
 
 
+def round_up(length: int, multiple: int) -> int:
+    """`length` rounded up to a multiple of `multiple`."""
+    return -(-length // multiple) * multiple
+
+
 def token_batches(
     lengths: Sequence[int], budget: int, max_rows: int | None = None, multiple: int = 1
 ) -> list[np.ndarray]:
@@ -47,8 +52,7 @@ def token_batches(
     order = np.argsort(-lengths, kind="stable")
     batches, start = [], 0
     while start < len(order):
-        longest = -(-max(1, int(lengths[order[start]])) // multiple) * multiple  # the first row's
-        rows = max(1, budget // longest)
+        rows = max(1, budget // round_up(max(1, int(lengths[order[start]])), multiple))  # the first row's
         if max_rows is not None:
             rows = min(rows, max_rows)
         batches.append(order[start : start + rows])

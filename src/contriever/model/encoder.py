@@ -582,12 +582,21 @@ class Encoder(torch.nn.Module):
         """Right-pad token id lists with this tokenizer's pad id: (input_ids, attention_mask), as long
         as the longest list rounded up to `multiple` (at most the model's position table), and at
         least `rows` rows (copies of the first list, whose outputs the caller drops)."""
-        longest = max(len(s) for s in sequences) if sequences else 0
-        length = -(-longest // multiple) * multiple
+        return pad_batch(
+            sequences, self.tokenizer.pad_token_id, self.padded_length(sequences, multiple), rows
+        )
+
+    def padded_length(self, sequences: Sequence[Sequence[int]], multiple: int = 1) -> int:
+        """The length `collate` pads `sequences` to: the longest rounded up to `multiple`, at most the
+        model's position table (never shorter than the longest)."""
+        from contriever.model.batching import round_up
+
+        longest = max((len(s) for s in sequences), default=0)
+        rounded = round_up(longest, multiple)
         limit = position_limit(self.model)
         if limit is not None:
-            length = max(longest, min(length, limit))
-        return pad_batch(sequences, self.tokenizer.pad_token_id, length, rows)
+            rounded = min(rounded, limit)
+        return max(longest, rounded)
 
     @torch.inference_mode()
     def encode(
@@ -636,8 +645,7 @@ class Encoder(torch.nn.Module):
                         batch = [sequences[i] for i in rows]
                         full = None  # a block's last batch filled to its full shape where shapes cost
                         if multiple > 1:
-                            padded = -(-len(batch[0]) // multiple) * multiple
-                            full = batch_size or max(1, budget // padded)
+                            full = batch_size or max(1, budget // self.padded_length(batch, multiple))
                         ids, mask = self.collate(batch, multiple, full)
                         vectors = self(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
                         out[start + rows] = vectors[: len(rows)].float().cpu().numpy()

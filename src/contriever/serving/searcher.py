@@ -200,12 +200,12 @@ class Searcher:
         """Vectors `[n, dim]` and token counts; texts sorted by length so each forward pads little."""
         import torch
 
+        with torch.inference_mode():
+            return self._embed(texts)
+
+    def _embed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
         from contriever.model.encoder import autocast_context, shape_multiple
 
-        with torch.inference_mode():
-            return self._embed(texts, autocast_context, shape_multiple)
-
-    def _embed(self, texts: Sequence[str], autocast_context, shape_multiple) -> tuple[np.ndarray, list[int]]:
         encoder = self.encoder
         # Search queries and /v1/embeddings inputs alike get the model's query prompt (E5's `query: `,
         # which its authors also advise for texts that are not retrieval passages).
