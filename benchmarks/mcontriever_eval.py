@@ -16,8 +16,9 @@ seeded subsets (`subset`, seed 18) written under $MCONTRIEVER_WORK (default /wor
     python benchmarks/mcontriever_eval.py table before after                      # the markdown table
     python benchmarks/mcontriever_eval.py paired before after     # per-query change, mean +- standard error
 
-Documents are truncated at `--max-length` tokens (256; 0: the model's own 512). No prompts are added
-(this tree's encoder has none; see benchmarks/README.md).
+Documents are truncated at `--max-length` tokens (256; 0: the model's own 512). Prompts are the ones
+the evaluated model records (the converted multilingual model and what is trained from it: E5's
+`query: ` / `passage: `); the first run (session 11) had no prompt support and measured without.
 Numbers are nDCG@10 x 100 (and R@100), pytrec_eval, as `contriever evaluate` writes them.
 """
 
@@ -41,7 +42,12 @@ CONTRIEVER = str(Path(sys.executable).with_name("contriever"))
 XQUAD_LANGUAGES = ["ar", "de", "en", "es", "ru", "zh"]
 # (folder under WORK, name in the results): the random debian-xling subset scores 100 for every language
 # before training (too easy to show a change), so the hard one is what `evaluate` runs by default.
-BEDS = [("xquad-subset", "xquad"), ("xling-subset", "debian_xling"), ("xling-hard", "debian_xling_hard")]
+BEDS = [
+    ("xquad-subset", "xquad"),
+    ("xquad-full", "xquad_full"),
+    ("xling-subset", "debian_xling"),
+    ("xling-hard", "debian_xling_hard"),
+]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -91,8 +97,25 @@ def write_hard_subset(xling: Path, corpus: list[dict], queries: dict, qrels: dic
     return {"documents": len(pool), "bm25_top_k": pool_k}
 
 
+def link_full_xquad(xquad: Path) -> None:
+    """WORK/xquad-full/LANG: every language's 1,190 questions and qrels beside en's corpus file. The
+    six folders hold the same 2,067 paragraphs, but es/ru/zh in gzip files of other bytes, which the
+    encode cache (keyed by the corpus file's bytes) would encode again for each."""
+    for lang in XQUAD_LANGUAGES:
+        folder = WORK / "xquad-full" / lang
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, source in [
+            ("corpus.jsonl.gz", xquad / "en" / "corpus.jsonl.gz"),
+            ("queries.jsonl", xquad / lang / "queries.jsonl"),
+            ("qrels", xquad / lang / "qrels"),
+        ]:
+            if not (folder / name).exists():
+                (folder / name).symlink_to(source.resolve())
+
+
 def step_subset(args) -> None:
-    """WORK/xquad-subset/LANG and WORK/xling-subset/LANG: the test beds at a size this CPU can encode."""
+    """WORK/xquad-subset/LANG and WORK/xling-subset/LANG: the test beds at a size this CPU can encode
+    (and WORK/xquad-full/LANG, the whole of XQuAD, for a machine that can)."""
     # XQuAD: its questions are parallel (one SQuAD id in every language), so the same sampled ids in
     # every language; corpus = their gold paragraphs + random other SQuAD dev paragraphs.
     xquad = DATA / "xquad"
@@ -107,6 +130,7 @@ def step_subset(args) -> None:
     others = sorted({doc["_id"] for doc in corpus} - judged)
     keep = judged | set(random.Random(args.seed).sample(others, max(0, args.xquad_docs - len(judged))))
     write_subset(WORK / "xquad-subset", corpus, keep, queries, qrels)
+    link_full_xquad(xquad)
     summary = {"xquad": {"queries_per_language": len(picked), "documents": len(keep), "judged": len(judged)}}
 
     # debian-xling: per language its own sampled queries; corpus = their targets + random others.
@@ -132,7 +156,7 @@ def step_subset(args) -> None:
     summary["debian_xling"]["hard"] = write_hard_subset(xling, corpus, queries, qrels, args.pool_k)
     summary["seed"] = args.seed
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "subsets.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (RESULTS / f"{args.summary}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
 
 
@@ -153,12 +177,12 @@ def evaluate_one(model: str, data: Path, output: Path, max_length: int | None) -
 
 def step_evaluate(args) -> None:
     """XQuAD and the debian-xling subset, every language, one model; results/mcontriever/NAME.json."""
-    if not all((WORK / folder).exists() for folder, _ in BEDS):
-        sys.exit(f"{WORK}: no subsets; run `python {sys.argv[0]} subset` first")
     out = RESULTS / f"{args.name}.json"
     result = json.loads(out.read_text()) if out.exists() else {}
     result.update({"model": args.model, "max_length": args.max_length, "xquad": result.get("xquad", {})})
     chosen = [(folder, bed) for folder, bed in BEDS if bed in args.beds.split(",")]
+    if not all((WORK / folder).exists() for folder, _ in chosen):
+        sys.exit(f"{WORK}: a chosen test bed is missing; run `python {sys.argv[0]} subset` first")
     beds = []
     for folder, bed in chosen:
         result[bed] = result.get(bed, {})
@@ -249,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--docs", type=int, default=500, help="debian-xling documents: targets + random")
     p.add_argument("--pool-k", type=int, default=5, help="hard debian-xling subset: BM25 top k a query")
     p.add_argument("--seed", type=int, default=18)
+    p.add_argument("--summary", default="subsets", help="results/mcontriever/SUMMARY.json: sizes and seed")
     p.set_defaults(func=step_subset)
     p = sub.add_parser("evaluate")
     p.add_argument("--model", required=True)

@@ -144,7 +144,7 @@ def step_table(args) -> None:
         ax.set_ylabel("nDCG@10")
         ax.set_ylim(0, 100)
         ax.set_title(args.title or f"{args.name}: questions in each language, English documents")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: bars reach the top
         fig.tight_layout()
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=110)

@@ -14,12 +14,12 @@ from contriever.training.config import load_config
 from contriever.training.trainer import train
 
 
-def pretrain_config(folder: Path, *extra: str):
+def pretrain_config(folder: Path, *extra: str, model: list[str] = TINY_MODEL):
     return load_config(
         None,
         [
             "task=pretrain",
-            *TINY_MODEL,
+            *model,
             f'data.folders=["{folder}"]',
             "data.chunk_length=32",
             *([] if "loss.kind=inbatch" in extra else ["loss.queue_size=64", "loss.momentum=0.99"]),
@@ -83,6 +83,19 @@ def test_attention_dropout_is_set_apart_from_hidden_dropout(tmp_path):
     encoder.save(tmp_path / "model")  # the saved config carries both, so a reload trains the same
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["attention_probs_dropout_prob"] == 0.0 and saved["hidden_dropout_prob"] == 0.2
+
+
+def test_frozen_embeddings_stay_as_loaded_while_the_rest_trains(token_folder, tiny_model, tmp_path):
+    init = ["model.init=pretrained", f"model.path={tiny_model}", "model.freeze_embeddings=true"]
+    train(pretrain_config(token_folder, "train.steps=2", model=init), tmp_path / "run")
+    start = Encoder.load(tiny_model).model.state_dict()
+    trained = Encoder.load(tmp_path / "run" / "model").model.state_dict()
+    changed = {name for name in start if not torch.equal(trained[name], start[name])}
+    assert "embeddings.word_embeddings.weight" not in changed
+    assert "encoder.layer.0.attention.self.query.weight" in changed
+    groups = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]
+    trainable = sum(len(group["params"]) for group in groups)
+    assert trainable == sum(p.requires_grad for p in Encoder.load(tiny_model).model.parameters()) - 1
 
 
 def test_killed_run_resumes_to_the_same_losses(token_folder, tmp_path):

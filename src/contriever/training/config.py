@@ -72,6 +72,11 @@ class ModelConfig:
     query_prompt: str | None = None
     passage_prompt: str | None = None
     force_prompts: bool = False
+    # Word embeddings kept as loaded. For adapting a multilingual model on text in a few languages:
+    # the rows of languages absent from the text keep their place beside the trained ones (what the
+    # cross-lingual alignment rests on), and the optimizer skips most of the parameters (multilingual-e5-
+    # small: 96M of its 118M are the 250,002-piece vocabulary's embeddings).
+    freeze_embeddings: bool = False
     dropout: Fraction | None = None  # None: the model's own (BERT: 0.1); sets hidden and attention dropout
     # Attention dropout alone (overrides `dropout` there). 0 lets PyTorch use its fused attention
     # kernel in training; on a CPU that takes a third off the step time (benchmarks/README.md).

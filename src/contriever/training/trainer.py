@@ -89,6 +89,8 @@ def build_encoder(config: Config) -> Encoder:
         encoder.prompts = merge_prompts(encoder.prompts, given, model.force_prompts, model.path or "default")
     if model.dropout is not None or model.attention_dropout is not None:
         encoder.set_dropout(model.dropout, model.attention_dropout)
+    if model.freeze_embeddings:
+        encoder.model.get_input_embeddings().requires_grad_(False)
     return encoder
 
 
