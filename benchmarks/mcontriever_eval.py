@@ -41,7 +41,7 @@ WORK = Path(os.environ.get("MCONTRIEVER_WORK", "/work/mdata/eval"))
 CONTRIEVER = str(Path(sys.executable).with_name("contriever"))
 XQUAD_LANGUAGES = ["ar", "de", "en", "es", "ru", "zh"]
 # (folder under WORK, name in the results): the random debian-xling subset scores 100 for every language
-# before training (too easy to show a change), so the hard one is what `evaluate` runs by default.
+# before training (too easy to show a change): `--beds xquad_full,debian_xling_hard` measures a change.
 BEDS = [
     ("xquad-subset", "xquad"),
     ("xquad-full", "xquad_full"),
