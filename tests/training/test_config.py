@@ -127,6 +127,19 @@ def test_ignored_key_from_a_file_is_an_error(tmp_path):
         load_config(path)
 
 
+def test_a_set_that_switches_the_loss_drops_the_file_keys_it_supersedes(tmp_path, caplog):
+    path = tmp_path / "moco.toml"
+    path.write_text('[loss]\nkind = "moco"\nqueue_size = 4096\nmomentum = 0.99\ntemperature = 0.01\n')
+    with caplog.at_level("WARNING"):
+        config = load_config(path, ["loss.kind=inbatch"])
+    assert (config.loss.kind, config.loss.temperature) == ("inbatch", 0.01)
+    assert "loss.momentum from the config file is dropped: only MoCo" in caplog.text
+    assert "loss.queue_size from the config file is dropped" in caplog.text
+    # set again on the command line, the key is the user's own and stays an error
+    with pytest.raises(ConfigError, match="loss.queue_size does not apply"):
+        load_config(path, ["loss.kind=inbatch", "loss.queue_size=4096"])
+
+
 def test_the_keys_that_apply_are_accepted():
     config = load_config(None, ["task=finetune", "optim.name=asam", "optim.rho=0.5", "optim.eta=0.02"])
     assert (config.optim.rho, config.optim.eta) == (0.5, 0.02)

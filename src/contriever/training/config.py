@@ -6,7 +6,10 @@ option once cost the paper's own code its published queue size):
 * an unknown or misspelled key, with the closest valid dotted name suggested (`loss.kind`);
 * a value of the wrong type, outside its `Literal` choices or outside its range (`Range`);
 * a key that does not apply to the task, the loss or the optimizer chosen (`APPLIES_TO`), e.g.
-  `loss.queue_size` with the in-batch loss or `data.folders` when fine-tuning.
+  `loss.queue_size` with the in-batch loss or `data.folders` when fine-tuning. One exception: a
+  key from a config file that a `--set` made inapplicable (`--set loss.kind=inbatch` on a MoCo
+  preset leaves its `loss.queue_size` behind) is dropped with a warning naming it, so a preset can be
+  varied from the command line without writing a new file.
 
 Defaults follow the task: pretraining starts from the paper's pretraining settings (MoCo, 500k
 updates of 2,048 pairs), fine-tuning from its fine-tuning ones (`FINETUNE_DEFAULTS`).
@@ -17,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import math
 import tomllib
 import typing
@@ -26,6 +30,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from contriever.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -243,7 +249,8 @@ APPLIES_TO: list[tuple[str, Callable[[Config], bool], str]] = [
 # ----- reading ------------------------------------------------------------------------------------------
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a config file and apply `section.key=value` overrides; every key is checked."""
-    values = read_config_file(path) if path else {}
+    file_values = read_config_file(path) if path else {}
+    values = json.loads(json.dumps(file_values))  # a deep copy the overrides may change
     for override in overrides or []:
         if "=" not in override:
             raise ConfigError(f"--set {override!r}: expected section.key=value")
@@ -259,9 +266,38 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if given.task == "finetune":
         values = _merge(FINETUNE_DEFAULTS, values)
     config = _build(Config, values, "")
+    if overrides:
+        set_keys = {override.split("=", 1)[0].strip() for override in overrides}
+        values, config = _drop_superseded(values, config, file_values, set_keys)
     check_applies(config, _dotted_keys(values, ""))
     validate(config)
     return config
+
+
+def _drop_superseded(
+    values: dict, config: Config, file_values: dict, set_keys: set[str]
+) -> tuple[dict, Config]:
+    """Remove the file's keys that applied under the file alone but not after the `--set` overrides."""
+    try:
+        file_config = _build(Config, file_values, "")
+        if file_config.task == "finetune":
+            file_config = _build(Config, _merge(FINETUNE_DEFAULTS, file_values), "")
+    except ConfigError:  # the file alone is invalid (an override mends it): nothing to compare with
+        return values, config
+    file_keys = _dotted_keys(file_values, "")
+    superseded = [
+        (key, why)
+        for key, why in inapplicable(config, _dotted_keys(values, ""))
+        if key in file_keys - set_keys and not any(key == k for k, _ in inapplicable(file_config, {key}))
+    ]
+    for key, why in superseded:
+        log.warning("%s from the config file is dropped: %s", key, why)
+        section, _, name = key.rpartition(".")
+        node = values
+        for part in section.split(".") if section else []:
+            node = node[part]
+        del node[name]
+    return (values, _build(Config, values, "")) if superseded else (values, config)
 
 
 def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
@@ -400,14 +436,23 @@ def _build(cls, values: dict, where: str):
     return cls(**kwargs)
 
 
-def check_applies(config: Config, given: set[str]) -> None:
-    """A key the user set that the chosen task, loss or optimizer would ignore is an error."""
+def inapplicable(config: Config, given: set[str]) -> list[tuple[str, str]]:
+    """The keys among `given` that the chosen task, loss or optimizer would ignore, each with why."""
+    found = []
     for key in sorted(given):
         for pattern, applies, why in APPLIES_TO:
             if (key == pattern or (pattern.endswith(".") and key.startswith(pattern))) and not applies(
                 config
             ):
-                raise ConfigError(f"{key} does not apply here and would be ignored: {why}")
+                found.append((key, why))
+                break
+    return found
+
+
+def check_applies(config: Config, given: set[str]) -> None:
+    """A key the user set that the chosen task, loss or optimizer would ignore is an error."""
+    for key, why in inapplicable(config, given):
+        raise ConfigError(f"{key} does not apply here and would be ignored: {why}")
 
 
 def validate(config: Config) -> None:
