@@ -359,11 +359,13 @@ def test_foreign_host_headers_are_refused_when_bound_to_loopback(searcher):
 
 
 def test_forward_passes_of_a_few_texts_give_the_vectors_of_one_pass(searcher):
-    """A dynamic batch is cut into length-sorted passes of 8 on a CPU: same vectors, input order kept."""
-    from contriever.serving.searcher import CPU_FORWARD_BATCH
+    """A dynamic batch is cut into length-sorted passes of 32 on a CPU (packed inference; 8 without
+    it): same vectors, input order kept."""
+    from contriever.serving.searcher import PACKED_CPU_FORWARD_BATCH
 
-    texts = [("vitamin " * n).strip() for n in (1, 30, 2, 17, 5, 9, 40, 3, 11, 25, 7, 1, 60, 4, 8, 13, 2)]
-    assert searcher.forward_batch == CPU_FORWARD_BATCH < len(texts)
+    lengths = (1, 30, 2, 17, 5, 9, 40, 3, 11, 25, 7, 1, 60, 4, 8, 13, 2) * 2 + (33, 6)
+    texts = [("vitamin " * n).strip() for n in lengths]
+    assert searcher.forward_batch == PACKED_CPU_FORWARD_BATCH < len(texts)
     passes, tokens = searcher.embed(texts)
     one_pass = searcher.encoder.encode(texts, batch_size=len(texts), show_progress=False)
     np.testing.assert_allclose(passes, one_pass, rtol=1e-4, atol=1e-5)

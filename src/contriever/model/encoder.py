@@ -2,7 +2,9 @@
 
 `Encoder` wraps any Hugging Face encoder (BERT, MiniLM, RoBERTa/XLM-R, ...) with a pooling rule.
 It is an `nn.Module` (training calls it on token ids) and an inference tool (`encode_queries`,
-`encode_corpus`: length-sorted batches, bf16 autocast where the hardware has it, fp32 pooling).
+`encode_corpus`: length-sorted batches, bf16 autocast where the hardware has it, fp32 pooling; on a
+CPU, BERT-family models run packed, with no padding in their position-wise layers:
+`contriever.model.packed`).
 
 Saved folders are plain Hugging Face model folders plus the sentence-transformers module files, so
 the same folder loads with `transformers.AutoModel`, with `sentence_transformers.SentenceTransformer`
@@ -29,6 +31,7 @@ from contriever.data.documents import document_text
 from contriever.data.normalize import transform_text
 from contriever.errors import DataError
 from contriever.io import atomic_folder, verify_manifest
+from contriever.model import packed
 from contriever.model.locate import (
     default_model_path,  # noqa: F401 (re-exported: its old home)
     from_pretrained,
@@ -512,8 +515,21 @@ class Encoder(torch.nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def length_multiple(self, precision: str, multiple: int | None = None) -> int:
+        """What this encoder's batch lengths are rounded up to (`shape_multiple`); 1 where packed
+        inference runs, which rounds its products' row counts itself (`packed.row_count`) and
+        whose attention keeps nothing per shape."""
+        if self.device.type == "cpu" and packed.supports(self.model):
+            return 1
+        return shape_multiple(self.device, precision, multiple)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Token ids `[batch, length]` to pooled vectors `[batch, dim]` (fp32)."""
+        """Token ids `[batch, length]` to pooled vectors `[batch, dim]` (fp32).
+
+        Inference on a CPU with a BERT-family model skips the padding (`contriever.model.packed`)."""
+        if packed.applies(self.model, input_ids):
+            hidden, rows = packed.packed_forward(self.model, input_ids, attention_mask)
+            return packed.pool_packed(hidden, rows, input_ids.shape[0], self.pooling, self.normalize)
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return pool(hidden, attention_mask, self.pooling, self.normalize)
 
@@ -629,7 +645,7 @@ class Encoder(torch.nn.Module):
         self.eval()
         device = self.device
         budget = None if batch_size else (token_budget or device_budget(device))
-        multiple = shape_multiple(device, precision)
+        multiple = self.length_multiple(precision)
         block = 64 * batch_size if batch_size else 8192  # texts tokenized and sorted together
         progress = tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress, smoothing=0.05)
         try:

@@ -108,6 +108,10 @@ class Encoded:
 
 
 CPU_FORWARD_BATCH = 8
+# With packed inference (`contriever.model.packed`) padding costs only in attention, and a larger
+# pass is the faster one: SciFact queries, CPU C, bf16, 1 thread: 8 a pass 215-223 queries/s,
+# 32 a pass 252-260 (benchmarks/README.md, "Packed inference").
+PACKED_CPU_FORWARD_BATCH = 32
 # Query lengths rounded up to a multiple of 8 under bf16 on a CPU (16 for corpora,
 # `model.encoder.BF16_CPU_LENGTH_MULTIPLE`): queries are short, so 16 pads more of each. SciFact
 # queries at 32 clients (CPU C, benchmarks/README.md, issue 19): exact lengths 157 requests/s and
@@ -122,10 +126,16 @@ def default_forward_batch(encoder) -> int:
     whole batch of 24 queries pays for every query at the longest one's length. Passes of 8 texts of
     similar length waste little padding and still amortise the per-pass overhead (CPU B, 1 thread,
     SciFact queries in requests of 24: 30.6 ms a query in one pass, 22.5 in passes of 8, 33.3 one
-    at a time). A GPU is the other way round: it wants the whole batch at once.
+    at a time). Packed inference pays for padding only in attention, so it takes passes of 32. A
+    GPU is the other way round: it wants the whole batch at once.
     """
+    from contriever.model import packed
+
     device = getattr(encoder, "device", None)
-    return CPU_FORWARD_BATCH if getattr(device, "type", "cpu") == "cpu" else 256
+    if getattr(device, "type", "cpu") != "cpu":
+        return 256
+    model = getattr(encoder, "model", None)
+    return PACKED_CPU_FORWARD_BATCH if model is not None and packed.supports(model) else CPU_FORWARD_BATCH
 
 
 @dataclass(frozen=True)
@@ -204,7 +214,7 @@ class Searcher:
             return self._embed(texts)
 
     def _embed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
-        from contriever.model.encoder import autocast_context, shape_multiple
+        from contriever.model.encoder import autocast_context
 
         encoder = self.encoder
         # Search queries and /v1/embeddings inputs alike get the model's query prompt (E5's `query: `,
@@ -213,7 +223,7 @@ class Searcher:
         order = np.argsort([-len(s) for s in sequences], kind="stable")
         vectors = np.empty((len(sequences), encoder.dim), dtype=np.float32)
         device = encoder.device
-        multiple = shape_multiple(device, self.settings.precision, QUERY_LENGTH_MULTIPLE)
+        multiple = encoder.length_multiple(self.settings.precision, QUERY_LENGTH_MULTIPLE)
         with autocast_context(device, self.settings.precision):
             for start in range(0, len(order), self.forward_batch):
                 rows = order[start : start + self.forward_batch]

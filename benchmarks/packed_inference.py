@@ -1,0 +1,215 @@
+"""Packed inference (`contriever.model.packed`) against the transformers forward, same model, same
+texts, same run, interleaved round by round, as fractions of the machine's matmul peak of each round.
+
+    python benchmarks/packed_inference.py --data ../shared/data/scifact --queries 400 --docs 1000 --rounds 3
+
+Workloads: SciFact queries in length-sorted passes of 8 and of 32 on one thread (what `serve` does
+with a dynamic batch), and SciFact documents through `Encoder.encode` with its default token budget
+on all threads (what `index` and `evaluate` do). Each in bf16 autocast (where the CPU has native
+bf16: `--precision auto`) and in fp32. Reports texts/s, GFLOP/s of the real tokens' matrix products
+(padding not counted: the work that had to be done), that as a fraction of `matmul_peak.py`'s best
+shape in the same round, packed / transformers speed, the lowest cosine between the two paths'
+vectors, and resident memory. Writes benchmarks/results/packed_inference.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from encode_throughput import cosine_rows, transformer_flops  # noqa: E402
+from matmul_peak import SHAPES, gflops  # noqa: E402
+
+from contriever.data.beir import load_corpus, load_queries  # noqa: E402
+from contriever.data.documents import document_text  # noqa: E402
+from contriever.model import packed  # noqa: E402
+from contriever.model.encoder import Encoder, autocast_context, bf16_supported  # noqa: E402
+
+
+def resident_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def query_passes(encoder: Encoder, sequences: list[list[int]], per_pass: int, precision: str) -> np.ndarray:
+    """`serve`'s model thread: length-sorted passes of `per_pass` texts (exact lengths when packed,
+    rounded to 8 under bf16 otherwise, as `Searcher._embed` does)."""
+    device = encoder.device
+    order = np.argsort([-len(s) for s in sequences], kind="stable")
+    out = np.empty((len(sequences), encoder.dim), dtype=np.float32)
+    multiple = encoder.length_multiple(precision, 8)
+    with torch.inference_mode(), autocast_context(device, precision):
+        for start in range(0, len(order), per_pass):
+            rows = order[start : start + per_pass]
+            ids, mask = encoder.collate([sequences[i] for i in rows], multiple)
+            out[rows] = encoder(ids, mask).float().numpy()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default="../shared/data/scifact")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--queries", type=int, default=400)
+    parser.add_argument("--docs", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "packed_inference.json"))
+    args = parser.parse_args()
+
+    threads = torch.get_num_threads()
+    encoder = Encoder.load(args.model)
+    encoder.eval()
+    config = encoder.model.config
+    queries = list(load_queries(args.data).values())[: args.queries]
+    docs = [document_text(d) for d in list(load_corpus(args.data).values())[: args.docs]]
+    query_ids = encoder.tokenize(queries, prompt_name="query")
+    doc_lengths = [len(s) for s in encoder.tokenize(docs, prompt_name="passage")]
+    flops = {
+        "queries": transformer_flops(
+            [len(s) for s in query_ids],
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.intermediate_size,
+        ),
+        "corpus": transformer_flops(
+            doc_lengths, config.num_hidden_layers, config.hidden_size, config.intermediate_size
+        ),
+    }
+    precisions = ["bf16", "fp32"] if bf16_supported(torch.device("cpu")) else ["fp32"]
+    workloads = [
+        ("queries, passes of 8, 1 thread", "queries", 8, 1),
+        ("queries, passes of 32, 1 thread", "queries", 32, 1),
+    ]
+    workloads.append((f"corpus, default token budget, {threads} threads", "corpus", 0, threads))
+
+    def run(kind: str, per_pass: int, precision: str) -> np.ndarray:
+        if kind == "queries":
+            return query_passes(encoder, query_ids, per_pass, precision)
+        return encoder.encode_corpus(docs, precision=precision, show_progress=False)
+
+    # warm both paths and every shape family once
+    for enabled in (False, True):
+        packed.ENABLED = enabled
+        for precision in precisions:
+            for _, kind, per_pass, n_threads in workloads:
+                torch.set_num_threads(n_threads)
+                run(kind, per_pass, precision)
+
+    rounds: dict[str, list[dict]] = {}
+    vectors: dict[tuple, np.ndarray] = {}
+    peaks = {p: [] for p in precisions}
+    for round_ in range(args.rounds):
+        for precision in precisions:
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            torch.set_num_threads(1)
+            one = max(gflops(m, k, n, dtype, 0.5) for m, k, n in SHAPES)
+            torch.set_num_threads(threads)
+            every = max(gflops(m, k, n, dtype, 0.5) for m, k, n in SHAPES)
+            peaks[precision].append({"1 thread": round(one, 1), f"{threads} threads": round(every, 1)})
+            for name, kind, per_pass, n_threads in workloads:
+                torch.set_num_threads(n_threads)
+                peak = one if n_threads == 1 else every
+                for enabled in (False, True):
+                    packed.ENABLED = enabled
+                    started = time.perf_counter()
+                    out = run(kind, per_pass, precision)
+                    seconds = time.perf_counter() - started
+                    path = "packed" if enabled else "transformers"
+                    vectors[(name, precision, path)] = out
+                    rate = flops[kind] / seconds / 1e9
+                    key = f"{name} | {precision} | {path}"
+                    rounds.setdefault(key, []).append(
+                        {
+                            "seconds": round(seconds, 3),
+                            "gflops": round(rate, 1),
+                            "of_peak": round(rate / peak, 3),
+                        }
+                    )
+                    print(
+                        f"round {round_}: {key}: {seconds:.2f} s, {rate:.1f} GFLOP/s, {rate / peak:.2f} of {peak:.0f}",
+                        flush=True,
+                    )
+    torch.set_num_threads(threads)
+    packed.ENABLED = True
+
+    rows = []
+    for name, kind, _, _ in workloads:
+        count = len(query_ids) if kind == "queries" else len(docs)
+        for precision in precisions:
+            medians = {}
+            for path in ("transformers", "packed"):
+                runs = rounds[f"{name} | {precision} | {path}"]
+                medians[path] = {
+                    "texts_per_s": round(count / float(np.median([r["seconds"] for r in runs])), 1),
+                    "of_peak": float(np.median([r["of_peak"] for r in runs])),
+                    "of_peak_range": [min(r["of_peak"] for r in runs), max(r["of_peak"] for r in runs)],
+                }
+            cosine = cosine_rows(
+                vectors[(name, precision, "packed")], vectors[(name, precision, "transformers")]
+            )
+            speedups = [
+                t["seconds"] / p["seconds"]
+                for t, p in zip(
+                    rounds[f"{name} | {precision} | transformers"], rounds[f"{name} | {precision} | packed"]
+                )
+            ]
+            rows.append(
+                {
+                    "workload": name,
+                    "precision": precision,
+                    "transformers": medians["transformers"],
+                    "packed": medians["packed"],
+                    "speedup_median": round(float(np.median(speedups)), 2),
+                    "speedup_range": [round(min(speedups), 2), round(max(speedups), 2)],
+                    "min_cosine_between_paths": round(float(cosine.min()), 6),
+                }
+            )
+    result = {
+        "command": "python benchmarks/packed_inference.py " + " ".join(sys.argv[1:]),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "model": args.model,
+        "queries": len(query_ids),
+        "documents": len(docs),
+        "mean_query_tokens": round(float(np.mean([len(s) for s in query_ids])), 1),
+        "mean_document_tokens": round(float(np.mean(doc_lengths)), 1),
+        "matmul_peak_gflops": peaks,
+        "peak_rss_mib_end": round(resident_mib(), 0),
+        "rows": rows,
+        "rounds": rounds,
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"\n{result['cpu']} ({result['cpu_capability']}), torch {torch.__version__}, {len(query_ids)} queries "
+        f"(mean {result['mean_query_tokens']} tokens), {len(docs)} documents (mean {result['mean_document_tokens']})"
+    )
+    print(
+        "| workload | precision | transformers: texts/s | of peak | packed: texts/s | of peak | packed / transformers (range) | min cosine |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        t, p = r["transformers"], r["packed"]
+        print(
+            f"| {r['workload']} | {r['precision']} | {t['texts_per_s']} | {t['of_peak']:.2f} | {p['texts_per_s']} | "
+            f"{p['of_peak']:.2f} | {r['speedup_median']}x ({r['speedup_range'][0]}-{r['speedup_range'][1]}) | "
+            f"{r['min_cosine_between_paths']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
