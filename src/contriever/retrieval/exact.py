@@ -58,9 +58,13 @@ def pass_matrix(vectors: np.ndarray, precision: str):
     torch bf16 tensor (half the memory, kept between calls like the fp32 ones)."""
     if precision == "fp32":
         return vectors
+    import warnings
+
     import torch
 
-    return torch.from_numpy(vectors).to(torch.bfloat16)
+    with warnings.catch_warnings():  # a read-only memory map: never written, copied to bf16 at once
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(vectors).to(torch.bfloat16)
 
 
 class Fp32Scores:
