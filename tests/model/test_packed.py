@@ -81,3 +81,13 @@ def test_changed_weights_are_cast_again():
         want = reference(encoder, ids, mask)
     assert not torch.allclose(before, after)
     assert torch.nn.functional.cosine_similarity(after, want).min() > 0.999
+
+
+def test_a_model_made_under_inference_mode_runs_packed():
+    with torch.inference_mode():  # its parameters are inference tensors: no version counters
+        encoder = Encoder.from_scratch(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, seed=2
+        )
+        encoder.eval()
+        ids, mask = encoder.collate(encoder.tokenize(TEXTS))
+        torch.testing.assert_close(encoder(ids, mask), reference(encoder, ids, mask), rtol=1e-5, atol=1e-5)

@@ -63,7 +63,7 @@ def _layer_weights(model: torch.nn.Module, dtype: torch.dtype) -> list[tuple[tor
     """Per layer: (qkv weight, qkv bias, output, its bias, intermediate, its bias, out, its bias) in `dtype`."""
     layers = model.encoder.layer
     params = [p for layer in layers for p in _linear_params(layer)]
-    stamp = tuple((p.data_ptr(), p._version) for p in params)
+    stamp = tuple((p.data_ptr(), _version(p)) for p in params)
     per_dtype = _CAST_WEIGHTS.setdefault(model, {})
     cached = per_dtype.get(dtype)
     if cached is not None and cached[0] == stamp:
@@ -84,6 +84,15 @@ def _layer_weights(model: torch.nn.Module, dtype: torch.dtype) -> list[tuple[tor
         weights.append(tuple(t.detach().to(dtype).contiguous() for t in (qkv_weight, qkv_bias, *rest)))
     per_dtype[dtype] = (stamp, weights)
     return weights
+
+
+def _version(tensor: torch.Tensor) -> int:
+    """Its in-place version counter; -1 for a model made under `torch.inference_mode()`, whose
+    tensors keep none (and cannot be changed in place outside it)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return -1
 
 
 def _linear_params(layer) -> tuple[torch.Tensor, ...]:
