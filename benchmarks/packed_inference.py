@@ -1,11 +1,11 @@
 """Packed inference (`contriever.model.packed`) against the transformers forward, same model, same
 texts, same run, interleaved round by round, as fractions of the machine's matmul peak of each round.
 
-    python benchmarks/packed_inference.py --data ../shared/data/scifact --queries 400 --docs 1000 --rounds 3
+    python benchmarks/packed_inference.py --data ../shared/data/scifact --queries 400 --rounds 3
 
 Workloads: SciFact queries in length-sorted passes of 8 and of 32 on one thread (what `serve` does
-with a dynamic batch), and SciFact documents through `Encoder.encode` with its default token budget
-on all threads (what `index` and `evaluate` do). Each in bf16 autocast (where the CPU has native
+with a dynamic batch; `Encoder.encode`, which `index` and `evaluate` use, stays on the transformers
+forward: benchmarks/README.md, "Packed inference"). Each in bf16 autocast (where the CPU has native
 bf16: `--precision auto`) and in fp32. Reports texts/s, GFLOP/s of the real tokens' matrix products
 (padding not counted: the work that had to be done), that as a fraction of `matmul_peak.py`'s best
 shape in the same round, packed / transformers speed, the lowest cosine between the two paths'
@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from encode_throughput import cosine_rows, transformer_flops  # noqa: E402
 from matmul_peak import SHAPES, gflops  # noqa: E402
 
-from contriever.data.beir import load_corpus, load_queries  # noqa: E402
-from contriever.data.documents import document_text  # noqa: E402
+from contriever.data.beir import load_queries  # noqa: E402
 from contriever.model import packed  # noqa: E402
 from contriever.model.encoder import Encoder, autocast_context, bf16_supported  # noqa: E402
+from contriever.serving.searcher import query_length_multiple  # noqa: E402
 
 
 def resident_mib() -> float:
@@ -47,7 +47,7 @@ def query_passes(encoder: Encoder, sequences: list[list[int]], per_pass: int, pr
     device = encoder.device
     order = np.argsort([-len(s) for s in sequences], kind="stable")
     out = np.empty((len(sequences), encoder.dim), dtype=np.float32)
-    multiple = encoder.length_multiple(precision, 8)
+    multiple = query_length_multiple(encoder, precision)
     with torch.inference_mode(), autocast_context(device, precision):
         for start in range(0, len(order), per_pass):
             rows = order[start : start + per_pass]
@@ -63,7 +63,6 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/scifact")
     parser.add_argument("--model", default="default")
     parser.add_argument("--queries", type=int, default=400)
-    parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "packed_inference.json"))
     args = parser.parse_args()
@@ -73,9 +72,7 @@ def main() -> None:
     encoder.eval()
     config = encoder.model.config
     queries = list(load_queries(args.data).values())[: args.queries]
-    docs = [document_text(d) for d in list(load_corpus(args.data).values())[: args.docs]]
     query_ids = encoder.tokenize(queries, prompt_name="query")
-    doc_lengths = [len(s) for s in encoder.tokenize(docs, prompt_name="passage")]
     flops = {
         "queries": transformer_flops(
             [len(s) for s in query_ids],
@@ -83,21 +80,17 @@ def main() -> None:
             config.hidden_size,
             config.intermediate_size,
         ),
-        "corpus": transformer_flops(
-            doc_lengths, config.num_hidden_layers, config.hidden_size, config.intermediate_size
-        ),
     }
     precisions = ["bf16", "fp32"] if bf16_supported(torch.device("cpu")) else ["fp32"]
     workloads = [
         ("queries, passes of 8, 1 thread", "queries", 8, 1),
         ("queries, passes of 32, 1 thread", "queries", 32, 1),
     ]
-    workloads.append((f"corpus, default token budget, {threads} threads", "corpus", 0, threads))
+    # Corpus encoding (`Encoder.encode`) runs the transformers forward since memory crept packed; its
+    # rows in benchmarks/README.md come from this script at commit 8dd5b07, when it ran packed.
 
     def run(kind: str, per_pass: int, precision: str) -> np.ndarray:
-        if kind == "queries":
-            return query_passes(encoder, query_ids, per_pass, precision)
-        return encoder.encode_corpus(docs, precision=precision, show_progress=False)
+        return query_passes(encoder, query_ids, per_pass, precision)
 
     # warm both paths and every shape family once
     for enabled in (False, True):
@@ -145,8 +138,8 @@ def main() -> None:
     packed.ENABLED = True
 
     rows = []
-    for name, kind, _, _ in workloads:
-        count = len(query_ids) if kind == "queries" else len(docs)
+    for name, _, _, _ in workloads:
+        count = len(query_ids)
         for precision in precisions:
             medians = {}
             for path in ("transformers", "packed"):
@@ -184,9 +177,7 @@ def main() -> None:
         "torch": torch.__version__,
         "model": args.model,
         "queries": len(query_ids),
-        "documents": len(docs),
         "mean_query_tokens": round(float(np.mean([len(s) for s in query_ids])), 1),
-        "mean_document_tokens": round(float(np.mean(doc_lengths)), 1),
         "matmul_peak_gflops": peaks,
         "peak_rss_mib_end": round(resident_mib(), 0),
         "rows": rows,
@@ -196,7 +187,7 @@ def main() -> None:
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"\n{result['cpu']} ({result['cpu_capability']}), torch {torch.__version__}, {len(query_ids)} queries "
-        f"(mean {result['mean_query_tokens']} tokens), {len(docs)} documents (mean {result['mean_document_tokens']})"
+        f"(mean {result['mean_query_tokens']} tokens)"
     )
     print(
         "| workload | precision | transformers: texts/s | of peak | packed: texts/s | of peak | packed / transformers (range) | min cosine |"

@@ -70,11 +70,8 @@ def test_collate_rounds_lengths_and_fills_rows_without_changing_the_vectors(tiny
 def test_bf16_encoding_on_a_cpu_meets_few_shapes(tiny_encoder, monkeypatch):
     """oneDNN keeps memory for every shape a bf16 product meets (the reason for the rounding): texts
     of 120 different lengths are encoded in at most one shape per 16-token length bucket, by budget
-    and by --batch-size alike; fp32 keeps exact padding. (The transformers forward: packing off.)"""
-    from contriever.model import packed
+    and by --batch-size alike; fp32 keeps exact padding."""
     from contriever.model.encoder import BF16_CPU_LENGTH_MULTIPLE, Encoder
-
-    monkeypatch.setattr(packed, "ENABLED", False)
 
     shapes = []
     forward = Encoder.forward
@@ -129,31 +126,3 @@ def test_no_record_when_the_cache_is_off(tiny_encoder, monkeypatch):
     result = measure_token_budget(tiny_encoder, budgets=[64, 128], rounds=1)
     assert result["budget"] in (64, 128) and recorded_budget(tiny_encoder.device) is None
     assert ensure_token_budget(tiny_encoder, texts=10**6) == batching.DEFAULT_TOKEN_BUDGET["cpu"]
-
-
-def test_packed_bf16_encoding_pads_nothing_and_meets_few_product_shapes(tiny_encoder, monkeypatch):
-    """With packing the batches keep their exact lengths and no filler rows, and the products' row
-    counts come from few shapes (`packed.row_count`), however many token totals the batches have."""
-    from contriever.model import packed
-    from contriever.model.encoder import Encoder
-
-    lengths, totals, rows = [], [], []
-    forward, row_count = Encoder.forward, packed.row_count
-
-    def recording_forward(self, ids, mask):
-        lengths.append((ids.shape[1], int(mask.sum(1).max())))
-        totals.append(int(mask.sum()))
-        return forward(self, ids, mask)
-
-    def recording_rows(tokens, dtype):
-        rows.append(row_count(tokens, dtype))
-        return rows[-1]
-
-    monkeypatch.setattr(Encoder, "forward", recording_forward)
-    monkeypatch.setattr(packed, "row_count", recording_rows)
-    texts = [" ".join(["word"] * n) for n in range(1, 121)] * 3
-    tiny_encoder.encode(texts, show_progress=False, precision="bf16", token_budget=512)
-    assert all(padded == longest for padded, longest in lengths)  # exact lengths
-    assert sum(totals) == sum(len(s) for s in tiny_encoder.tokenize(texts))  # no filler rows
-    assert len(set(totals)) > 20 and len(set(rows)) <= 10, (sorted(set(totals)), sorted(set(rows)))
-    assert all(t <= r <= max(t + 15, t * 1.125) for r, t in zip(rows, totals))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 import torch
 
@@ -91,3 +94,31 @@ def test_a_model_made_under_inference_mode_runs_packed():
         encoder.eval()
         ids, mask = encoder.collate(encoder.tokenize(TEXTS))
         torch.testing.assert_close(encoder(ids, mask), reference(encoder, ids, mask), rtol=1e-5, atol=1e-5)
+
+
+def test_packed_bf16_passes_meet_few_product_shapes(tiny_encoder, monkeypatch):
+    """Row counts are rounded (`packed.row_count`) so a stream of batches meets few product shapes
+    however many token totals it has; `encode` keeps the transformers forward."""
+    totals, rows = [], []
+    row_count = packed.row_count
+
+    def recording_rows(tokens, dtype):
+        totals.append(tokens)
+        rows.append(row_count(tokens, dtype))
+        return rows[-1]
+
+    monkeypatch.setattr(packed, "row_count", recording_rows)
+    sequences = tiny_encoder.tokenize([" ".join(["word"] * n) for n in range(1, 121)])
+    rng = random.Random(0)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(120):
+            tiny_encoder(*tiny_encoder.collate(rng.sample(sequences, 10)))
+    doublings = math.floor(math.log2(max(totals))) - math.floor(math.log2(min(totals))) + 1
+    assert len(set(totals)) > 60 and len(set(rows)) <= 8 * doublings + 1, (
+        sorted(set(totals)),
+        sorted(set(rows)),
+    )
+    assert all(t <= r <= max(t + 15, t * 1.125) for r, t in zip(rows, totals))
+    rows.clear()
+    tiny_encoder.encode(["a text", "another text"], show_progress=False, precision="bf16")
+    assert rows == []  # encode ran the transformers forward

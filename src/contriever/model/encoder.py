@@ -3,8 +3,8 @@
 `Encoder` wraps any Hugging Face encoder (BERT, MiniLM, RoBERTa/XLM-R, ...) with a pooling rule.
 It is an `nn.Module` (training calls it on token ids) and an inference tool (`encode_queries`,
 `encode_corpus`: length-sorted batches, bf16 autocast where the hardware has it, fp32 pooling; on a
-CPU, BERT-family models run packed, with no padding in their position-wise layers:
-`contriever.model.packed`).
+CPU, BERT-family models called directly at inference, as `serve` does, run packed, with no padding
+in their position-wise layers: `contriever.model.packed`).
 
 Saved folders are plain Hugging Face model folders plus the sentence-transformers module files, so
 the same folder loads with `transformers.AutoModel`, with `sentence_transformers.SentenceTransformer`
@@ -515,14 +515,6 @@ class Encoder(torch.nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def length_multiple(self, precision: str, multiple: int | None = None) -> int:
-        """What this encoder's batch lengths are rounded up to (`shape_multiple`); 1 where packed
-        inference runs, which rounds its products' row counts itself (`packed.row_count`) and
-        whose attention keeps nothing per shape."""
-        if self.device.type == "cpu" and packed.supports(self.model):
-            return 1
-        return shape_multiple(self.device, precision, multiple)
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids `[batch, length]` to pooled vectors `[batch, dim]` (fp32).
 
@@ -645,11 +637,14 @@ class Encoder(torch.nn.Module):
         self.eval()
         device = self.device
         budget = None if batch_size else (token_budget or device_budget(device))
-        multiple = self.length_multiple(precision)
+        multiple = shape_multiple(device, precision)
         block = 64 * batch_size if batch_size else 8192  # texts tokenized and sorted together
         progress = tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress, smoothing=0.05)
         try:
-            with autocast_context(device, precision):
+            # The transformers forward: packed, a corpus encoded 5-10% faster but resident memory crept
+            # shard after shard (+9 to +41 MiB over 10 shards of 100-word passages against +3;
+            # benchmarks/README.md, "Packed inference"), and flat memory matters more here.
+            with autocast_context(device, precision), packed.disabled():
                 for start in range(0, len(texts), block):
                     sequences = self.tokenize(texts[start : start + block], prompt_name=prompt_name)
                     if batch_size:
