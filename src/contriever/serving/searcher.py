@@ -109,8 +109,8 @@ class Encoded:
 
 CPU_FORWARD_BATCH = 8
 # With packed inference (`contriever.model.packed`) padding costs only in attention, and a larger
-# pass is the faster one: SciFact queries, CPU C, bf16, 1 thread: 8 a pass 215-223 queries/s,
-# 32 a pass 252-260 (benchmarks/README.md, "Packed inference").
+# pass is the faster one: SciFact queries, CPU C, bf16, 1 thread: 8 a pass 264.6 queries/s,
+# 32 a pass 299.4 (medians of 3 rounds; benchmarks/README.md, "Packed inference").
 PACKED_CPU_FORWARD_BATCH = 32
 # Query lengths rounded up to a multiple of 8 under bf16 on a CPU (16 for corpora,
 # `model.encoder.BF16_CPU_LENGTH_MULTIPLE`): queries are short, so 16 pads more of each. SciFact
