@@ -12,9 +12,9 @@ The same numbers as the transformers forward up to float rounding (tests/model/t
 any `BertModel` (BERT, MiniLM, E5, Contriever) in eval mode with gradients off, on a CPU, where it
 was measured (benchmarks/README.md, "Packed inference"): serve's passes of short queries (1.18x in
 bf16) and MoCo's key encoder without dropout. Training, other devices, other architectures and
-`Encoder.encode` take the transformers forward: encoding a corpus gained 5-10% packed, but its
-batches' varying buffer sizes left resident memory creeping where the transformers forward stays
-flat (`disabled()`).
+`Encoder.encode` take the transformers forward: encoding a corpus gained 5-10% packed, but resident
+memory crept shard after shard (likely the allocator keeping buffers whose sizes change with every
+batch) where the transformers forward stays flat (`disabled()`).
 """
 
 from __future__ import annotations
