@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bf16_shapes import resident_mib  # noqa: E402
 from encode_throughput import cosine_rows, transformer_flops  # noqa: E402
 from matmul_peak import SHAPES, gflops  # noqa: E402
 
@@ -32,13 +33,6 @@ from contriever.data.beir import load_queries  # noqa: E402
 from contriever.model import packed  # noqa: E402
 from contriever.model.encoder import Encoder, autocast_context, bf16_supported  # noqa: E402
 from contriever.serving.searcher import query_length_multiple  # noqa: E402
-
-
-def resident_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def query_passes(encoder: Encoder, sequences: list[list[int]], per_pass: int, precision: str) -> np.ndarray:
@@ -67,38 +61,27 @@ def main() -> None:
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "packed_inference.json"))
     args = parser.parse_args()
 
-    threads = torch.get_num_threads()
     encoder = Encoder.load(args.model)
     encoder.eval()
     config = encoder.model.config
     queries = list(load_queries(args.data).values())[: args.queries]
     query_ids = encoder.tokenize(queries, prompt_name="query")
-    flops = {
-        "queries": transformer_flops(
-            [len(s) for s in query_ids],
-            config.num_hidden_layers,
-            config.hidden_size,
-            config.intermediate_size,
-        ),
-    }
+    flops = transformer_flops(
+        [len(s) for s in query_ids], config.num_hidden_layers, config.hidden_size, config.intermediate_size
+    )
     precisions = ["bf16", "fp32"] if bf16_supported(torch.device("cpu")) else ["fp32"]
-    workloads = [
-        ("queries, passes of 8, 1 thread", "queries", 8, 1),
-        ("queries, passes of 32, 1 thread", "queries", 32, 1),
-    ]
-    # Corpus encoding (`Encoder.encode`) runs the transformers forward since memory crept packed; its
-    # rows in benchmarks/README.md come from this script at commit 8dd5b07, when it ran packed.
-
-    def run(kind: str, per_pass: int, precision: str) -> np.ndarray:
-        return query_passes(encoder, query_ids, per_pass, precision)
+    # serve's model thread: one thread. Corpus encoding (`Encoder.encode`) runs the transformers
+    # forward since memory crept packed; its rows in benchmarks/README.md come from this script at
+    # commit 8dd5b07, when it ran packed (on all threads).
+    workloads = [("queries, passes of 8, 1 thread", 8), ("queries, passes of 32, 1 thread", 32)]
+    torch.set_num_threads(1)
 
     # warm both paths and every shape family once
     for enabled in (False, True):
         packed.ENABLED = enabled
         for precision in precisions:
-            for _, kind, per_pass, n_threads in workloads:
-                torch.set_num_threads(n_threads)
-                run(kind, per_pass, precision)
+            for _, per_pass in workloads:
+                query_passes(encoder, query_ids, per_pass, precision)
 
     rounds: dict[str, list[dict]] = {}
     vectors: dict[tuple, np.ndarray] = {}
@@ -106,22 +89,17 @@ def main() -> None:
     for round_ in range(args.rounds):
         for precision in precisions:
             dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-            torch.set_num_threads(1)
-            one = max(gflops(m, k, n, dtype, 0.5) for m, k, n in SHAPES)
-            torch.set_num_threads(threads)
-            every = max(gflops(m, k, n, dtype, 0.5) for m, k, n in SHAPES)
-            peaks[precision].append({"1 thread": round(one, 1), f"{threads} threads": round(every, 1)})
-            for name, kind, per_pass, n_threads in workloads:
-                torch.set_num_threads(n_threads)
-                peak = one if n_threads == 1 else every
+            peak = max(gflops(m, k, n, dtype, 0.5) for m, k, n in SHAPES)
+            peaks[precision].append({"1 thread": round(peak, 1)})
+            for name, per_pass in workloads:
                 for enabled in (False, True):
                     packed.ENABLED = enabled
                     started = time.perf_counter()
-                    out = run(kind, per_pass, precision)
+                    out = query_passes(encoder, query_ids, per_pass, precision)
                     seconds = time.perf_counter() - started
                     path = "packed" if enabled else "transformers"
                     vectors[(name, precision, path)] = out
-                    rate = flops[kind] / seconds / 1e9
+                    rate = flops / seconds / 1e9
                     key = f"{name} | {precision} | {path}"
                     rounds.setdefault(key, []).append(
                         {
@@ -134,11 +112,10 @@ def main() -> None:
                         f"round {round_}: {key}: {seconds:.2f} s, {rate:.1f} GFLOP/s, {rate / peak:.2f} of {peak:.0f}",
                         flush=True,
                     )
-    torch.set_num_threads(threads)
     packed.ENABLED = True
 
     rows = []
-    for name, _, _, _ in workloads:
+    for name, _ in workloads:
         count = len(query_ids)
         for precision in precisions:
             medians = {}
@@ -173,7 +150,7 @@ def main() -> None:
         "command": "python benchmarks/packed_inference.py " + " ".join(sys.argv[1:]),
         "cpu": platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": threads,
+        "threads": 1,
         "torch": torch.__version__,
         "model": args.model,
         "queries": len(query_ids),

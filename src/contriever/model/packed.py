@@ -90,18 +90,9 @@ def _layer_weights(model: torch.nn.Module, dtype: torch.dtype) -> list[tuple[tor
         return cached[1]
     weights = []
     for layer in layers:
-        attention = layer.attention.self
-        qkv_weight = torch.cat([attention.query.weight, attention.key.weight, attention.value.weight])
-        qkv_bias = torch.cat([attention.query.bias, attention.key.bias, attention.value.bias])
-        rest = (
-            layer.attention.output.dense.weight,
-            layer.attention.output.dense.bias,
-            layer.intermediate.dense.weight,
-            layer.intermediate.dense.bias,
-            layer.output.dense.weight,
-            layer.output.dense.bias,
-        )
-        weights.append(tuple(t.detach().to(dtype).contiguous() for t in (qkv_weight, qkv_bias, *rest)))
+        linear = _linear_params(layer)  # Q, K, V (weight, bias each), then the other three layers'
+        qkv = (torch.cat(linear[0:6:2]), torch.cat(linear[1:6:2]))
+        weights.append(tuple(t.detach().to(dtype).contiguous() for t in (*qkv, *linear[6:])))
     per_dtype[dtype] = (stamp, weights)
     return weights
 
@@ -116,6 +107,7 @@ def _version(tensor: torch.Tensor) -> int:
 
 
 def _linear_params(layer) -> tuple[torch.Tensor, ...]:
+    """A layer's linear weights and biases: query, key, value, attention output, intermediate, output."""
     attention = layer.attention.self
     return (
         attention.query.weight,
