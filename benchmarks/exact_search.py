@@ -2,7 +2,8 @@
 machine's matrix-product rate it reaches.
 
     python benchmarks/exact_search.py --index IDX --queries Q.npy [--n 1000] [--k 100] \\
-        [--precisions auto,fp32] [--before OLD_SHARDS.py] [--repeat 2] [--output results.json]
+        [--precisions auto,fp32] [--before OLD_SHARDS.py [--before-exact OLD_EXACT.py]] [--repeat 2] \\
+        [--output results.json]
 
 Exact search costs `2 x queries x vectors x dim` FLOP; the report divides that by the time taken
 and by the machine's best matrix-product rate measured in the same run before each repeat (fp32,
@@ -13,7 +14,9 @@ search uses here), their rows compared with the first's; `--calls N` splits the 
 `DenseRetriever` does with blocks of queries (a conversion per call would show there). The shards are read once before
 timing, so the page cache holds them (what a server answering repeatedly sees). `--before` loads
 another version of `contriever/retrieval/shards.py` (e.g. `git show OLD:src/contriever/retrieval/shards.py
-> old.py`) and times both in turn in this process, with their results compared row by row.
+> old.py`) and times both in turn in this process, with their results compared row by row;
+`--before-exact` gives that version its own `contriever/retrieval/exact.py` too (the kernel the
+search calls), swapped in while it runs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -31,17 +35,30 @@ from contriever.retrieval.faiss_calls import set_faiss_threads
 from contriever.retrieval.shards import open_index, search_precision
 
 
-def load_module(path: str):
-    spec = importlib.util.spec_from_file_location("shards_before", path)
+def load_module(path: str, name: str = "shards_before"):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def with_exact_module(search, module):
+    """`search` with `contriever.retrieval.exact` replaced by `module` while it runs (shards.py
+    imports the kernel at call time)."""
+
+    def run(*args, **kwargs):
+        saved = sys.modules["contriever.retrieval.exact"]
+        sys.modules["contriever.retrieval.exact"] = module
+        try:
+            return search(*args, **kwargs)
+        finally:
+            sys.modules["contriever.retrieval.exact"] = saved
+
+    return run
+
+
 def matmul_peak(queries: int, dim: int, dtype) -> float:
     """GFLOP/s of this machine's best product in `dtype`: MiniLM's shapes (`matmul_peak.py`) or the search's."""
-    import sys
-
     sys.path.insert(0, str(Path(__file__).parent))
     from matmul_peak import SHAPES, gflops
 
@@ -56,6 +73,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="queries searched in one call")
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--before", help="another shards.py to time against this one")
+    parser.add_argument("--before-exact", help="the exact.py that --before's version calls")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--calls", type=int, default=1, help="split the queries into this many calls")
     parser.add_argument(
@@ -76,6 +94,10 @@ def main() -> None:
         )
     if args.before:
         versions["before"] = load_module(args.before).open_index(args.index).search_rows
+        if args.before_exact:
+            versions["before"] = with_exact_module(
+                versions["before"], load_module(args.before_exact, "exact_before")
+            )
     for number in range(index.num_shards):  # into the page cache
         np.asarray(index.vectors(number)).sum()
     flop = 2.0 * len(queries) * len(index) * index.dim

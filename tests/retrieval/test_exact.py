@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contriever.retrieval.exact import error_margin, exact_scores, exact_top_k
+from contriever.retrieval.exact import error_margin, exact_scores, exact_top_k, ranked_top_k
 
 DIM = 16
 
@@ -61,6 +61,44 @@ def test_exact_scores_are_equal_for_equal_vectors_anywhere():
     scores = exact_scores(stack, np.repeat(query[None], len(stack), axis=0))
     assert len(set(scores[13::14].tolist())) == 1
     assert scores[13] == np.float32(vector.astype(np.float64) @ query.astype(np.float64))
+
+
+def test_exact_scores_pair_each_vector_with_its_owner_in_blocks_of_any_size(monkeypatch):
+    """Gathered queries (`owners`) and the block size leave every score equal to its float64
+    reference rounded once: a vector scores the same in a block of 1 row as in one of thousands."""
+    import contriever.retrieval.exact as exact
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3001, 384)).astype(np.float16)
+    queries = rng.standard_normal((7, 384)).astype(np.float32)
+    owners = rng.integers(0, 7, len(vectors))
+    want = np.einsum("nd,nd->n", vectors.astype(np.float64), queries[owners].astype(np.float64)).astype(
+        np.float32
+    )
+    for block in (1, 5, 2048):
+        monkeypatch.setattr(exact, "RESCORE_ROWS", block)
+        np.testing.assert_array_equal(exact_scores(vectors, queries, owners), want)
+
+
+@pytest.mark.parametrize("crowd", [0, 30000])
+def test_ranked_top_k_orders_by_score_then_lower_row(crowd):
+    """Candidates grouped by query, scores with exact ties, negatives and -0.0, against a three-key
+    sort; `crowd` gives one query tens of thousands of tied candidates (the sorting fallback)."""
+    rng = np.random.default_rng(4)
+    owners = np.sort(np.concatenate([rng.integers(0, 6, 300), np.zeros(crowd, np.int64)]))
+    rows = rng.permutation(len(owners) * 3)[: len(owners)].astype(np.int64)
+    scores = rng.choice(np.array([-1.5, -0.0, 0.0, 0.25, 0.25, 2.0, -(2.0**-20)], np.float32), len(owners))
+    if crowd:
+        scores[owners == 0] = 0.25
+    n, k = 50, 40  # queries 6-49 have none; the others ~50, so ties at 0 are ranked too
+    got_scores, got_rows = ranked_top_k(owners, rows, scores, np.argsort(rows, kind="stable"), n, k)
+    for query in range(n):
+        mine = np.flatnonzero(owners == query)
+        order = mine[np.lexsort((rows[mine], -(scores[mine] + np.float32(0))))][:k]
+        np.testing.assert_array_equal(got_rows[query, : len(order)], rows[order])
+        np.testing.assert_array_equal(got_scores[query, : len(order)], scores[order])
+        assert (got_rows[query, len(order) :] == -1).all()
+        assert np.isneginf(got_scores[query, len(order) :]).all()
 
 
 def test_fewer_rows_than_k_are_padded():

@@ -541,7 +541,7 @@ def rescore_exactly(
         found = block >= 0
         owner = np.nonzero(found)[0] + start
         exact = np.full(block.shape, -np.inf, dtype=np.float32)
-        exact[found] = exact_scores(source.vectors_for(block[found]), queries[owner])
+        exact[found] = exact_scores(source.vectors_for(block[found]), queries, owner)
         merge_top_k(
             best_scores[start : start + len(block)], best_rows[start : start + len(block)], exact, block
         )

@@ -529,6 +529,8 @@ class ShardedIndex:
             for number in range(len(self._shards))
             if bounds[number] < bounds[number + 1]
         ]
+        if len(parts) == 1:  # one shard's rows (nearly always, in blocks): no second copy
+            return parts[0]
         return np.concatenate(parts) if parts else np.empty((0, self.dim), dtype=self.dtype)
 
     def embeddings(self) -> np.ndarray:
