@@ -31,6 +31,7 @@ FILE = "token-budget.json"
 DEFAULT_TOKEN_BUDGET = {"cpu": 8192, "cuda": 65536}
 CANDIDATES = {"cpu": (2048, 4096, 8192, 16384), "cuda": (16384, 32768, 65536, 131072)}
 MEASURE_LENGTH = 256  # tokens a text in the measurement (capped at the model's max length)
+MEASURE_TOKENS = 8192  # at least this many a budget a round: one pass of 2,048 was too short to time
 
 
 def round_up(length: int, multiple: int) -> int:
@@ -130,9 +131,14 @@ def measure_token_budget(
 ) -> dict:
     """Tokens/s of `encoder`'s forward pass at each budget (texts of `MEASURE_LENGTH` tokens, the
     budgets interleaved round by round so a change of load hits them all, the best round of each);
-    the fastest budget is recorded for this device kind unless `record` is false."""
+    the fastest budget is recorded for this device kind unless `record` is false.
+
+    It times the forward `Encoder.encode` runs (the transformers one, `packed.disabled()`), each
+    budget over at least `MEASURE_TOKENS` tokens a round, after a first round that meets every
+    shape once (a first call per shape pays for building its kernels)."""
     import torch
 
+    from contriever.model import packed
     from contriever.model.precision import autocast_context
 
     device = encoder.device
@@ -147,17 +153,20 @@ def measure_token_budget(
     was_training = encoder.training
     encoder.eval()
     try:
-        with torch.inference_mode(), autocast_context(device, "auto"):
+        with torch.inference_mode(), autocast_context(device, "auto"), packed.disabled():
             for round_ in range(rounds + 1):
-                for budget in budgets if round_ else budgets[-1:]:  # round 0 warms up at the largest
+                for budget in budgets:
                     rows = max(1, budget // length)
                     batch = ids[:rows].to(device)
+                    passes = max(1, MEASURE_TOKENS // (rows * length)) if round_ else 1
                     started = time.perf_counter()
-                    encoder(batch, torch.ones_like(batch))
+                    for _ in range(passes):
+                        encoder(batch, torch.ones_like(batch))
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     if round_:  # the first round warms up
-                        best[budget] = max(best[budget], rows * length / (time.perf_counter() - started))
+                        tokens = passes * rows * length
+                        best[budget] = max(best[budget], tokens / (time.perf_counter() - started))
     finally:
         encoder.train(was_training)
     fastest = max(budgets, key=lambda b: best[b])
