@@ -10,7 +10,7 @@ and by the machine's best matrix-product rate measured in the same run before ea
 and bf16 where the CPU has it natively; `matmul_peak.py`'s MiniLM shapes and the search's own shape,
 queries x dim x 16,384, the best), so each repeat's fraction of the peak is taken under the same
 load; `--precisions` times this version's candidate pass in each precision named (`auto`: what
-search uses here), their rows compared with the first's; `--calls N` splits the queries into N calls, as
+search uses here, the pass it chose shown after the name), their rows compared with the first's; `--calls N` splits the queries into N calls, as
 `DenseRetriever` does with blocks of queries (a conversion per call would show there). The shards are read once before
 timing, so the page cache holds them, and each version searches one query untimed first (what a
 server answering repeatedly sees: the chunks converted once per index are kept). `--before` loads
@@ -89,10 +89,7 @@ def main() -> None:
     index = open_index(args.index)
     versions = {}
     for precision in args.precisions.split(","):
-        resolved = search_precision(precision)
-        versions[f"now-{precision}" + (f"={resolved}" if precision == "auto" else "")] = partial(
-            open_index(args.index).search_rows, precision=resolved
-        )
+        versions[f"now-{precision}"] = partial(open_index(args.index).search_rows, precision=precision)
     if args.before:
         versions["before"] = load_module(args.before).open_index(args.index).search_rows
         if args.before_exact:
@@ -101,8 +98,12 @@ def main() -> None:
             )
     for number in range(index.num_shards):  # into the page cache
         np.asarray(index.vectors(number)).sum()
-    for search in versions.values():  # untimed: what a search does once per index (its kept chunks)
-        search(queries[:1], args.k)
+    named = {}
+    for name, search in versions.items():  # untimed: what a search does once per index
+        search(queries, args.k)  # (its kept chunks; "auto"'s choice of pass, made on these queries)
+        chosen = getattr(getattr(getattr(search, "func", search), "__self__", None), "_pass_choices", {})
+        named[f"{name}={chosen[args.k]}" if args.k in chosen else name] = search
+    versions = named
     flop = 2.0 * len(queries) * len(index) * index.dim
     rows: dict[str, dict] = {}
     fractions: dict[str, list[float]] = {name: [] for name in versions}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contriever.retrieval.exact import error_margin, exact_scores, exact_top_k, ranked_top_k
+from contriever.retrieval.exact import cheaper_pass, error_margin, exact_scores, exact_top_k, ranked_top_k
 
 DIM = 16
 
@@ -134,3 +134,24 @@ def test_the_bf16_pass_bound_covers_its_error():
 def test_an_unknown_pass_precision_is_refused():
     with pytest.raises(ValueError, match="search precision"):
         exact_top_k(np.ones((1, DIM), np.float32), [], 1, None, precision="fp8")
+
+
+def unit_rows(array: np.ndarray) -> np.ndarray:
+    return (array / np.linalg.norm(array, axis=1, keepdims=True)).astype(np.float32)
+
+
+def crowded_vectors(rng, rows: int, dim: int = 384) -> np.ndarray:
+    """Unit vectors all near one direction (cosines ~0.9 to each other), as an anisotropic model's
+    are: many rows score within the bf16 pass's margin of any k-th best."""
+    common = rng.standard_normal(dim)
+    return unit_rows(common / np.linalg.norm(common) + 0.35 * rng.standard_normal((rows, dim)) / np.sqrt(dim))
+
+
+def test_the_cheaper_pass_is_fp32_where_scores_crowd_and_bf16_where_they_spread():
+    rng = np.random.default_rng(6)
+    crowded = crowded_vectors(rng, 16384 + 64)
+    # a deep k over 60,000 crowded rows (debian-xling with multilingual-e5): bf16's candidates cost more
+    assert cheaper_pass(crowded[16384:], crowded[:16384], 60_000, 1000, 1.001) == "fp32"
+    spread = unit_rows(rng.standard_normal((16384 + 64, 384)))
+    # k = 100 over a million isotropic rows: a few hundred extra candidates, half the products saved
+    assert cheaper_pass(spread[16384:], spread[:16384], 1_000_000, 100, 1.001) == "bf16"

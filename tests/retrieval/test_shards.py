@@ -184,6 +184,28 @@ def test_exact_search_identical_to_exact_ranking_on_near_ties(tmp_path, shard_ro
             np.testing.assert_array_equal(rows, np.stack([r[o][:k] for r, o in zip(fp32_rows, order)]))
 
 
+def test_auto_chooses_the_cheaper_pass_and_finds_the_same_rows(tmp_path, monkeypatch):
+    """Where bf16 is native, "auto" takes the fp32 pass for an index whose scores crowd near the
+    k-th best (kept per k), and returns what either pass returns."""
+    import contriever.retrieval.shards as shards
+
+    rng = np.random.default_rng(7)
+    common = rng.standard_normal(DIM)
+    crowded = common / np.linalg.norm(common) + 0.35 * rng.standard_normal((3000, DIM)) / np.sqrt(DIM)
+    crowded = (crowded / np.linalg.norm(crowded, axis=1, keepdims=True)).astype(np.float16)
+    index = open_index(write_folder(tmp_path / "idx", crowded[:2960], 1000))
+    queries = crowded[2960:].astype(np.float32)
+    monkeypatch.setattr(
+        shards, "search_precision", lambda precision="auto": "bf16" if precision == "auto" else precision
+    )
+    monkeypatch.delenv(shards.SEARCH_PRECISION_ENV, raising=False)
+    found = index.search_rows(queries, 500)
+    assert index._pass_choices == {500: "fp32"}
+    for precision in ("fp32", "bf16"):
+        for want, got in zip(index.search_rows(queries, 500, precision=precision), found):
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_exact_search_keeps_every_tie_across_chunks(tmp_path, precision):
     """A tie group larger than k spread over many chunks, an exactly tied k-th place and rows whose

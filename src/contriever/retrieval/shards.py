@@ -545,7 +545,8 @@ class ShardedIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-`k` by inner product: `(scores [n, k'], rows [n, k'])`, `k' = min(k, len)`,
         ordered by score, then by the lower row (`contriever.retrieval.exact`: a pass over each chunk
-        in `precision` -- "auto": bf16 where the CPU multiplies bf16 natively, else fp32 -- picks
+        in `precision` -- "auto": bf16 where the CPU multiplies bf16 natively and
+        `exact.cheaper_pass` expects it to cost less for these queries, else fp32 -- picks
         candidates within its proven error, which are then scored exactly; the scores are the exact
         inner products of the stored vectors, rounded once to fp32, whatever the precision).
 
@@ -568,9 +569,28 @@ class ShardedIndex:
         n = len(queries)
         if k == 0 or n == 0:
             return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
-        precision = search_precision(precision)
-        chunks = self._pass_chunks(chunk_rows, precision)
-        return exact_top_k(queries, chunks, k, self.stored_vectors, precision)
+        chosen = search_precision(precision)
+        if (
+            chosen == "bf16"
+            and precision == "auto"
+            and os.environ.get(SEARCH_PRECISION_ENV, "").strip() in ("", "auto")
+        ):
+            chosen = self._cheaper_pass(queries, k, chunk_rows)
+        chunks = self._pass_chunks(chunk_rows, chosen)
+        return exact_top_k(queries, chunks, k, self.stored_vectors, chosen)
+
+    def _cheaper_pass(self, queries: np.ndarray, k: int, chunk_rows: int) -> str:
+        """`exact.cheaper_pass` judged on the index's first chunk with the first queries searched at
+        this `k`, then kept for this index and k (~70 ms a time; a model's queries are alike)."""
+        from contriever.retrieval.exact import cheaper_pass
+
+        choices = self.__dict__.setdefault("_pass_choices", {})
+        if k not in choices:
+            shard = next(shard for shard in self._shards if len(shard))
+            first = np.asarray(shard[:chunk_rows], dtype=np.float32)
+            norms = np.sqrt(np.einsum("nd,nd->n", first, first)) * np.float32(1.001)
+            choices[k] = cheaper_pass(queries, first, len(self), k, float(norms.max(initial=0.0)))
+        return choices[k]
 
     def _pass_chunks(self, chunk_rows: int, precision: str) -> Iterator[tuple[int, object, float]]:
         """`(first global row, vectors as the pass multiplies them, their largest norm)` of each chunk
