@@ -10,6 +10,7 @@ import pytest
 from contriever.model import batching
 from contriever.model.batching import (
     FILE,
+    choose_budget,
     device_kind,
     ensure_token_budget,
     measure_token_budget,
@@ -126,3 +127,11 @@ def test_no_record_when_the_cache_is_off(tiny_encoder, monkeypatch):
     result = measure_token_budget(tiny_encoder, budgets=[64, 128], rounds=1)
     assert result["budget"] in (64, 128) and recorded_budget(tiny_encoder.device) is None
     assert ensure_token_budget(tiny_encoder, texts=10**6) == batching.DEFAULT_TOKEN_BUDGET["cpu"]
+
+
+def test_the_smallest_budget_as_fast_as_the_fastest_is_chosen():
+    """Within 3% of the fastest is as fast (the measurement's noise): the smallest such budget,
+    for its smaller activations; a budget clearly faster still wins."""
+    assert choose_budget({2048: 11743.0, 4096: 11554.0, 8192: 11276.0, 16384: 10397.0}) == 2048
+    assert choose_budget({2048: 10796.0, 4096: 11454.0, 8192: 11620.0, 16384: 10494.0}) == 4096
+    assert choose_budget({2048: 8000.0, 4096: 9000.0, 8192: 11000.0}) == 8192
