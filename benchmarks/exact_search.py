@@ -9,15 +9,16 @@ Exact search costs `2 x queries x vectors x dim` FLOP; the report divides that b
 and by the machine's best matrix-product rate measured in the same run before each repeat (fp32,
 and bf16 where the CPU has it natively; `matmul_peak.py`'s MiniLM shapes and the search's own shape,
 queries x dim x 16,384, the best), so each repeat's fraction of the peak is taken under the same
-load; `--precisions` times this version's candidate pass in each precision named (`auto`: what
-search uses here, the pass it chose shown after the name), their rows compared with the first's; `--calls N` splits the queries into N calls, as
-`DenseRetriever` does with blocks of queries (a conversion per call would show there). The shards are read once before
-timing, so the page cache holds them, and each version searches one query untimed first (what a
-server answering repeatedly sees: the chunks converted once per index are kept). `--before` loads
-another version of `contriever/retrieval/shards.py` (e.g. `git show OLD:src/contriever/retrieval/shards.py
-> old.py`) and times both in turn in this process, with their results compared row by row;
-`--before-exact` gives that version its own `contriever/retrieval/exact.py` too (the kernel the
-search calls), swapped in while it runs.
+load. `--precisions` times this version's candidate pass in each precision named (`auto`: what
+search uses here, the pass it chose shown after the name), their rows compared with the first's;
+`--calls N` splits the queries into N calls, as `DenseRetriever` does with blocks of queries (a
+conversion per call would show there). The shards are read once before timing, so the page cache
+holds them, and each version searches the queries once untimed first (what a server answering
+repeatedly sees: the chunks converted once per index are kept, "auto" has chosen its pass).
+`--before` loads another version of `contriever/retrieval/shards.py` (e.g. `git show
+OLD:src/contriever/retrieval/shards.py > old.py`) and times both in turn in this process, with
+their results compared row by row; `--before-exact` gives that version its own
+`contriever/retrieval/exact.py` too (the kernel the search calls), swapped in while it runs.
 """
 
 from __future__ import annotations
