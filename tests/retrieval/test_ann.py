@@ -208,3 +208,12 @@ def test_bad_factories_and_parameters_are_clear_errors(folder):
         index.set_params(nprobe=8)
     with pytest.raises(ValueError, match="at least 1"):
         index.set_params(ef_search=0)
+
+
+def test_ann_search_reports_its_progress_batch_by_batch(folder, data):
+    """`progress(share)` after each batch of queries, the shares adding up to all of them."""
+    _, queries = data
+    index = AnnIndex.load(folder, build_ann(folder, "IVF16,Flat", show_progress=False).name)
+    shares: list[float] = []
+    index.search(queries, K, batch_size=16, show_progress=False, progress=shares.append)
+    assert shares == pytest.approx([16 / 40, 16 / 40, 8 / 40])

@@ -21,8 +21,8 @@ from contriever.training.distributed import (
     all_reduce_gradients,
     all_reduce_mean,
     broadcast_object,
-    cleanup,
     gather_objects,
+    leave_process_group,
     setup_distributed,
 )
 from contriever.training.losses.gradcache import gradcache_loss
@@ -154,7 +154,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         out["again"] = setup_distributed()
     finally:
         torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
-        cleanup()
+        leave_process_group()
 
 
 def free_port() -> int:

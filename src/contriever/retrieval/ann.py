@@ -477,11 +477,14 @@ class AnnIndex:
             self.search_params[key] = int(value)
 
     def search(
-        self, query_vectors, k: int, *, batch_size: int = 4096, show_progress: bool = True
+        self, query_vectors, k: int, *, batch_size: int = 4096, show_progress: bool = True, progress=None
     ) -> tuple[np.ndarray, list[list[str]]]:
         """`(scores [n, k'], doc_ids)`, best first; where fewer than k' were found, `doc_ids[i]` is
-        shorter and the missing scores are -inf."""
-        scores, rows = self.search_rows(query_vectors, k, batch_size=batch_size, show_progress=show_progress)
+        shorter and the missing scores are -inf. `progress(fraction)`, when given, is called after
+        each batch of queries with its share of them (as `ShardedIndex.search` does per chunk)."""
+        scores, rows = self.search_rows(
+            query_vectors, k, batch_size=batch_size, show_progress=show_progress, progress=progress
+        )
         flat = self.ids_for(rows[rows >= 0])
         doc_ids, position = [], 0
         for found in (rows >= 0).sum(axis=1).tolist():
@@ -494,7 +497,13 @@ class AnnIndex:
         return self.source.ids_for(rows)
 
     def search_rows(
-        self, queries: np.ndarray, k: int, *, batch_size: int = 4096, show_progress: bool = False
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        batch_size: int = 4096,
+        show_progress: bool = False,
+        progress=None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores and row numbers `[n, k']` (-1 where fewer than k' were found)."""
         if k < 1:
@@ -508,7 +517,7 @@ class AnnIndex:
             value = max(value, depth) if key == "efSearch" else value  # HNSW returns at most efSearch
             space.set_index_parameter(self.index, key, float(value))
         scores, rows = search_in_batches(
-            self.index, queries, depth, batch_size=batch_size, show_progress=show_progress
+            self.index, queries, depth, batch_size=batch_size, show_progress=show_progress, progress=progress
         )
         if self.rerank:
             scores, rows = rescore_exactly(self.source, queries, rows, k)

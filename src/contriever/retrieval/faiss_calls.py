@@ -58,20 +58,23 @@ def _as_float32_rows(vectors, dim: int | None, what: str) -> np.ndarray:
 
 
 def search_in_batches(
-    index, queries: np.ndarray, k: int, *, batch_size: int, show_progress: bool
+    index, queries: np.ndarray, k: int, *, batch_size: int, show_progress: bool, progress=None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`index.search` over float32 `queries` in batches, with a progress bar: `(scores, rows)` of
-    shape [n, k]; rows FAISS did not fill are -1 with score -inf."""
+    """`index.search` over float32 `queries` in batches, with a progress bar (and `progress(share of
+    the queries)` after each batch, when given): `(scores, rows)` of shape [n, k]; rows FAISS did
+    not fill are -1 with score -inf."""
     scores = np.empty((len(queries), k), dtype=np.float32)
     labels = np.empty((len(queries), k), dtype=np.int64)
-    progress = tqdm(total=len(queries), desc="searching", unit="query", disable=not show_progress)
+    bar = tqdm(total=len(queries), desc="searching", unit="query", disable=not show_progress)
     try:
         for start in range(0, len(queries), batch_size):
             batch_scores, batch_labels = index.search(queries[start : start + batch_size], k)
             scores[start : start + len(batch_labels)] = batch_scores
             labels[start : start + len(batch_labels)] = batch_labels
-            progress.update(len(batch_labels))
+            bar.update(len(batch_labels))
+            if progress is not None:
+                progress(len(batch_labels) / len(queries))
     finally:
-        progress.close()
+        bar.close()
     scores[labels < 0] = -np.inf
     return scores, labels

@@ -1,8 +1,9 @@
 """Retrievers with one method, `retrieve(queries, k) -> Run` (`{qid: {doc_id: score}}`), the shape
 pyserini's searchers and BEIR's `EvaluateRetrieval` give: build one, retrieve, score apart.
 
-- `DenseRetriever(encoder, index)`: encode the queries, search the index (`search(vectors, k) ->
-  (scores, ids)`: an index folder searched exactly or through its ANN, `index.load_for_search`); with
+- `DenseRetriever(encoder, index)`: encode the queries, search the index (`search(vectors, k, *,
+  show_progress, progress) -> (scores, ids)`, `progress(share)` reporting as it goes: an index folder
+  searched exactly or through its ANN, `index.load_for_search`); with
   `passage_depth > 0` the index holds passages (`DOCID#N`) and each document scores as its best one.
   `search_vectors` is the search alone, for queries encoded elsewhere.
 - `BM25Retriever(corpus)`: BM25 through bm25s, built on first use (or given built: `index=`;
@@ -36,6 +37,19 @@ SEARCH_ENTRIES = 2_000_000  # ranked ids held at once while searching (block of 
 
 class Retriever(Protocol):
     def retrieve(self, queries: dict[str, str], k: int) -> Run: ...
+
+
+def share_counter(bar, size: int):
+    """A `progress(share)` callback for an index's search: moves `bar` by whole items as the shares
+    of `size` it reports add up."""
+    start, reached = bar.n, 0.0
+
+    def advance(share: float) -> None:
+        nonlocal reached
+        reached += share * size
+        bar.update(start + min(size, int(reached + 1e-6)) - bar.n)  # + 1e-6: shares' float sums
+
+    return advance
 
 
 @dataclass
@@ -76,10 +90,16 @@ class DenseRetriever:
         # k * passage_depth ranked ids a query, all queries' results at once would be gigabytes
         block = max(1, SEARCH_ENTRIES // depth)
         run: Run = {}
-        progress = tqdm(total=len(names), desc="searching", unit="query", disable=not self.show_progress)
+        bar = tqdm(total=len(names), desc="searching", unit="query", disable=not self.show_progress)
         for first in range(0, len(names), block):
-            scores, ranked = self.index.search(vectors[first : first + block], depth, show_progress=False)
-            progress.update(len(ranked))
+            queries = vectors[first : first + block]
+            # the bar moves as the index is searched (one block of queries over millions of vectors
+            # takes minutes), then lands on the block's count
+            done = bar.n
+            scores, ranked = self.index.search(
+                queries, depth, show_progress=False, progress=share_counter(bar, len(queries))
+            )
+            bar.update(done + len(ranked) - bar.n)
             run.update(
                 run_from_search(
                     names[first : first + block],
@@ -90,7 +110,7 @@ class DenseRetriever:
                     doc_of=doc_id_of if passages else None,
                 )
             )
-        progress.close()
+        bar.close()
         return run
 
 

@@ -87,6 +87,14 @@ def search_precision(precision: str = "auto") -> str:
     return "bf16" if bf16_supported(torch.device("cpu")) else "fp32"
 
 
+def _reporting(chunks: Iterator[tuple[int, object, float]], total: int, progress) -> Iterator:
+    """`chunks` as they are, with `progress(share of total)` called once each has been searched
+    (the generator resumes when the search asks for the next one)."""
+    for entry in chunks:
+        yield entry
+        progress(len(entry[1]) / total)
+
+
 def vectors_name(number: int) -> str:
     return f"embeddings-{number:05d}.npy"
 
@@ -541,7 +549,7 @@ class ShardedIndex:
 
     # ----- search -------------------------------------------------------------------------------------
     def search_rows(
-        self, query_vectors, k: int, *, chunk_rows: int = 16384, precision: str = "auto"
+        self, query_vectors, k: int, *, chunk_rows: int = 16384, precision: str = "auto", progress=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-`k` by inner product: `(scores [n, k'], rows [n, k'])`, `k' = min(k, len)`,
         ordered by score, then by the lower row (`contriever.retrieval.exact`: a pass over each chunk
@@ -552,7 +560,8 @@ class ShardedIndex:
 
         Each chunk of `chunk_rows` vectors is converted once per call (once per index while the
         whole index fits in `FP32_KEEP_BYTES` as fp32: later calls, such as the next block of
-        queries, convert nothing).
+        queries, convert nothing). `progress(fraction)`, when given, is called after each chunk
+        with the share of the index it held (a search of millions of vectors takes minutes).
         """
         from contriever.retrieval.exact import exact_top_k
         from contriever.retrieval.faiss_calls import _ensure_threads
@@ -577,6 +586,8 @@ class ShardedIndex:
         ):
             chosen = self._cheaper_pass(queries, k, chunk_rows)
         chunks = self._pass_chunks(chunk_rows, chosen)
+        if progress is not None:
+            chunks = _reporting(chunks, len(self), progress)
         return exact_top_k(queries, chunks, k, self.stored_vectors, chosen)
 
     def _cheaper_pass(self, queries: np.ndarray, k: int, chunk_rows: int) -> str:

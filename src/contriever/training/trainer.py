@@ -39,6 +39,7 @@ from contriever.training.distributed import (
     all_reduce_mean,
     broadcast_object,
     gather_objects,
+    leave_process_group,
     setup_distributed,
 )
 from contriever.training.losses.inbatch import InBatchLoss
@@ -197,7 +198,9 @@ def train(config: Config, output: str | Path) -> Path:
     per folder, and a resume only of the same run (keys safe on resume aside): see `resume.py`.
     """
     with output_lock(output, config.task):
-        return _train(config, Path(output))
+        model = _train(config, Path(output))
+    leave_process_group()
+    return model
 
 
 def _train(config: Config, output: Path) -> Path:
