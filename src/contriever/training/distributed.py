@@ -83,21 +83,22 @@ def setup_distributed(backend: str | None = None) -> DistInfo:
         dist.init_process_group(
             backend=backend, init_method="env://", rank=rank, world_size=world_size, **extra
         )
-        _JOINED.append(dist.group.WORLD)
+        _JOINED.add(os.getpid())
     if dist.is_available() and dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device, is_main=rank == 0)
 
 
-_JOINED: list = []  # the process group `setup_distributed` made, if it made one
+_JOINED: set[int] = set()  # the process that `setup_distributed` made a process group in, if it made one
 
 
 def leave_process_group() -> None:
     """Leave the process group `setup_distributed` joined, after a barrier so that no process leaves
     while another still talks to it (one a caller made is theirs to leave). Left to interpreter exit,
-    gloo's threads were torn down in a race that sometimes aborted a finished run ("terminate called
-    without an active exception", SIGABRT: torchrun then reports the run failed)."""
-    if _JOINED and dist.is_available() and dist.is_initialized():
+    gloo's threads are torn down in whatever order exit takes, likely what once aborted a finished
+    run in the test suite ("terminate called without an active exception", SIGABRT: torchrun then
+    reports the run failed)."""
+    if os.getpid() in _JOINED and dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
     _JOINED.clear()
