@@ -53,20 +53,22 @@ def test_sharded_search_equals_one_flat_index(vectors, tmp_path, shard_rows, chu
 
 
 def test_exact_search_reports_its_progress_chunk_by_chunk(vectors, tmp_path):
-    """`progress(share)` once per chunk searched, the shares adding up to the whole index; the
-    retriever's bar reaches every query."""
+    """`progress(share)` once per chunk searched, then as the candidates are re-scored, the shares
+    adding up to 1; the retriever's bar reaches every query."""
     import io
 
     from tqdm import tqdm
 
     from contriever.retrieval.retrievers import share_counter
+    from contriever.retrieval.shards import PASS_SHARE
 
     index = open_index(write_folder(tmp_path / "idx", vectors, 100))
     queries = np.random.default_rng(4).standard_normal((33, DIM)).astype(np.float32)
     shares: list[float] = []
     index.search_rows(queries, 10, chunk_rows=37, progress=shares.append)
-    assert len(shares) == 10 * 3 + 1  # shards of 100 rows in chunks of 37, 37, 26; the last shard has 3
-    assert sum(shares) == pytest.approx(1.0)
+    chunks = 10 * 3 + 1  # shards of 100 rows in chunks of 37, 37, 26; the last shard has 3
+    assert sum(shares[:chunks]) == pytest.approx(PASS_SHARE)
+    assert len(shares) > chunks and sum(shares) == pytest.approx(1.0)
     bar = tqdm(total=33, file=io.StringIO())
     bar.update(5)
     index.search(queries, 10, chunk_rows=37, progress=share_counter(bar, 28))

@@ -309,10 +309,12 @@ def exact_top_k(
     k: int,
     vectors_for,
     precision: str = "fp32",
+    rescored=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact top `k` rows of each fp32 query `[n, dim]` by inner product: `(scores [n, k], rows
     [n, k])`, ordered by score (rounded once to fp32), then by the lower row; -inf / -1 where fewer
-    than k rows exist.
+    than k rows exist. `rescored(share)`, when given, is called as the candidates are re-scored,
+    with the share of them done (the pass's progress is the chunks').
 
     `chunks` yields `(first global row, vectors [rows, dim] as `pass_matrix(..., precision)` makes
     them, the largest row norm in them)`; `vectors_for(rows)` gives the stored vectors (fp16 or fp32)
@@ -344,6 +346,8 @@ def exact_top_k(
     for start in range(0, len(rows), RESCORE_ROWS):
         part = by_row[start : start + RESCORE_ROWS]
         exact[part] = paired_scores(vectors_for(rows[part]), table, owners[part])
+        if rescored is not None:
+            rescored(len(part) / len(rows))
     return ranked_top_k(owners, rows, exact, by_row, n, k)
 
 

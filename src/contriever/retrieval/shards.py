@@ -87,7 +87,11 @@ def search_precision(precision: str = "auto") -> str:
     return "bf16" if bf16_supported(torch.device("cpu")) else "fp32"
 
 
-def _reporting(chunks: Iterator[tuple[int, object, float]], total: int, progress) -> Iterator:
+PASS_SHARE = 0.8  # of a search's progress: the pass over the chunks; the re-scoring after it the rest
+# (~80% of the time where the pass suits the data; where scores crowd, re-scoring took more)
+
+
+def _reporting(chunks: Iterator[tuple[int, object, float]], total: float, progress) -> Iterator:
     """`chunks` as they are, with `progress(share of total)` called once each has been searched
     (the generator resumes when the search asks for the next one)."""
     for entry in chunks:
@@ -560,8 +564,9 @@ class ShardedIndex:
 
         Each chunk of `chunk_rows` vectors is converted once per call (once per index while the
         whole index fits in `FP32_KEEP_BYTES` as fp32: later calls, such as the next block of
-        queries, convert nothing). `progress(fraction)`, when given, is called after each chunk
-        with the share of the index it held (a search of millions of vectors takes minutes).
+        queries, convert nothing). `progress(share)`, when given, is called as the search goes, the
+        shares adding up to 1 (a search of millions of vectors takes minutes): after each chunk with
+        `PASS_SHARE` x its share of the index, then as the candidates are re-scored.
         """
         from contriever.retrieval.exact import exact_top_k
         from contriever.retrieval.faiss_calls import _ensure_threads
@@ -586,9 +591,14 @@ class ShardedIndex:
         ):
             chosen = self._cheaper_pass(queries, k, chunk_rows)
         chunks = self._pass_chunks(chunk_rows, chosen)
-        if progress is not None:
-            chunks = _reporting(chunks, len(self), progress)
-        return exact_top_k(queries, chunks, k, self.stored_vectors, chosen)
+        rescored = None
+        if progress is not None:  # the pass counts for PASS_SHARE of the work, the re-scoring the rest
+            chunks = _reporting(chunks, len(self) / PASS_SHARE, progress)
+
+            def rescored(share: float) -> None:
+                progress((1 - PASS_SHARE) * share)
+
+        return exact_top_k(queries, chunks, k, self.stored_vectors, chosen, rescored)
 
     def _cheaper_pass(self, queries: np.ndarray, k: int, chunk_rows: int) -> str:
         """`exact.cheaper_pass` judged on the index's first chunk with the first queries searched at
