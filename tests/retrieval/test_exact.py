@@ -123,7 +123,7 @@ def test_the_bf16_pass_bound_covers_its_error():
     )
     queries = (rng.standard_normal((40, 384)) * rng.uniform(0.01, 3, (40, 1))).astype(np.float32)
     exact = queries.astype(np.float64) @ vectors.astype(np.float64).T
-    block = Bf16Scores(queries, pass_matrix(vectors, "bf16"))
+    block = Bf16Scores(pass_matrix(queries, "bf16"), pass_matrix(vectors, "bf16"))
     bf16 = block.values(np.arange(block.bits.size)).reshape(block.shape)
     largest = float(np.linalg.norm(vectors, axis=1).max())
     bound = error_margin(384, np.linalg.norm(queries, axis=1), largest, "bf16")

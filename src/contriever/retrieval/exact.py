@@ -132,12 +132,10 @@ class Bf16Scores:
     (converting the block to fp32 would cost as much as the product)."""
 
     def __init__(self, queries, matrix, storage=None):
-        """`queries`: fp32 numpy or already a bf16 tensor (converted once per search); `storage` as
-        for `Fp32Scores`."""
+        """`queries` and `matrix` as `pass_matrix(..., "bf16")` makes them (the queries converted once
+        per search); `storage` as for `Fp32Scores`."""
         import torch
 
-        if isinstance(queries, np.ndarray):
-            queries = torch.from_numpy(queries).to(torch.bfloat16)
         size = len(queries) * len(matrix)
         if storage is None or storage.numel() < size:
             storage = torch.empty(size, dtype=torch.bfloat16)
